@@ -1,0 +1,32 @@
+"""Hooks that pytest-mlxvlm calls; implement them in a conftest.py or a plugin."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+    from .runner import CaseResult, GenerationRequest, Sample
+    from .settings import Settings
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_mlxvlm_load_model(spec: str, settings: Settings) -> LoadedModel | None:
+    """Load the model named by ``spec``; return None to leave it to the next implementation."""
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_mlxvlm_measure(model: LoadedModel, request: GenerationRequest) -> Sample | None:
+    """Run and time one generation; return None to leave it to the next implementation."""
+
+
+@pytest.hookspec
+def pytest_mlxvlm_update_machine_info(config: pytest.Config, machine: dict[str, Any]) -> None:
+    """Amend the machine identity in place (chip key, memory, extra fields)."""
+
+
+@pytest.hookspec
+def pytest_mlxvlm_case_finished(config: pytest.Config, result: CaseResult) -> None:
+    """Called after each measured case with its samples."""

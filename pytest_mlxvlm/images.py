@@ -1,0 +1,64 @@
+"""Deterministic test images at any resolution, and users' own images resized."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .settings import Resolution
+
+
+def synthetic_image(resolution: Resolution, seed: int = 0) -> Image.Image:
+    """A reproducible RGB image: gradients, shapes and fine noise (no downloads)."""
+    w, h = resolution.width, resolution.height
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack(
+        [255 * x / max(w - 1, 1), 255 * y / max(h - 1, 1), 128 + 127 * np.sin((x + y) / 37.0)],
+        axis=-1,
+    )
+    noise = rng.normal(0, 12, size=(h, w, 3))
+    image = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1 = min(w - 1, x0 + int(rng.integers(w // 16 + 1, w // 3 + 2)))
+        y1 = min(h - 1, y0 + int(rng.integers(h // 16 + 1, h // 3 + 2)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+    return image
+
+
+class ImageError(ValueError):
+    """An image that cannot be opened."""
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open a user's image as RGB, with a clear error if it is not an image."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"cannot open image {str(path)!r}: {exc}") from None
+
+
+def image_file(resolution: Resolution, directory: Path, source: Path | None = None) -> Path:
+    """A PNG of the given size in ``directory``: the synthetic pattern or ``source`` resized."""
+    stem = "synthetic" if source is None else f"{source.stem}"
+    path = directory / f"{stem}-{resolution.id}.png"
+    if not path.exists():
+        if source is None:
+            image = synthetic_image(resolution)
+        else:
+            image = open_image(source).resize(
+                (resolution.width, resolution.height), Image.Resampling.BICUBIC
+            )
+        tmp = path.with_suffix(".tmp.png")
+        image.save(tmp)
+        tmp.replace(path)
+    return path

@@ -1,0 +1,158 @@
+"""Model sources: Hugging Face ids, local paths and synthetic models, all loaded by ``mlx_vlm.load``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import synthetic
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be found or loaded; the message says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    """A model and its processor, loaded once per session."""
+
+    spec: str
+    path: Path | None
+    model: Any
+    processor: Any
+    load_time_s: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A short display name: the last part of an id or path."""
+        return short_name(self.spec)
+
+    @property
+    def source(self) -> str:
+        """``synthetic``, ``local`` or ``hub``."""
+        return source_kind(self.spec)
+
+
+def short_name(spec: str) -> str:
+    """``mlx-community/Qwen3-VL-8B-Instruct-4bit`` -> ``Qwen3-VL-8B-Instruct-4bit``."""
+    if synthetic.is_synthetic(spec):
+        return spec[len(synthetic.PREFIX) :]
+    return Path(spec.rstrip("/")).name or spec
+
+
+def model_slug(spec: str) -> str:
+    """A file-name-safe key for a model spec, unique per spec."""
+    if synthetic.is_synthetic(spec):
+        return "synthetic-" + spec[len(synthetic.PREFIX) :]
+    text = spec.strip().rstrip("/")
+    return text.replace("/", "--").replace(":", "-").replace(" ", "_").lstrip(".-") or "model"
+
+
+def source_kind(spec: str) -> str:
+    if synthetic.is_synthetic(spec):
+        return "synthetic"
+    if _looks_like_path(spec):
+        return "local"
+    return "hub"
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A local path, as opposed to a Hugging Face ``owner/name`` id."""
+    return (
+        spec.startswith((".", "/", "~"))
+        or Path(spec).expanduser().exists()
+        or spec.count("/") != 1
+    )
+
+
+def resolve_path(spec: str) -> Path:
+    """Where the checkpoint of a spec lives on disk, building or finding it first."""
+    kind = source_kind(spec)
+    if kind == "synthetic":
+        try:
+            recipe = synthetic.parse(spec)
+        except synthetic.SyntheticModelError as exc:
+            raise ModelLoadError(str(exc)) from None
+        return synthetic.ensure_built(recipe)
+    if kind == "local":
+        path = Path(spec).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"model path {spec!r} is not a directory; pass a folder that holds "
+                "config.json and *.safetensors, a Hugging Face id, or a synthetic:<name>"
+            )
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model path {spec!r} has no config.json: not a checkpoint folder")
+        return path
+    return _hub_snapshot(spec)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.py", "*.model", "*.tiktoken", "*.txt", "*.jinja"]
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns))
+    except Exception:  # noqa: BLE001 - any miss falls through to the download or the error below
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        except Exception as exc:  # noqa: BLE001 - reported in one line
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    raise ModelLoadError(
+        f"model {repo_id!r} is not in the local Hugging Face cache and could not be "
+        f"downloaded ({reason}); run `huggingface-cli download {repo_id}` on a connected "
+        "machine, pass a local path, or use a synthetic:<name> model"
+    )
+
+
+def load(spec: str) -> LoadedModel:
+    """Load a model spec through ``mlx_vlm.load``; errors become one-line ModelLoadErrors."""
+    path = resolve_path(spec)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model {spec!r}: unreadable config.json ({exc})") from None
+    from mlx_vlm import load as mlx_vlm_load
+    from mlx_vlm.utils import get_model_and_args
+
+    try:
+        get_model_and_args(config)
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"model {spec!r}: model type {config.get('model_type')!r} is not supported by "
+            f"mlx-vlm ({str(exc).splitlines()[0]})"
+        ) from None
+    start = time.perf_counter()
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    if synthetic.is_synthetic(spec):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        model, processor = mlx_vlm_load(str(path))
+    except Exception as exc:  # noqa: BLE001 - corrupt weights, bad tokenizer, ...
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        raise ModelLoadError(
+            f"model {spec!r} could not be loaded from {path}: {type(exc).__name__}: {message}"
+        ) from exc
+    finally:
+        if synthetic.is_synthetic(spec):
+            if previous is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = previous
+    return LoadedModel(
+        spec=spec,
+        path=path,
+        model=model,
+        processor=processor,
+        load_time_s=time.perf_counter() - start,
+        config=config,
+    )

@@ -1,0 +1,463 @@
+"""pytest glue: options, fixtures, parametrization, the built-in suite and the reporter."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from . import hookspec
+from .settings import Resolution, Settings, SettingsError, resolve
+
+SUITE_FILE = Path(__file__).with_name("suite.py")
+
+settings_key = pytest.StashKey["Settings"]()
+session_key = pytest.StashKey["BenchSession"]()
+results_key = pytest.StashKey[list]()
+phase_key = pytest.StashKey[dict]()
+
+
+# -- options ---------------------------------------------------------------------------------
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mlxvlm", "VLM inference benchmarks on MLX (pytest-mlxvlm)")
+
+    def option(flag: str, ini: str, help: str, *, ini_type: str = "string", **kw: Any) -> None:
+        group.addoption(flag, dest=ini, help=f"{help} [ini: {ini}]", **kw)
+        parser.addini(ini, help, type=ini_type)  # type: ignore[arg-type]
+
+    option(
+        "--mlx-model",
+        "mlx_model",
+        "model to benchmark: Hugging Face id, local path or synthetic:<name> "
+        "(repeatable; default synthetic:tiny)",
+        ini_type="linelist",
+        action="append",
+        default=None,
+        metavar="MODEL",
+    )
+    option(
+        "--quick",
+        "mlx_quick",
+        "quick sweep 224², 448², 768², 1024² instead of the full ten sizes",
+        ini_type="bool",
+        action="store_true",
+        default=None,
+    )
+    option(
+        "--mlx-resolutions",
+        "mlx_resolutions",
+        "image sizes to sweep, e.g. 448x448,1920x1080 (overrides --quick)",
+        default=None,
+        metavar="WxH,...",
+    )
+    option("--mlx-max-tokens", "mlx_max_tokens", "fixed output length (default 64)",
+           default=None, metavar="N")
+    option("--mlx-rounds", "mlx_rounds", "measured rounds per case (default 5)",
+           default=None, metavar="N")
+    option("--mlx-warmup", "mlx_warmup", "unmeasured warmup runs per case (default 1)",
+           default=None, metavar="N")
+    option("--mlx-prompt", "mlx_prompt", "prompt sent with each image", default=None,
+           metavar="TEXT")
+    option("--mlx-image", "mlx_image",
+           "your own image, resized to each resolution (default: a synthetic pattern)",
+           default=None, metavar="PATH")
+    option("--mlx-json", "mlx_json", "write every sample, the settings and the machine to PATH",
+           default=None, metavar="PATH")
+    option("--mlx-chip", "mlx_chip",
+           "override the chip key of this machine (also $PYTEST_MLXVLM_CHIP)",
+           default=None, metavar="KEY")
+    option("--mlx-suite", "mlx_suite",
+           "run the built-in image benchmark: auto (when --mlx-model is given), on or off",
+           default=None, choices=("auto", "on", "off"))
+
+
+def _ini(config: pytest.Config, name: str) -> Any:
+    value = config.getini(name)
+    return value if value not in ("", [], None) else None
+
+
+def _settings_from_config(config: pytest.Config) -> Settings:
+    opt = config.option
+    def pick(name: str) -> Any:
+        value = getattr(opt, name, None)
+        return value if value is not None else _ini(config, name)
+    return resolve(
+        models=opt.mlx_model,
+        ini_models=_ini(config, "mlx_model"),
+        quick=opt.mlx_quick,
+        ini_quick=bool(config.getini("mlx_quick")),
+        resolutions=opt.mlx_resolutions,
+        ini_resolutions=_ini(config, "mlx_resolutions"),
+        max_tokens=pick("mlx_max_tokens"),
+        rounds=pick("mlx_rounds"),
+        warmup=pick("mlx_warmup"),
+        prompt=pick("mlx_prompt"),
+        image=pick("mlx_image"),
+        json_path=pick("mlx_json"),
+        chip=pick("mlx_chip"),
+        suite=pick("mlx_suite") or "auto",
+        base_dir=config.invocation_params.dir,
+    )
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mlx_benchmark(rounds=None, max_tokens=None, warmup=None, resolutions=None, prompt=None): "
+        "per-test settings for pytest-mlxvlm measurements",
+    )
+    try:
+        settings = _settings_from_config(config)
+    except SettingsError as exc:
+        raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None
+    config.stash[settings_key] = settings
+    config.stash[session_key] = BenchSession(config, settings)
+    if settings.suite and str(SUITE_FILE) not in config.args:
+        config.args.append(str(SUITE_FILE))
+    if not _is_worker(config):
+        reporter = MlxReporter(config)
+        config.pluginmanager.register(reporter, "mlxvlm-reporter")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    reporter = config.pluginmanager.get_plugin("mlxvlm-reporter")
+    if reporter is not None:
+        config.pluginmanager.unregister(reporter)
+
+
+# -- default engine ---------------------------------------------------------------------------
+
+@pytest.hookimpl(trylast=True)
+def pytest_mlxvlm_load_model(spec: str, settings: Settings) -> Any:
+    from .models import load
+
+    return load(spec)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_mlxvlm_measure(model: Any, request: Any) -> Any:
+    from .runner import measure_generation
+
+    return measure_generation(model.model, model.processor, request)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """pytest-benchmark's machine info carries the MLX chip identity."""
+    machine_info["mlx"] = config.stash[session_key].machine
+
+
+# -- session state ----------------------------------------------------------------------------
+
+@dataclass
+class BenchSession:
+    """What one pytest session measured."""
+
+    config: pytest.Config
+    settings: Settings
+    results: list[Any] = field(default_factory=list)
+    load_times: dict[str, float] = field(default_factory=dict)
+    load_errors: dict[str, str] = field(default_factory=dict)
+    _machine: dict[str, Any] | None = None
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        if self._machine is None:
+            from .machine import identity
+
+            info = identity(self.settings.chip)
+            self.config.hook.pytest_mlxvlm_update_machine_info(config=self.config, machine=info)
+            self._machine = info
+        return self._machine
+
+
+# -- parametrization and fixtures -------------------------------------------------------------
+
+def _marker_settings(node: pytest.Item | pytest.Function | Any, base: Settings) -> Settings:
+    marker = node.get_closest_marker("mlx_benchmark")
+    if marker is None:
+        return base
+    if marker.args:
+        raise pytest.UsageError("mlx_benchmark marker takes keyword arguments only")
+    try:
+        return base.for_marker(**marker.kwargs)
+    except SettingsError as exc:
+        raise pytest.UsageError(f"{node.nodeid}: {exc}") from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    settings = metafunc.config.stash[settings_key]
+    from .models import short_name
+
+    if "mlx_model" in metafunc.fixturenames:
+        names = [short_name(m) for m in settings.models]
+        ids = names if len(set(names)) == len(names) else list(settings.models)
+        metafunc.parametrize("mlx_model", settings.models, ids=ids, indirect=True, scope="session")
+    if "mlx_resolution" in metafunc.fixturenames:
+        local = _marker_settings(metafunc.definition, settings)
+        metafunc.parametrize(
+            "mlx_resolution", local.resolutions, ids=[r.id for r in local.resolutions]
+        )
+
+
+@pytest.fixture(scope="session")
+def mlx_settings(pytestconfig: pytest.Config) -> Settings:
+    """The resolved pytest-mlxvlm settings of this session."""
+    return pytestconfig.stash[settings_key]
+
+
+@pytest.fixture(scope="session")
+def mlx_machine(pytestconfig: pytest.Config) -> dict[str, Any]:
+    """The identity of this machine: chip key, backend, OS and library versions."""
+    return pytestconfig.stash[session_key].machine
+
+
+@pytest.fixture(scope="session")
+def mlx_model(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Any]:
+    """The model under test, loaded once per session (parametrized over ``--mlx-model``)."""
+    from .models import ModelLoadError
+
+    spec = getattr(request, "param", None) or pytestconfig.stash[settings_key].models[0]
+    bench = pytestconfig.stash[session_key]
+    start = time.perf_counter()
+    try:
+        loaded = pytestconfig.hook.pytest_mlxvlm_load_model(spec=spec, settings=bench.settings)
+    except ModelLoadError as exc:
+        bench.load_errors[spec] = str(exc)
+        pytest.fail(str(exc), pytrace=False)
+    bench.load_times[spec] = getattr(loaded, "load_time_s", None) or time.perf_counter() - start
+    yield loaded
+    del loaded
+    try:
+        import mlx.core as mx
+
+        mx.clear_cache()
+    except ImportError:
+        pass
+
+
+@pytest.fixture
+def mlx_resolution(request: pytest.FixtureRequest) -> Resolution:
+    """The image size of this test (parametrized over the sweep)."""
+    param = getattr(request, "param", None)
+    if param is None:
+        return request.config.stash[settings_key].resolutions[0]
+    return param
+
+
+@pytest.fixture(scope="session")
+def mlx_image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlxvlm-images")
+
+
+@pytest.fixture
+def mlx_image(mlx_resolution: Resolution, mlx_image_dir: Path, mlx_settings: Settings) -> Path:
+    """A PNG at this test's resolution: the synthetic pattern, or ``--mlx-image`` resized."""
+    from .images import ImageError, image_file
+
+    try:
+        return image_file(mlx_resolution, mlx_image_dir, mlx_settings.image)
+    except ImageError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+class MlxBench:
+    """Runs measured generations for one test and records them for the reports."""
+
+    def __init__(
+        self,
+        request: pytest.FixtureRequest,
+        model: Any,
+        resolution: Resolution,
+        image: Path,
+        settings: Settings,
+    ) -> None:
+        self.request = request
+        self.model = model
+        self.resolution = resolution
+        self.image = image
+        self.settings = settings
+        self.results: list[Any] = []
+
+    def run(
+        self,
+        image: Any = None,
+        prompt: str | None = None,
+        *,
+        max_tokens: int | None = None,
+        rounds: int | None = None,
+        warmup: int | None = None,
+        **generate_kwargs: Any,
+    ) -> Any:
+        """Warm up, then measure ``rounds`` generations of this test's image (or ``image``)."""
+        from .runner import CaseResult, GenerationRequest, run_case
+
+        settings = self.settings
+        request = GenerationRequest(
+            image=self.image if image is None else image,
+            prompt=settings.prompt if prompt is None else prompt,
+            max_tokens=settings.max_tokens if max_tokens is None else max_tokens,
+            generate_kwargs=generate_kwargs,
+        )
+        n_rounds = settings.rounds if rounds is None else rounds
+        n_warmup = settings.warmup if warmup is None else warmup
+        hook = self.request.config.hook
+
+        def measure() -> Any:
+            return hook.pytest_mlxvlm_measure(model=self.model, request=request)
+
+        samples, warm = self._drive(measure, n_rounds, n_warmup, run_case)
+        result = CaseResult(
+            model=self.model.spec,
+            resolution=self.resolution.id,
+            samples=samples,
+            warmup=warm,
+            workload={
+                **settings.workload(),
+                "prompt": request.prompt,
+                "max_tokens": request.max_tokens,
+                "rounds": n_rounds,
+                "warmup": n_warmup,
+            },
+            load_time_s=self.request.config.stash[session_key].load_times.get(self.model.spec, 0.0),
+            test_id=self.request.node.nodeid,
+        )
+        self.results.append(result)
+        self.request.node.stash.setdefault(results_key, []).append(result)
+        hook.pytest_mlxvlm_case_finished(config=self.request.config, result=result)
+        return result
+
+    def _drive(
+        self, measure: Callable[[], Any], rounds: int, warmup: int, run_case: Callable[..., Any]
+    ) -> tuple[list[Any], list[Any]]:
+        benchmark = self._pytest_benchmark()
+        if benchmark is None:
+            return run_case(measure, rounds=rounds, warmup=warmup)
+        collected: list[Any] = []
+        benchmark.group = self.model.spec
+        benchmark.pedantic(
+            lambda: collected.append(measure()), rounds=rounds, warmup_rounds=warmup, iterations=1
+        )
+        return collected[warmup:], collected[:warmup]
+
+    def _pytest_benchmark(self) -> Any:
+        """pytest-benchmark's fixture, when that plugin is active and enabled for this test."""
+        if self.results or not self.request.config.pluginmanager.has_plugin("pytest_benchmark"):
+            return None
+        try:
+            benchmark = self.request.getfixturevalue("benchmark")
+        except pytest.FixtureLookupError:
+            return None
+        return None if getattr(benchmark, "disabled", True) else benchmark
+
+
+@pytest.fixture
+def mlx_bench(
+    request: pytest.FixtureRequest,
+    mlx_model: Any,
+    mlx_resolution: Resolution,
+    mlx_image: Path,
+    mlx_settings: Settings,
+) -> MlxBench:
+    """Measure generations of ``mlx_model`` on ``mlx_image``: ``mlx_bench.run()``."""
+    settings = _marker_settings(request.node, mlx_settings)
+    return MlxBench(request, mlx_model, mlx_resolution, mlx_image, settings)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    item.stash.setdefault(phase_key, {})[report.when] = report.outcome
+    return report
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    results = item.stash.get(results_key, None)
+    if not results:
+        return
+    outcome = item.stash.get(phase_key, {}).get("call", "failed")
+    bench = item.config.stash[session_key]
+    for result in results:
+        result.outcome = outcome
+        bench.results.append(result)
+    extra = getattr(item, "user_properties", None)
+    if extra is not None:
+        for result in results:
+            med = result.summary("end_to_end_tps").median
+            extra.append((f"mlxvlm:{result.resolution}:end_to_end_tps", round(med, 3)))
+
+
+# -- reports -----------------------------------------------------------------------------------
+
+class MlxReporter:
+    """Prints the results table per model and writes the JSON report."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @property
+    def bench(self) -> BenchSession:
+        return self.config.stash[session_key]
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        s = self.bench.settings
+        sizes = ", ".join(r.id for r in s.resolutions)
+        return [
+            f"mlxvlm: models {', '.join(s.models)}; {len(s.resolutions)} resolutions ({sizes})",
+            f"mlxvlm: {s.rounds} rounds after {s.warmup} warmup, {s.max_tokens} tokens each",
+        ]
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from .report import by_model, model_section
+
+        bench = self.bench
+        if not bench.results and not bench.load_errors:
+            return
+        machine = bench.machine
+        tr = terminalreporter
+        for model, cases in by_model(bench.results).items():
+            tr.write_sep("=", f"mlxvlm: {model} on {machine['chip']} ({machine['backend']})")
+            for line in model_section(model, cases, bench.load_times.get(model)):
+                tr.write_line(line)
+        for model, error in bench.load_errors.items():
+            tr.write_sep("=", f"mlxvlm: {model} not measured")
+            tr.write_line(error)
+        if bench.settings.json_path is not None and self._json_written:
+            tr.write_sep("-", f"mlxvlm: JSON report written to {bench.settings.json_path}")
+
+    _json_written = False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        bench = self.bench
+        path = bench.settings.json_path
+        if path is None:
+            return
+        from .report import json_document, write_json
+
+        settings = bench.settings
+        document = json_document(
+            bench.results,
+            settings={
+                "models": list(settings.models),
+                "resolutions": [r.id for r in settings.resolutions],
+                "quick": settings.quick,
+                **settings.workload(),
+            },
+            machine=bench.machine,
+            extra={"load_times_s": bench.load_times, "errors": bench.load_errors},
+        )
+        write_json(path, document)
+        self._json_written = True

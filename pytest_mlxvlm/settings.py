@@ -1,0 +1,206 @@
+"""Settings: what to measure, resolved once from markers, options, ini values and defaults."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "synthetic:tiny"
+DEFAULT_PROMPT = "Describe this image in detail."
+DEFAULT_MAX_TOKENS = 64
+DEFAULT_ROUNDS = 5
+DEFAULT_WARMUP = 1
+
+
+class SettingsError(ValueError):
+    """A setting with a value that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True, order=True)
+class Resolution:
+    """An image size in pixels."""
+
+    width: int
+    height: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def _squares(*sides: int) -> tuple[Resolution, ...]:
+    return tuple(Resolution(side, side) for side in sides)
+
+
+FULL_SWEEP: tuple[Resolution, ...] = _squares(224, 336, 448, 512, 672, 768, 896, 1024) + (
+    Resolution(1280, 720),
+    Resolution(1920, 1080),
+)
+QUICK_SWEEP: tuple[Resolution, ...] = _squares(224, 448, 768, 1024)
+
+_RESOLUTION = re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*")
+MAX_SIDE = 16384
+
+
+def parse_resolution(text: str) -> Resolution:
+    """Parse ``WxH`` (or a bare side ``N`` for a square)."""
+    match = _RESOLUTION.fullmatch(text)
+    if match is None and text.strip().isdigit():
+        width = height = int(text)
+    elif match is None:
+        raise SettingsError(
+            f"bad resolution {text!r}: write WIDTHxHEIGHT, e.g. 448x448 or 1920x1080"
+        )
+    else:
+        width, height = int(match[1]), int(match[2])
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise SettingsError(
+            f"bad resolution {text!r}: width and height must be between 1 and {MAX_SIDE}"
+        )
+    return Resolution(width, height)
+
+
+def parse_resolutions(value: str | list[str] | tuple[Any, ...]) -> tuple[Resolution, ...]:
+    """Parse a comma- or space-separated list of resolutions, keeping order, no repeats."""
+    if isinstance(value, str):
+        parts = [p for p in re.split(r"[,\s]+", value) if p]
+    else:
+        parts = []
+        for item in value:
+            if isinstance(item, Resolution):
+                parts.append(item.id)
+            elif isinstance(item, tuple) and len(item) == 2:
+                parts.append(f"{item[0]}x{item[1]}")
+            else:
+                parts.extend(p for p in re.split(r"[,\s]+", str(item)) if p)
+    if not parts:
+        raise SettingsError("no resolution given: write e.g. --mlx-resolutions 448x448,1024x1024")
+    return tuple(dict.fromkeys(parse_resolution(p) for p in parts))
+
+
+def positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """An integer setting of at least ``minimum``."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The workload of a session: models, sizes, prompt and how often to measure."""
+
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    resolutions: tuple[Resolution, ...] = QUICK_SWEEP
+    quick: bool = False
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    rounds: int = DEFAULT_ROUNDS
+    warmup: int = DEFAULT_WARMUP
+    prompt: str = DEFAULT_PROMPT
+    image: Path | None = None
+    json_path: Path | None = None
+    chip: str | None = None
+    suite: bool = False
+
+    def for_marker(self, **overrides: Any) -> Settings:
+        """These settings with a ``mlx_benchmark`` marker's keywords applied."""
+        known = {"rounds", "max_tokens", "warmup", "resolutions", "prompt"}
+        unknown = set(overrides) - known
+        if unknown:
+            raise SettingsError(
+                f"mlx_benchmark marker: unknown keyword(s) {sorted(unknown)}; "
+                f"use {sorted(known)}"
+            )
+        changes: dict[str, Any] = {}
+        if "rounds" in overrides:
+            changes["rounds"] = positive_int("rounds", overrides["rounds"])
+        if "max_tokens" in overrides:
+            changes["max_tokens"] = positive_int("max_tokens", overrides["max_tokens"])
+        if "warmup" in overrides:
+            changes["warmup"] = positive_int("warmup", overrides["warmup"], minimum=0)
+        if "resolutions" in overrides:
+            changes["resolutions"] = parse_resolutions(overrides["resolutions"])
+        if "prompt" in overrides:
+            changes["prompt"] = str(overrides["prompt"])
+        return replace(self, **changes)
+
+    def workload(self) -> dict[str, Any]:
+        """The settings that define what a measurement means (for reports and baselines)."""
+        return {
+            "prompt": self.prompt,
+            "max_tokens": self.max_tokens,
+            "rounds": self.rounds,
+            "warmup": self.warmup,
+            "image": str(self.image) if self.image else "synthetic",
+        }
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None or value == "" else value
+
+
+def resolve(
+    *,
+    models: list[str] | None,
+    ini_models: list[str] | None,
+    quick: bool | None,
+    ini_quick: bool,
+    resolutions: str | None,
+    ini_resolutions: str | None,
+    max_tokens: Any,
+    rounds: Any,
+    warmup: Any,
+    prompt: str | None,
+    image: str | None,
+    json_path: str | None,
+    chip: str | None,
+    suite: str,
+    base_dir: Path,
+) -> Settings:
+    """Resolve command-line values (``None`` when absent) over ini values over defaults.
+
+    Ini values arrive as the second argument of each pair, or inside the scalar arguments
+    already merged by the caller (``option if not None else ini``).
+    """
+    chosen_models = tuple(dict.fromkeys(models or ini_models or [DEFAULT_MODEL]))
+    is_quick = bool(quick) if quick is not None else ini_quick
+    res_text = resolutions if resolutions is not None else ini_resolutions
+    if res_text:
+        sweep = parse_resolutions(res_text)
+    else:
+        sweep = QUICK_SWEEP if is_quick else FULL_SWEEP
+    image_path = None
+    if image:
+        image_path = Path(image)
+        if not image_path.is_absolute():
+            image_path = base_dir / image_path
+        if not image_path.is_file():
+            raise SettingsError(f"--mlx-image {image!r}: no such file")
+    if suite not in ("auto", "on", "off"):
+        raise SettingsError(f"--mlx-suite must be auto, on or off, got {suite!r}")
+    run_suite = suite == "on" or (suite == "auto" and bool(models))
+    return Settings(
+        models=chosen_models,
+        resolutions=sweep,
+        quick=is_quick,
+        max_tokens=positive_int("--mlx-max-tokens", _given(max_tokens, DEFAULT_MAX_TOKENS)),
+        rounds=positive_int("--mlx-rounds", _given(rounds, DEFAULT_ROUNDS)),
+        warmup=positive_int("--mlx-warmup", _given(warmup, DEFAULT_WARMUP), minimum=0),
+        prompt=prompt or DEFAULT_PROMPT,
+        image=image_path,
+        json_path=base_dir / json_path if json_path else None,
+        chip=chip or None,
+        suite=run_suite,
+    )

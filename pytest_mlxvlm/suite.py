@@ -1,0 +1,21 @@
+"""The built-in image benchmark: one generation case per model and resolution."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def test_image_generation(mlx_bench: Any) -> None:
+    """Measure a fixed-length greedy generation on the sweep's image; check the workload held."""
+    result = mlx_bench.run()
+    settings = mlx_bench.settings
+    assert len(result.samples) == settings.rounds
+    first = result.samples[0]
+    assert first.image_tokens > 0, "the image produced no image tokens"
+    for sample in result.samples:
+        assert sample.generation_tokens == settings.max_tokens
+        assert (sample.prompt_tokens, sample.image_tokens) == (
+            first.prompt_tokens,
+            first.image_tokens,
+        ), "prompt or image token counts changed between rounds of the same input"
+        assert sample.ttft_s <= sample.time_s
