@@ -12,7 +12,7 @@ import pytest
 from . import hookspec
 from .settings import Resolution, Settings, SettingsError, resolve
 
-SUITE_FILE = Path(__file__).with_name("suite.py")
+SUITE_DIR = Path(__file__).with_name("builtin")
 
 settings_key = pytest.StashKey["Settings"]()
 session_key = pytest.StashKey["BenchSession"]()
@@ -124,8 +124,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None
     config.stash[settings_key] = settings
     config.stash[session_key] = BenchSession(config, settings)
-    if settings.suite and str(SUITE_FILE) not in config.args:
-        config.args.append(str(SUITE_FILE))
+    if settings.suite and str(SUITE_DIR) not in config.args:
+        config.args.append(str(SUITE_DIR))
     if not _is_worker(config):
         reporter = MlxReporter(config)
         config.pluginmanager.register(reporter, "mlxvlm-reporter")
@@ -354,7 +354,7 @@ class MlxBench:
 
     def _pytest_benchmark(self) -> Any:
         """pytest-benchmark's fixture, when that plugin is active and enabled for this test."""
-        if self.results or not self.request.config.pluginmanager.has_plugin("pytest_benchmark"):
+        if self.results or not self.request.config.pluginmanager.has_plugin("benchmark"):
             return None
         try:
             benchmark = self.request.getfixturevalue("benchmark")

@@ -1,0 +1,1 @@
+"""The built-in benchmark suite, collected when --mlx-model is given."""
