@@ -43,8 +43,11 @@ def open_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
+    except FileNotFoundError:
+        raise ImageError(f"cannot open image {str(path)!r}: no such file") from None
     except (OSError, ValueError) as exc:
-        raise ImageError(f"cannot open image {str(path)!r}: {exc}") from None
+        reason = "not an image format PIL can read" if "identify" in str(exc) else str(exc)
+        raise ImageError(f"cannot open image {str(path)!r}: {reason}") from None
 
 
 def image_file(resolution: Resolution, directory: Path, source: Path | None = None) -> Path:

@@ -236,7 +236,9 @@ def mlx_model(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> It
         loaded = pytestconfig.hook.pytest_mlxvlm_load_model(spec=spec, settings=bench.settings)
     except ModelLoadError as exc:
         bench.load_errors[spec] = str(exc)
-        pytest.fail(str(exc), pytrace=False)
+        loaded = None
+    if loaded is None:
+        pytest.fail(bench.load_errors.get(spec, f"no engine could load {spec!r}"), pytrace=False)
     bench.load_times[spec] = getattr(loaded, "load_time_s", None) or time.perf_counter() - start
     yield loaded
     del loaded
@@ -270,7 +272,11 @@ def mlx_image(mlx_resolution: Resolution, mlx_image_dir: Path, mlx_settings: Set
     try:
         return image_file(mlx_resolution, mlx_image_dir, mlx_settings.image)
     except ImageError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        error = str(exc)
+    pytest.fail(error, pytrace=False)
+
+
+_THIS_TEST = object()
 
 
 class MlxBench:
@@ -293,7 +299,7 @@ class MlxBench:
 
     def run(
         self,
-        image: Any = None,
+        image: Any = _THIS_TEST,
         prompt: str | None = None,
         *,
         max_tokens: int | None = None,
@@ -301,12 +307,17 @@ class MlxBench:
         warmup: int | None = None,
         **generate_kwargs: Any,
     ) -> Any:
-        """Warm up, then measure ``rounds`` generations of this test's image (or ``image``)."""
+        """Warm up, then measure ``rounds`` generations of this test's image.
+
+        ``image`` replaces the image (a path or PIL image; None for a text-only prompt);
+        the other keywords replace the session's settings; further keywords go to
+        ``mlx_vlm.stream_generate`` (e.g. ``prompt_cache_state``).
+        """
         from .runner import CaseResult, GenerationRequest, run_case
 
         settings = self.settings
         request = GenerationRequest(
-            image=self.image if image is None else image,
+            image=self.image if image is _THIS_TEST else image,
             prompt=settings.prompt if prompt is None else prompt,
             max_tokens=settings.max_tokens if max_tokens is None else max_tokens,
             generate_kwargs=generate_kwargs,
@@ -321,7 +332,7 @@ class MlxBench:
         samples, warm = self._drive(measure, n_rounds, n_warmup, run_case)
         result = CaseResult(
             model=self.model.spec,
-            resolution=self.resolution.id,
+            resolution=self.resolution.id if request.image is not None else "text",
             samples=samples,
             warmup=warm,
             workload={

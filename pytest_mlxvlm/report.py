@@ -29,15 +29,17 @@ COLUMNS = (
 
 
 def _fmt_pixels(pixels: int) -> str:
+    if not pixels:
+        return "-"
     return f"{pixels / 1e6:.2f}M" if pixels >= 1e6 else f"{pixels / 1e3:.0f}K"
 
 
-def case_row(result: CaseResult) -> list[str]:
+def case_row(result: CaseResult, label: str | None = None) -> list[str]:
     """One table row: medians of each metric, and the spread of Speed (IQR / median)."""
     med = {m: result.summary(m).median for m in METRICS}
     speed = result.summary("end_to_end_tps")
     return [
-        result.resolution,
+        label or result.resolution,
         _fmt_pixels(result.width * result.height),
         f"{med['time_s']:.2f}s",
         f"{med['generation_tokens']:.0f}",
@@ -87,7 +89,10 @@ def by_model(results: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
 
 def model_section(model: str, results: Sequence[CaseResult], load_time_s: float | None) -> list[str]:
     """The lines of one model's section: table, summary line and aggregate row."""
-    lines = render_table(COLUMNS, [case_row(r) for r in results])
+    resolutions = [r.resolution for r in results]
+    shared = len(set(resolutions)) < len(resolutions)
+    rows = [case_row(r, f"{r.resolution} {r.test_name}" if shared else None) for r in results]
+    lines = render_table(COLUMNS, rows)
     agg = aggregate(results)
     lines.append("")
     lines.append(

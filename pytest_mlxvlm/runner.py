@@ -93,12 +93,23 @@ class CaseResult:
         return summarize(self.values(metric))
 
     @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels; (0, 0) for a text-only case."""
+        width, _, height = self.resolution.partition("x")
+        return (int(width), int(height)) if width.isdigit() and height.isdigit() else (0, 0)
+
+    @property
     def width(self) -> int:
-        return int(self.resolution.split("x")[0])
+        return self.size[0]
 
     @property
     def height(self) -> int:
-        return int(self.resolution.split("x")[1])
+        return self.size[1]
+
+    @property
+    def test_name(self) -> str:
+        """The test function's name, without module and parameters."""
+        return self.test_id.rpartition("::")[2].partition("[")[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
