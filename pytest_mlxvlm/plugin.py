@@ -189,12 +189,13 @@ def _marker_settings(node: pytest.Item | pytest.Function | Any, base: Settings) 
     marker = node.get_closest_marker("mlx_benchmark")
     if marker is None:
         return base
-    if marker.args:
-        raise pytest.UsageError("mlx_benchmark marker takes keyword arguments only")
     try:
+        if marker.args:
+            raise SettingsError("the mlx_benchmark marker takes keyword arguments only")
         return base.for_marker(**marker.kwargs)
     except SettingsError as exc:
-        raise pytest.UsageError(f"{node.nodeid}: {exc}") from None
+        error = f"{node.nodeid}: {exc}"
+    pytest.fail(error, pytrace=False)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -313,7 +314,7 @@ class MlxBench:
         the other keywords replace the session's settings; further keywords go to
         ``mlx_vlm.stream_generate`` (e.g. ``prompt_cache_state``).
         """
-        from .runner import CaseResult, GenerationRequest, run_case
+        from .runner import METRICS, CaseResult, GenerationRequest, run_case
 
         settings = self.settings
         request = GenerationRequest(
@@ -329,7 +330,19 @@ class MlxBench:
         def measure() -> Any:
             return hook.pytest_mlxvlm_measure(model=self.model, request=request)
 
-        samples, warm = self._drive(measure, n_rounds, n_warmup, run_case)
+        benchmark = self._pytest_benchmark()
+        if benchmark is None:
+            samples, warm = run_case(measure, rounds=n_rounds, warmup=n_warmup)
+        else:
+            collected: list[Any] = []
+            benchmark.group = self.model.spec
+            benchmark.pedantic(
+                lambda: collected.append(measure()),
+                rounds=n_rounds,
+                warmup_rounds=n_warmup,
+                iterations=1,
+            )
+            samples, warm = collected[n_warmup:], collected[:n_warmup]
         result = CaseResult(
             model=self.model.spec,
             resolution=self.resolution.id if request.image is not None else "text",
@@ -345,23 +358,14 @@ class MlxBench:
             load_time_s=self.request.config.stash[session_key].load_times.get(self.model.spec, 0.0),
             test_id=self.request.node.nodeid,
         )
+        if benchmark is not None:
+            benchmark.extra_info.update(
+                {f"mlxvlm_{m}": result.summary(m).median for m in METRICS}
+            )
         self.results.append(result)
         self.request.node.stash.setdefault(results_key, []).append(result)
         hook.pytest_mlxvlm_case_finished(config=self.request.config, result=result)
         return result
-
-    def _drive(
-        self, measure: Callable[[], Any], rounds: int, warmup: int, run_case: Callable[..., Any]
-    ) -> tuple[list[Any], list[Any]]:
-        benchmark = self._pytest_benchmark()
-        if benchmark is None:
-            return run_case(measure, rounds=rounds, warmup=warmup)
-        collected: list[Any] = []
-        benchmark.group = self.model.spec
-        benchmark.pedantic(
-            lambda: collected.append(measure()), rounds=rounds, warmup_rounds=warmup, iterations=1
-        )
-        return collected[warmup:], collected[:warmup]
 
     def _pytest_benchmark(self) -> Any:
         """pytest-benchmark's fixture, when that plugin is active and enabled for this test."""
