@@ -1,0 +1,101 @@
+"""The plugin's runner against a bare ``mlx_vlm.stream_generate`` loop, in one process.
+
+Both generate the same number of greedy tokens from the same model, image and prompt, in
+alternating order (bare first on even rounds, runner first on odd ones), and both compute
+decode tok/s the same way: (tokens - 1) / (time of last token - time of first token).
+
+    python benchmarks/overhead.py --model synthetic:tiny --rounds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from pytest_mlxvlm import models
+from pytest_mlxvlm.images import image_file
+from pytest_mlxvlm.runner import GenerationRequest, format_prompt, measure_generation
+from pytest_mlxvlm.settings import DEFAULT_PROMPT, parse_resolution
+
+
+def bare_loop(model, processor, prompt: str, image: str, max_tokens: int) -> dict[str, float]:
+    """What a user would write: stream_generate and a clock."""
+    from mlx_vlm import stream_generate
+
+    start = time.perf_counter()
+    first = last = None
+    count = 0
+    response = None
+    for response in stream_generate(
+        model, processor, prompt, image=[image], max_tokens=max_tokens, temperature=0.0
+    ):
+        now = time.perf_counter()
+        if first is None:
+            first = now
+        if response.generation_tokens > count:
+            count, last = response.generation_tokens, now
+    end = time.perf_counter()
+    return {
+        "tokens": count,
+        "generation_tps": (count - 1) / (last - first),
+        "mlx_vlm_generation_tps": response.generation_tps,
+        "ttft_s": first - start,
+        "end_to_end_tps": count / (end - start),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="synthetic:tiny")
+    parser.add_argument("--resolution", default="224x224")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+
+    loaded = models.load(args.model)
+    image = image_file(parse_resolution(args.resolution), Path(tempfile.mkdtemp()))
+    prompt = format_prompt(loaded.model, loaded.processor, DEFAULT_PROMPT, 1)
+    request = GenerationRequest(image=image, prompt=DEFAULT_PROMPT, max_tokens=args.max_tokens)
+
+    def plugin() -> dict[str, float]:
+        s = measure_generation(loaded.model, loaded.processor, request)
+        return {"tokens": s.generation_tokens, "generation_tps": s.generation_tps,
+                "ttft_s": s.ttft_s, "end_to_end_tps": s.end_to_end_tps}
+
+    def bare() -> dict[str, float]:
+        return bare_loop(loaded.model, loaded.processor, prompt, str(image), args.max_tokens)
+
+    for _ in range(args.warmup):
+        bare(), plugin()
+    runs: dict[str, list[dict[str, float]]] = {"bare": [], "plugin": []}
+    for i in range(args.rounds):
+        order = [("bare", bare), ("plugin", plugin)]
+        for name, fn in order if i % 2 == 0 else order[::-1]:
+            runs[name].append(fn())
+
+    print(f"model {args.model}, image {args.resolution}, {args.max_tokens} tokens, "
+          f"{args.rounds} interleaved rounds after {args.warmup} warmup")
+    tokens = {name: {r["tokens"] for r in rs} for name, rs in runs.items()}
+    print(f"tokens generated: bare {sorted(tokens['bare'])}, plugin {sorted(tokens['plugin'])}")
+    medians = {}
+    for metric in ("generation_tps", "end_to_end_tps", "ttft_s"):
+        b = statistics.median(r[metric] for r in runs["bare"])
+        p = statistics.median(r[metric] for r in runs["plugin"])
+        medians[metric] = (b, p)
+        print(f"{metric:>16}: bare {b:10.4f}  plugin {p:10.4f}  plugin/bare {p / b:.4f}")
+    for name, rs in runs.items():
+        print(f"{name:>6} decode tok/s per round: " + " ".join(f"{r['generation_tps']:.0f}" for r in rs))
+    own = statistics.median(r["mlx_vlm_generation_tps"] for r in runs["bare"])
+    print(f"mlx-vlm's own generation_tps (bare loop, counts the first token): {own:.4f}")
+    b, p = medians["generation_tps"]
+    diff = (p - b) / b * 100
+    verdict = "within 2%" if abs(diff) <= 2 else "NOT within 2%"
+    print(f"median decode tok/s: plugin {p:.2f} vs bare {b:.2f} ({diff:+.2f}%): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
