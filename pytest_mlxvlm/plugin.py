@@ -78,6 +78,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
            "run the built-in image benchmark: auto (when --mlx-model is given), on or off",
            default=None, choices=("auto", "on", "off"))
 
+    gate = parser.getgroup("mlxvlm-baselines", "pytest-mlxvlm baselines and regression gate")
+
+    def gate_option(flag: str, ini: str, help: str, *, ini_type: str = "string", **kw: Any) -> None:
+        gate.addoption(flag, dest=ini, help=f"{help} [ini: {ini}]", **kw)
+        parser.addini(ini, help, type=ini_type)  # type: ignore[arg-type]
+
+    gate_option("--mlx-baseline-dir", "mlx_baseline_dir",
+                "where baselines live, one folder per chip (default: baselines/ in the rootdir)",
+                default=None, metavar="DIR")
+    gate.addoption(
+        "--mlx-update-baselines", dest="mlx_update_baselines", nargs="?", const="all",
+        default=None, choices=("all", "new"), metavar="all|new",
+        help="write the results of passing tests as baselines once the whole session passed; "
+        "'new' writes only cases that have none",
+    )
+    gate_option("--mlx-missing-baseline", "mlx_missing_baseline",
+                "a case without a baseline: warn (default), fail or skip",
+                default=None, choices=("warn", "fail", "skip"))
+    gate_option("--mlx-tolerance", "mlx_tolerance",
+                "tolerance per metric in percent, e.g. ttft_s=20 or peak_memory=off (repeatable); "
+                "defaults: end_to_end_tps=10 generation_tps=10 prompt_tps=15 ttft_s=15 "
+                "peak_memory=5",
+                ini_type="linelist", action="append", default=None, metavar="METRIC=PCT")
+    gate_option("--mlx-alpha", "mlx_alpha",
+                "significance level of the one-sided Mann-Whitney test (default 0.05)",
+                default=None, metavar="P")
+    gate.addoption("--mlx-no-confirm", dest="mlx_no_confirm", action="store_true", default=False,
+                   help="fail on the first measurement instead of measuring a regressed case again")
+    gate_option("--mlx-stale-threshold", "mlx_stale_threshold",
+                "warn that a baseline is stale when a metric improved by more than PCT percent",
+                default=None, metavar="PCT")
+    gate_option("--mlx-markdown", "mlx_markdown",
+                "write a pull-request comment (Markdown) to PATH; also appended to "
+                "$GITHUB_STEP_SUMMARY when set", default=None, metavar="PATH")
+
 
 def _ini(config: pytest.Config, name: str) -> Any:
     value = config.getini(name)
@@ -105,6 +140,15 @@ def _settings_from_config(config: pytest.Config) -> Settings:
         chip=pick("mlx_chip"),
         suite=pick("mlx_suite") or "auto",
         base_dir=config.invocation_params.dir,
+        rootdir=config.rootpath,
+        baseline_dir=pick("mlx_baseline_dir"),
+        update=opt.mlx_update_baselines,
+        missing=pick("mlx_missing_baseline"),
+        tolerances=opt.mlx_tolerance or _ini(config, "mlx_tolerance"),
+        alpha=pick("mlx_alpha"),
+        confirm=not opt.mlx_no_confirm,
+        stale=pick("mlx_stale_threshold"),
+        markdown_path=pick("mlx_markdown"),
     )
 
 
@@ -170,7 +214,41 @@ class BenchSession:
     results: list[Any] = field(default_factory=list)
     load_times: dict[str, float] = field(default_factory=dict)
     load_errors: dict[str, str] = field(default_factory=dict)
+    model_ids: dict[str, str] = field(default_factory=dict)
     _machine: dict[str, Any] | None = None
+    _baselines: dict[str, Any] = field(default_factory=dict)
+    unused: dict[str, list[str]] = field(default_factory=dict)
+    update_messages: list[str] = field(default_factory=list)
+    gate_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def libraries(self) -> dict[str, Any]:
+        m = self.machine
+        return {"mlx": m.get("mlx"), "mlx_vlm": m.get("mlx_vlm"), "python": m.get("python")}
+
+    def baseline_path(self, spec: str) -> Path:
+        from .baselines import baseline_path
+        from .models import model_slug
+
+        return baseline_path(self.settings.baseline_dir, self.machine["key"], model_slug(spec))
+
+    def baseline(self, spec: str) -> Any:
+        """The stored baseline file of a model on this chip: None if there is none.
+
+        Raises BaselineError (naming the file) if it cannot be read.
+        """
+        from .baselines import BaselineError, read
+
+        if spec not in self._baselines:
+            path = self.baseline_path(spec)
+            try:
+                self._baselines[spec] = read(path, expect_chip=self.machine["key"]) if path.exists() else None
+            except BaselineError as exc:
+                self._baselines[spec] = exc
+        value = self._baselines[spec]
+        if isinstance(value, Exception):
+            raise value
+        return value
 
     @property
     def machine(self) -> dict[str, Any]:
@@ -205,6 +283,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "mlx_model" in metafunc.fixturenames:
         names = [short_name(m) for m in settings.models]
         ids = names if len(set(names)) == len(names) else list(settings.models)
+        metafunc.config.stash[session_key].model_ids.update(zip(settings.models, ids))
         metafunc.parametrize("mlx_model", settings.models, ids=ids, indirect=True, scope="session")
     if "mlx_resolution" in metafunc.fixturenames:
         local = _marker_settings(metafunc.definition, settings)
@@ -278,6 +357,10 @@ def mlx_image(mlx_resolution: Resolution, mlx_image_dir: Path, mlx_settings: Set
 
 
 _THIS_TEST = object()
+
+
+class MlxStaleBaselineWarning(pytest.PytestWarning):
+    """A metric improved well beyond its tolerance: the stored baseline is out of date."""
 
 
 class MlxBench:
@@ -358,14 +441,95 @@ class MlxBench:
             load_time_s=self.request.config.stash[session_key].load_times.get(self.model.spec, 0.0),
             test_id=self.request.node.nodeid,
         )
+        result.case_key = self._case_key()
         if benchmark is not None:
             benchmark.extra_info.update(
                 {f"mlxvlm_{m}": result.summary(m).median for m in METRICS}
             )
         self.results.append(result)
         self.request.node.stash.setdefault(results_key, []).append(result)
-        hook.pytest_mlxvlm_case_finished(config=self.request.config, result=result)
+        try:
+            self._gate(result, lambda: run_case(measure, rounds=n_rounds, warmup=0)[0])
+        finally:
+            hook.pytest_mlxvlm_case_finished(config=self.request.config, result=result)
         return result
+
+    def _case_key(self) -> str:
+        """The test's node id without the model: the same case across models and machines."""
+        node = self.request.node
+        base, _, params = node.nodeid.partition("[")
+        params = params.rstrip("]")
+        model_id = self.request.config.stash[session_key].model_ids.get(self.model.spec, "")
+        if model_id and params.startswith(model_id):
+            params = params[len(model_id):].lstrip("-")
+        elif model_id:
+            params = params.replace(f"-{model_id}", "", 1)
+        key = f"{base}[{params}]" if params else base
+        if self.results:
+            key += f"#{len(self.results) + 1}"
+        return key
+
+    def _gate(self, result: Any, remeasure: Callable[[], list[Any]]) -> None:
+        """Compare with the stored baseline; fail, skip or warn as the settings say."""
+        from . import gate
+        from .baselines import BaselineError
+
+        bench = self.request.config.stash[session_key]
+        settings = self.settings
+        try:
+            stored_file = bench.baseline(self.model.spec)
+        except BaselineError as exc:
+            result.comparison = None
+            pytest.fail(str(exc), pytrace=False)
+        stored = stored_file.cases.get(result.case_key) if stored_file else None
+        reference = stored_file.reference if stored_file and stored_file.kind == "reference" else None
+        comparison = gate.check(
+            result,
+            result.case_key,
+            stored,
+            tolerances=settings.tolerances,
+            alpha=settings.alpha,
+            libraries=bench.libraries,
+            reference=reference,
+            remeasure=remeasure if settings.confirm and not settings.update else None,
+        )
+        result.comparison = comparison
+        path = bench.baseline_path(self.model.spec)
+        if settings.update:
+            return
+        if comparison.status == "new":
+            message = f"no baseline for {result.case_key} in {path}"
+            if settings.missing == "fail":
+                pytest.fail(f"mlxvlm: {message}; create it with --mlx-update-baselines=new",
+                            pytrace=False)
+            if settings.missing == "skip":
+                pytest.skip(f"mlxvlm: {message}")
+            return
+        if comparison.status in ("regressed", "workload-changed"):
+            selector = self.request.node.callspec.id if hasattr(self.request.node, "callspec") \
+                else self.request.node.name
+            command = gate.update_command(self.request.config.invocation_params.args, selector)
+            pytest.fail(
+                gate.failure_message(
+                    comparison,
+                    model=self.model.spec,
+                    chip=bench.machine["key"],
+                    baseline_path=str(path),
+                    command=command,
+                ),
+                pytrace=False,
+            )
+        stale = settings.stale
+        if stale is not None:
+            for m in comparison.metrics:
+                if -m.worse_by > stale:
+                    import warnings
+
+                    warnings.warn(MlxStaleBaselineWarning(
+                        f"{result.case_key}: {m.metric} improved by {-m.worse_by * 100:.1f}% "
+                        f"(threshold {stale * 100:.0f}%); the baseline in {path} is stale, "
+                        "refresh it with --mlx-update-baselines"
+                    ))
 
     def _pytest_benchmark(self) -> Any:
         """pytest-benchmark's fixture, when that plugin is active and enabled for this test."""
@@ -435,7 +599,7 @@ class MlxReporter:
         ]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from .report import by_model, model_section
+        from .report import by_model, gate_summary, model_section, sensitivity, sensitivity_line
 
         bench = self.bench
         if not bench.results and not bench.load_errors:
@@ -449,14 +613,29 @@ class MlxReporter:
         for model, error in bench.load_errors.items():
             tr.write_sep("=", f"mlxvlm: {model} not measured")
             tr.write_line(error)
-        if bench.settings.json_path is not None and self._json_written:
-            tr.write_sep("-", f"mlxvlm: JSON report written to {bench.settings.json_path}")
+        for model, cases in by_model(bench.results).items():
+            detect = sensitivity(cases, bench.settings.tolerances, bench.settings.alpha)
+            tr.write_line(f"{model}: " + sensitivity_line(detect, bench.settings.rounds))
+        if bench.gate_counts:
+            tr.write_sep("-", f"mlxvlm baselines ({machine['key']}): {gate_summary(bench.gate_counts)}")
+            for model, keys in bench.unused.items():
+                for key in keys:
+                    tr.write_line(f"unused baseline: {key} ({model}, {bench.baseline_path(model)})")
+            for line in bench.update_messages:
+                tr.write_line(line)
+        for path in self._written:
+            tr.write_sep("-", f"mlxvlm: report written to {path}")
 
-    _json_written = False
+    _written: list[Path] = []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         bench = self.bench
+        self._written = []
+        if bench.results:
+            self._finish_baselines(int(exitstatus))
+        if bench.settings.markdown_path is not None and bench.results:
+            self._write_markdown(bench.settings.markdown_path)
         path = bench.settings.json_path
         if path is None:
             return
@@ -475,4 +654,66 @@ class MlxReporter:
             extra={"load_times_s": bench.load_times, "errors": bench.load_errors},
         )
         write_json(path, document)
-        self._json_written = True
+        self._written.append(path)
+
+    def _finish_baselines(self, exitstatus: int) -> None:
+        """Count the verdicts, list unused baselines, and write updates from a passed session."""
+        from .baselines import BaselineError, case_from_result, update
+        from .report import by_model, gate_counts
+
+        bench = self.bench
+        settings = bench.settings
+        measured: dict[str, set[str]] = {}
+        for r in bench.results:
+            measured.setdefault(r.model, set()).add(r.case_key)
+        for spec, keys in measured.items():
+            try:
+                stored = bench.baseline(spec)
+            except BaselineError:
+                continue
+            if stored is not None:
+                unused = sorted(set(stored.cases) - keys)
+                if unused:
+                    bench.unused[spec] = unused
+        written = 0
+        if settings.update:
+            if exitstatus != 0:
+                bench.update_messages.append(
+                    f"baselines not updated: the session did not pass (exit status {exitstatus}); "
+                    "nothing was written"
+                )
+            else:
+                for spec, cases in by_model(bench.results).items():
+                    passed = {r.case_key: case_from_result(r, bench.libraries)
+                              for r in cases if r.outcome == "passed"}
+                    path = bench.baseline_path(spec)
+                    try:
+                        keys = update(path, model=spec, chip=bench.machine["key"],
+                                      machine=bench.machine, cases=passed,
+                                      only_missing=settings.update == "new")
+                    except BaselineError as exc:
+                        bench.update_messages.append(f"baselines not updated: {exc}")
+                        continue
+                    written += len(keys)
+                    bench.update_messages.append(
+                        f"{len(keys)} baseline case(s) written to {path}"
+                        if keys else f"no baseline case written to {path} (all exist)"
+                    )
+        bench.gate_counts = gate_counts(
+            bench.results, unused=sum(len(v) for v in bench.unused.values()), updated=written
+        )
+
+    def _write_markdown(self, path: Path) -> None:
+        import os
+
+        from .report import atomic_write_text, markdown_report
+
+        bench = self.bench
+        text = markdown_report(bench.results, machine=bench.machine,
+                               counts=bench.gate_counts, unused=bench.unused)
+        atomic_write_text(path, text)
+        self._written.append(path)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(text)

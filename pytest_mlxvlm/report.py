@@ -151,3 +151,106 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def gate_counts(results: Sequence[CaseResult], unused: int = 0, updated: int = 0) -> dict[str, int]:
+    """How the cases fared against their baselines."""
+    counts = {"compared": 0, "regressed": 0, "improved": 0, "new": 0, "workload changed": 0,
+              "not comparable": 0, "unused": unused, "updated": updated}
+    for r in results:
+        c = r.comparison
+        if c is None:
+            continue
+        if c.status in ("pass", "regressed", "improved"):
+            counts["compared"] += 1
+        key = {"workload-changed": "workload changed", "not-comparable": "not comparable"}.get(
+            c.status, c.status
+        )
+        if key in counts and key != "compared":
+            counts[key] += 1
+    return counts
+
+
+def gate_summary(counts: dict[str, int]) -> str:
+    """``12 compared, 1 regressed, 2 new, 1 unused`` (other counts only when not zero)."""
+    always = ("compared", "regressed", "new", "unused")
+    parts = [f"{counts[k]} {k}" for k in always]
+    parts += [f"{v} {k}" for k, v in counts.items() if k not in always and v]
+    return ", ".join(parts)
+
+
+def sensitivity(results: Sequence[CaseResult], tolerances: dict[str, float], alpha: float) -> dict[str, float | None]:
+    """Per gated metric, the largest (worst) smallest-detectable regression over the cases.
+
+    With a baseline, from the spread of both sample sets; without one, assuming a baseline
+    of the same size and spread as this run.
+    """
+    from .compare import detectable_regression, relative_noise
+
+    out: dict[str, float | None] = {}
+    for metric, tol in tolerances.items():
+        worst: float | None = 0.0
+        for r in results:
+            c = r.comparison
+            found = [m for m in (c.metrics if c is not None else []) if m.metric == metric]
+            if found and found[0].p_value is not None:
+                value = found[0].detectable
+            else:
+                values = r.values(metric)
+                value = detectable_regression(len(values), len(values), relative_noise(values, values), tol, alpha)
+            if value is None:
+                worst = None
+                break
+            worst = max(worst, value)
+        out[metric] = worst
+    return out
+
+
+def sensitivity_line(detectable: dict[str, float | None], rounds: int) -> str:
+    parts = []
+    for metric, value in detectable.items():
+        label = METRICS[metric].label
+        parts.append(f"{label} {value * 100:.0f}%" if value is not None else f"{label} none")
+    return f"Smallest regression detectable here at {rounds} rounds (80% power): " + ", ".join(parts)
+
+
+def _verdict(m: Any) -> str:
+    mark = {"regressed": "❌ regressed", "improved": "🟢 improved", "ok": "✅ ok"}[m.verdict]
+    if m.p_value is not None:
+        return f"{mark} (p={m.p_value:.2g})"
+    return f"{mark} (reference)"
+
+
+def markdown_report(
+    results: Sequence[CaseResult], *, machine: dict[str, Any], counts: dict[str, int],
+    unused: dict[str, list[str]],
+) -> str:
+    """A pull-request comment: a table per model (baseline, now, change, verdict)."""
+    lines = [f"## pytest-mlxvlm on `{machine.get('key')}`", "",
+             f"**{gate_summary(counts)}** ({machine.get('chip')}, {machine.get('backend')}, "
+             f"mlx {machine.get('mlx')}, mlx-vlm {machine.get('mlx_vlm')})", ""]
+    for model, cases in by_model(results).items():
+        lines += [f"### {model}", "", "| Case | Metric | Baseline | Now | Change | Verdict |",
+                  "|---|---|---|---|---|---|"]
+        for r in cases:
+            c = r.comparison
+            if c is None or c.status == "new":
+                med = r.summary("end_to_end_tps").median
+                lines.append(f"| `{r.case_key or r.resolution}` | Speed | – | {med:.2f} tok/s | – | 🆕 no baseline |")
+                continue
+            if c.status in ("workload-changed", "not-comparable"):
+                what = "; ".join(f"{k}: {a} → {b}" for k, (a, b) in c.workload_changes.items())
+                lines.append(f"| `{c.key}` | workload | | | | ⚠️ {c.status.replace('-', ' ')}: {what} |")
+                continue
+            for m in c.metrics:
+                unit = METRICS[m.metric].unit
+                lines.append(
+                    f"| `{c.key}` | {METRICS[m.metric].label} | {m.baseline:.4g} {unit} | "
+                    f"{m.current:.4g} {unit} | {m.change * 100:+.1f}% | {_verdict(m)} |"
+                )
+            if c.note:
+                lines.append(f"| `{c.key}` | | | | | {c.note} |")
+        for key in unused.get(model, []):
+            lines.append(f"| `{key}` | | | | | unused baseline |")
+        lines.append("")
+    return "\n".join(lines) + "\n"

@@ -85,6 +85,8 @@ class CaseResult:
     load_time_s: float = 0.0
     test_id: str = ""
     outcome: str | None = None  # the test's outcome, once known
+    case_key: str = ""  # the test's id without the model: the key of its baseline
+    comparison: Any = None  # the gate's CaseComparison, once compared
 
     def values(self, metric: str) -> list[float]:
         return [float(getattr(s, metric)) for s in self.samples]
@@ -115,6 +117,7 @@ class CaseResult:
         return {
             "test_id": self.test_id,
             "outcome": self.outcome,
+            "case_key": self.case_key,
             "model": self.model,
             "resolution": self.resolution,
             "width": self.width,
@@ -124,6 +127,7 @@ class CaseResult:
             "summary": {m: self.summary(m).to_dict() for m in METRICS},
             "samples": [s.to_dict() for s in self.samples],
             "warmup_samples": [s.to_dict() for s in self.warmup],
+            "comparison": self.comparison.to_dict() if self.comparison is not None else None,
         }
 
 

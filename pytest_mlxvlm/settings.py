@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +113,18 @@ class Settings:
     json_path: Path | None = None
     chip: str | None = None
     suite: bool = False
+    baseline_dir: Path = Path("baselines")
+    update: str | None = None  # "all" or "new": write baselines from passing tests
+    missing: str = "warn"  # missing baseline: "warn", "fail" or "skip"
+    tolerances: dict[str, float] = field(default_factory=dict)
+    alpha: float = 0.05
+    confirm: bool = True
+    stale: float | None = None  # report an improvement beyond this fraction as a stale baseline
+    markdown_path: Path | None = None
 
     def for_marker(self, **overrides: Any) -> Settings:
         """These settings with a ``mlx_benchmark`` marker's keywords applied."""
-        known = {"rounds", "max_tokens", "warmup", "resolutions", "prompt"}
+        known = {"rounds", "max_tokens", "warmup", "resolutions", "prompt", "tolerance"}
         unknown = set(overrides) - known
         if unknown:
             raise SettingsError(
@@ -134,6 +142,8 @@ class Settings:
             changes["resolutions"] = parse_resolutions(overrides["resolutions"])
         if "prompt" in overrides:
             changes["prompt"] = str(overrides["prompt"])
+        if "tolerance" in overrides:
+            changes["tolerances"] = _merge_tolerance(self.tolerances, overrides["tolerance"])
         return replace(self, **changes)
 
     def workload(self) -> dict[str, Any]:
@@ -145,6 +155,23 @@ class Settings:
             "warmup": self.warmup,
             "image": str(self.image) if self.image else "synthetic",
         }
+
+
+def _merge_tolerance(base: dict[str, float], value: Any) -> dict[str, float]:
+    from .compare import ToleranceError, parse_tolerances
+
+    if isinstance(value, dict):
+        entries = [f"{k}={v}" for k, v in value.items()]
+    elif isinstance(value, str):
+        entries = [value]
+    else:
+        entries = [str(v) for v in value]
+    try:
+        layer = parse_tolerances(entries)
+    except ToleranceError as exc:
+        raise SettingsError(str(exc)) from None
+    merged: dict[str, float | None] = {**base, **layer}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def _given(value: Any, default: Any) -> Any:
@@ -168,6 +195,15 @@ def resolve(
     chip: str | None,
     suite: str,
     base_dir: Path,
+    baseline_dir: str | None = None,
+    rootdir: Path | None = None,
+    update: str | None = None,
+    missing: str | None = None,
+    tolerances: list[str] | None = None,
+    alpha: Any = None,
+    confirm: bool = True,
+    stale: Any = None,
+    markdown_path: str | None = None,
 ) -> Settings:
     """Resolve command-line values (``None`` when absent) over ini values over defaults.
 
@@ -191,6 +227,21 @@ def resolve(
     if suite not in ("auto", "on", "off"):
         raise SettingsError(f"--mlx-suite must be auto, on or off, got {suite!r}")
     run_suite = suite == "on" or (suite == "auto" and bool(models))
+    if update not in (None, "all", "new"):
+        raise SettingsError(f"--mlx-update-baselines takes all or new, got {update!r}")
+    missing = missing or "warn"
+    if missing not in ("warn", "fail", "skip"):
+        raise SettingsError(f"--mlx-missing-baseline must be warn, fail or skip, got {missing!r}")
+    from .compare import ToleranceError, merge_tolerances, parse_tolerances
+
+    try:
+        tolerance_map = merge_tolerances(parse_tolerances(tolerances or []))
+    except ToleranceError as exc:
+        raise SettingsError(str(exc)) from None
+    alpha_value = _fraction("--mlx-alpha", _given(alpha, 0.05), upper=0.5)
+    stale_value = None if stale in (None, "") else _fraction("--mlx-stale-threshold", stale, 1000) / 100
+    root = rootdir or base_dir
+    bdir = Path(baseline_dir or "baselines")
     return Settings(
         models=chosen_models,
         resolutions=sweep,
@@ -203,4 +254,22 @@ def resolve(
         json_path=base_dir / json_path if json_path else None,
         chip=chip or None,
         suite=run_suite,
+        baseline_dir=bdir if bdir.is_absolute() else root / bdir,
+        update=update,
+        missing=missing,
+        tolerances=tolerance_map,
+        alpha=alpha_value,
+        confirm=confirm,
+        stale=stale_value,
+        markdown_path=base_dir / markdown_path if markdown_path else None,
     )
+
+
+def _fraction(name: str, value: Any, upper: float) -> float:
+    try:
+        number = float(str(value).strip().rstrip("%"))
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if not 0 < number <= upper:
+        raise SettingsError(f"{name} must be above 0 and at most {upper}, got {number}")
+    return number

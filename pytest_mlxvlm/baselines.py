@@ -1,0 +1,212 @@
+"""Baseline storage: ``<dir>/<chip-key>/<model-slug>.json``, validated, written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .report import atomic_write_text
+from .runner import METRICS, CaseResult
+
+SCHEMA_VERSION = 1
+KINDS = ("measured", "reference")
+
+
+class BaselineError(ValueError):
+    """A baseline file that cannot be used; the message names the file and what to do."""
+
+
+@dataclass
+class BaselineCase:
+    """The stored samples of one case."""
+
+    test: str
+    resolution: str
+    metrics: dict[str, list[float]]  # metric -> samples
+    libraries: dict[str, Any] = field(default_factory=dict)
+    workload: dict[str, Any] = field(default_factory=dict)
+
+    def median(self, metric: str) -> float:
+        from statistics import median
+
+        return float(median(self.metrics[metric]))
+
+
+@dataclass
+class BaselineFile:
+    """All stored cases of one model on one chip."""
+
+    path: Path
+    model: str
+    chip: str
+    kind: str = "measured"
+    machine: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    cases: dict[str, BaselineCase] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Stable, reviewable JSON: fixed key order, cases sorted by key."""
+        doc: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": self.kind,
+            "model": self.model,
+            "chip": self.chip,
+            "machine": dict(sorted(self.machine.items())),
+        }
+        if self.reference:
+            doc["reference"] = self.reference
+        doc["cases"] = {}
+        for key in sorted(self.cases):
+            case = self.cases[key]
+            doc["cases"][key] = {
+                "test": case.test,
+                "resolution": case.resolution,
+                "libraries": dict(sorted(case.libraries.items())),
+                "workload": dict(sorted(case.workload.items())),
+                "metrics": {
+                    name: {
+                        "median": _round(case.median(name)),
+                        "samples": [_round(v) for v in case.metrics[name]],
+                    }
+                    for name in METRICS
+                    if name in case.metrics
+                },
+            }
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def _round(value: float) -> float | int:
+    if float(value).is_integer():
+        return int(value)
+    return float(f"{value:.6g}")
+
+
+def baseline_path(directory: Path, chip: str, model_slug: str) -> Path:
+    return directory / chip / f"{model_slug}.json"
+
+
+def _fail(path: Path, problem: str) -> BaselineError:
+    return BaselineError(
+        f"corrupt baseline {path}: {problem}. Nothing was overwritten; fix the file by hand "
+        "or delete it and run with --mlx-update-baselines"
+    )
+
+
+def read(path: Path, *, expect_chip: str | None = None) -> BaselineFile:
+    """Read and validate a baseline file; BaselineError names the file and the problem."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise _fail(path, f"invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise _fail(path, "not UTF-8 text") from None
+    if not isinstance(doc, dict):
+        raise _fail(path, "the top level is not an object")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise _fail(path, f"unknown schema_version {version!r} (this plugin reads {SCHEMA_VERSION})")
+    for key in ("model", "chip", "cases"):
+        if key not in doc:
+            raise _fail(path, f"missing {key!r}")
+    kind = doc.get("kind", "measured")
+    if kind not in KINDS:
+        raise _fail(path, f"unknown kind {kind!r}")
+    if expect_chip is not None and doc["chip"] != expect_chip:
+        raise _fail(path, f"it is for chip {doc['chip']!r}, not {expect_chip!r}")
+    if not isinstance(doc["cases"], dict):
+        raise _fail(path, "'cases' is not an object")
+    cases: dict[str, BaselineCase] = {}
+    for key, raw in doc["cases"].items():
+        where = f"case {key!r}"
+        if not isinstance(raw, dict) or not isinstance(raw.get("metrics"), dict):
+            raise _fail(path, f"{where} has no 'metrics' object")
+        metrics: dict[str, list[float]] = {}
+        for name, entry in raw["metrics"].items():
+            if name not in METRICS:
+                raise _fail(path, f"{where}: unknown metric {name!r}")
+            samples = entry.get("samples") if isinstance(entry, dict) else None
+            if not isinstance(samples, list) or not samples:
+                raise _fail(path, f"{where}, {name}: missing samples")
+            for value in samples:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise _fail(path, f"{where}, {name}: sample {value!r} is not a number")
+                if not math.isfinite(value) or value < 0:
+                    raise _fail(path, f"{where}, {name}: sample {value!r} is negative or not finite")
+            metrics[name] = [float(v) for v in samples]
+        if not metrics:
+            raise _fail(path, f"{where} has no metrics")
+        cases[key] = BaselineCase(
+            test=str(raw.get("test", key)),
+            resolution=str(raw.get("resolution", "")),
+            metrics=metrics,
+            libraries=dict(raw.get("libraries") or {}),
+            workload=dict(raw.get("workload") or {}),
+        )
+    return BaselineFile(
+        path=path,
+        model=str(doc["model"]),
+        chip=str(doc["chip"]),
+        kind=kind,
+        machine=dict(doc.get("machine") or {}),
+        reference=dict(doc.get("reference") or {}),
+        cases=cases,
+    )
+
+
+def case_from_result(result: CaseResult, libraries: dict[str, Any]) -> BaselineCase:
+    return BaselineCase(
+        test=result.test_name,
+        resolution=result.resolution,
+        metrics={name: result.values(name) for name in METRICS},
+        libraries=libraries,
+        workload=dict(result.workload),
+    )
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path`` so that concurrent updates do not lose writes."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=120):
+        yield
+
+
+def update(
+    path: Path,
+    *,
+    model: str,
+    chip: str,
+    machine: dict[str, Any],
+    cases: dict[str, BaselineCase],
+    only_missing: bool = False,
+) -> list[str]:
+    """Merge cases into the file under a lock and write it atomically; returns keys written.
+
+    A corrupt existing file raises BaselineError and is left as it is.
+    """
+    with locked(path):
+        if path.exists():
+            current = read(path, expect_chip=chip)
+            if current.kind == "reference":
+                raise BaselineError(
+                    f"{path} holds reference results; it is never overwritten by measurements "
+                    "(use --mlx-chip to measure under another key)"
+                )
+        else:
+            current = BaselineFile(path=path, model=model, chip=chip)
+        written = []
+        for key, case in cases.items():
+            if only_missing and key in current.cases:
+                continue
+            current.cases[key] = case
+            written.append(key)
+        if written:
+            current.machine = machine
+            atomic_write_text(path, current.to_json())
+        return written
