@@ -248,5 +248,6 @@ def _one(values: list[float]) -> Any:
 
 
 def library_differences(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    return {k: (stored.get(k), current.get(k)) for k in sorted(set(stored) | set(current))
-            if stored.get(k) != current.get(k)}
+    """Library versions recorded with the baseline that differ now."""
+    return {k: (stored[k], current.get(k)) for k in sorted(stored)
+            if stored[k] is not None and stored[k] != current.get(k)}

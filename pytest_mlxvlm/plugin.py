@@ -479,8 +479,11 @@ class MlxBench:
         try:
             stored_file = bench.baseline(self.model.spec)
         except BaselineError as exc:
-            result.comparison = None
-            pytest.fail(str(exc), pytrace=False)
+            error = str(exc)
+        else:
+            error = None
+        if error is not None:
+            pytest.fail(error, pytrace=False)
         stored = stored_file.cases.get(result.case_key) if stored_file else None
         reference = stored_file.reference if stored_file and stored_file.kind == "reference" else None
         comparison = gate.check(
@@ -520,16 +523,15 @@ class MlxBench:
                 pytrace=False,
             )
         stale = settings.stale
-        if stale is not None:
-            for m in comparison.metrics:
-                if -m.worse_by > stale:
-                    import warnings
+        improved = [m for m in comparison.metrics if stale is not None and -m.worse_by > stale]
+        if improved:
+            import warnings
 
-                    warnings.warn(MlxStaleBaselineWarning(
-                        f"{result.case_key}: {m.metric} improved by {-m.worse_by * 100:.1f}% "
-                        f"(threshold {stale * 100:.0f}%); the baseline in {path} is stale, "
-                        "refresh it with --mlx-update-baselines"
-                    ))
+            changes = ", ".join(f"{m.metric} {m.change * 100:+.1f}%" for m in improved)
+            warnings.warn(MlxStaleBaselineWarning(
+                f"{result.case_key} improved beyond {stale * 100:.0f}%: {changes}; the baseline "
+                f"in {path} is stale, refresh it with --mlx-update-baselines"
+            ))
 
     def _pytest_benchmark(self) -> Any:
         """pytest-benchmark's fixture, when that plugin is active and enabled for this test."""

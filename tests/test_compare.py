@@ -1,0 +1,92 @@
+"""The gate's decision rules (pure)."""
+
+import math
+
+import pytest
+
+from pytest_mlxvlm.compare import (
+    DEFAULT_TOLERANCES,
+    ToleranceError,
+    compare_metric,
+    detectable_regression,
+    library_differences,
+    merge_tolerances,
+    min_p_value,
+    parse_tolerances,
+    token_differences,
+    workload_differences,
+)
+
+BASE = [100.0, 102.0, 98.0, 101.0, 99.0]
+
+
+def test_parse_tolerances():
+    assert parse_tolerances(["ttft_s=20", "peak_memory=off, prompt_tps=7.5%"]) == {
+        "ttft_s": 0.2, "peak_memory": None, "prompt_tps": 0.075,
+    }
+    merged = merge_tolerances(parse_tolerances(["peak_memory=off", "time_s=10"]))
+    assert "peak_memory" not in merged and merged["time_s"] == 0.1
+    assert merged["end_to_end_tps"] == DEFAULT_TOLERANCES["end_to_end_tps"]
+
+
+@pytest.mark.parametrize("bad", ["ttft_s", "nope=5", "image_tokens=5", "ttft_s=abc", "ttft_s=-1"])
+def test_bad_tolerances(bad):
+    with pytest.raises(ToleranceError):
+        parse_tolerances([bad])
+
+
+def test_clear_slowdown_is_a_regression():
+    cur = [v * 0.75 for v in BASE]
+    c = compare_metric("end_to_end_tps", BASE, cur, 0.10)
+    assert c.verdict == "regressed"
+    assert c.change == pytest.approx(-0.25)
+    assert c.p_value == pytest.approx(min_p_value(5, 5))
+    assert c.worse_by == pytest.approx(0.25)
+
+
+def test_noise_within_tolerance_is_not():
+    cur = [97.0, 104.0, 95.0, 100.0, 103.0]
+    assert compare_metric("end_to_end_tps", BASE, cur, 0.10).verdict == "ok"
+
+
+def test_change_beyond_tolerance_but_not_significant_is_not():
+    base = [100.0, 60.0, 140.0, 100.0, 62.0]
+    cur = [85.0, 130.0, 55.0, 88.0, 58.0]
+    c = compare_metric("end_to_end_tps", base, cur, 0.10)
+    assert c.worse_by > 0.10 and c.p_value > 0.05 and c.verdict == "ok"
+
+
+def test_lower_is_better_metrics():
+    slower = [v * 1.3 for v in BASE]
+    assert compare_metric("ttft_s", BASE, slower, 0.15).verdict == "regressed"
+    assert compare_metric("ttft_s", slower, BASE, 0.15).verdict == "improved"
+
+
+def test_deterministic_metric_any_change_beyond_tolerance_counts():
+    assert compare_metric("peak_memory", [1.0] * 5, [1.2] * 5, 0.05).verdict == "regressed"
+    assert compare_metric("peak_memory", [1.0] * 5, [1.02] * 5, 0.05).verdict == "ok"
+
+
+def test_reference_uses_tolerance_only():
+    c = compare_metric("end_to_end_tps", [74.8], [40.0] * 5, 0.30, reference=True)
+    assert c.verdict == "regressed" and c.p_value is None and c.detectable is None
+    assert compare_metric("end_to_end_tps", [74.8], [60.0] * 5, 0.30, reference=True).verdict == "ok"
+
+
+def test_detectable_regression():
+    assert min_p_value(5, 5) == pytest.approx(1 / 252)
+    assert detectable_regression(2, 2, 0.1, 0.1, 0.05) is None  # 1/6 can never be < 0.05
+    small = detectable_regression(5, 5, 0.01, 0.10, 0.05)
+    assert small == 0.10  # never below the tolerance
+    noisy = detectable_regression(5, 5, 0.20, 0.10, 0.05)
+    assert noisy == pytest.approx((1.6449 + 0.8416) * 0.2 * math.sqrt(0.4) * math.sqrt(math.pi / 3), rel=1e-3)
+    assert detectable_regression(20, 20, 0.20, 0.10, 0.05) < noisy
+
+
+def test_workload_token_and_library_differences():
+    assert workload_differences({"prompt": "a", "max_tokens": 64, "rounds": 5},
+                                {"prompt": "a", "max_tokens": 32, "rounds": 3}) == {"max_tokens": (64, 32)}
+    assert token_differences({"image_tokens": [64.0] * 3}, {"image_tokens": [69.0] * 3}) == {
+        "image_tokens": (64, 69)}
+    assert token_differences({"image_tokens": [64.0]}, {"image_tokens": [64.0, 64.0]}) == {}
+    assert library_differences({"mlx": "0.32.4"}, {"mlx": "0.33.0"}) == {"mlx": ("0.32.4", "0.33.0")}
