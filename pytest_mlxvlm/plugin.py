@@ -31,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
     def option(flag: str, ini: str, help: str, *, ini_type: str = "string", **kw: Any) -> None:
         group.addoption(flag, dest=ini, help=f"{help} [ini: {ini}]", **kw)
-        parser.addini(ini, help, type=ini_type)  # type: ignore[arg-type]
+        parser.addini(ini, help.replace("%%", "%"), type=ini_type)  # type: ignore[arg-type]
 
     option(
         "--mlx-model",
@@ -74,6 +74,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option("--mlx-chip", "mlx_chip",
            "override the chip key of this machine (also $PYTEST_MLXVLM_CHIP)",
            default=None, metavar="KEY")
+    option("--mlx-bandwidth", "mlx_bandwidth",
+           "memory bandwidth of this machine in GB/s, for the '%% of BW limit' column "
+           "(default: the published figure of a known Apple or NVIDIA chip)",
+           default=None, metavar="GBPS")
     option("--mlx-suite", "mlx_suite",
            "run the built-in image benchmark: auto (when --mlx-model is given), on or off",
            default=None, choices=("auto", "on", "off"))
@@ -82,7 +86,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
     def gate_option(flag: str, ini: str, help: str, *, ini_type: str = "string", **kw: Any) -> None:
         gate.addoption(flag, dest=ini, help=f"{help} [ini: {ini}]", **kw)
-        parser.addini(ini, help, type=ini_type)  # type: ignore[arg-type]
+        parser.addini(ini, help.replace("%%", "%"), type=ini_type)  # type: ignore[arg-type]
 
     gate_option("--mlx-baseline-dir", "mlx_baseline_dir",
                 "where baselines live, one folder per chip (default: baselines/ in the rootdir)",
@@ -149,6 +153,7 @@ def _settings_from_config(config: pytest.Config) -> Settings:
         confirm=not opt.mlx_no_confirm,
         stale=pick("mlx_stale_threshold"),
         markdown_path=pick("mlx_markdown"),
+        bandwidth=pick("mlx_bandwidth"),
     )
 
 
@@ -218,8 +223,35 @@ class BenchSession:
     _machine: dict[str, Any] | None = None
     _baselines: dict[str, Any] = field(default_factory=dict)
     unused: dict[str, list[str]] = field(default_factory=dict)
+    _weight_bytes: dict[str, tuple[int, int]] = field(default_factory=dict)
     update_messages: list[str] = field(default_factory=list)
     gate_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bandwidth_gbps(self) -> float | None:
+        from .bandwidth import lookup_gbps
+
+        return self.settings.bandwidth or lookup_gbps(self.machine)
+
+    def decode_limit(self, loaded: Any, result: Any) -> dict[str, float] | None:
+        """The bandwidth bound of decode for a case, and how close the measurement came."""
+        gbps = self.bandwidth_gbps
+        if not gbps or getattr(loaded, "model", None) is None or not result.samples:
+            return None
+        from .bandwidth import decode_limit, decode_weight_bytes, kv_bytes_per_position
+
+        if loaded.spec not in self._weight_bytes:
+            self._weight_bytes[loaded.spec] = (
+                decode_weight_bytes(loaded.model), kv_bytes_per_position(loaded.model)
+            )
+        weights, kv = self._weight_bytes[loaded.spec]
+        limit = decode_limit(
+            gbps, weights, kv,
+            int(result.summary("prompt_tokens").median),
+            int(result.summary("generation_tokens").median),
+        )
+        limit["fraction"] = result.summary("generation_tps").median / limit["limit_tps"]
+        return limit
 
     @property
     def libraries(self) -> dict[str, Any]:
@@ -442,6 +474,7 @@ class MlxBench:
             test_id=self.request.node.nodeid,
         )
         result.case_key = self._case_key()
+        result.bandwidth = self.request.config.stash[session_key].decode_limit(self.model, result)
         if benchmark is not None:
             benchmark.extra_info.update(
                 {f"mlxvlm_{m}": result.summary(m).median for m in METRICS}
@@ -455,16 +488,22 @@ class MlxBench:
         return result
 
     def _case_key(self) -> str:
-        """The test's node id without the model: the same case across models and machines."""
+        """The test's module, name and parameters without the model: its baseline's key.
+
+        ``pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]``: the
+        module's import name keeps the key the same wherever the tests live on disk.
+        """
         node = self.request.node
-        base, _, params = node.nodeid.partition("[")
+        module = getattr(getattr(node, "module", None), "__name__", None)
+        path_part, _, rest = node.nodeid.partition("::")
+        name, _, params = rest.partition("[")
         params = params.rstrip("]")
         model_id = self.request.config.stash[session_key].model_ids.get(self.model.spec, "")
         if model_id and params.startswith(model_id):
             params = params[len(model_id):].lstrip("-")
         elif model_id:
             params = params.replace(f"-{model_id}", "", 1)
-        key = f"{base}[{params}]" if params else base
+        key = f"{module or path_part}::{name}" + (f"[{params}]" if params else "")
         if self.results:
             key += f"#{len(self.results) + 1}"
         return key

@@ -34,10 +34,14 @@ def _fmt_pixels(pixels: int) -> str:
     return f"{pixels / 1e6:.2f}M" if pixels >= 1e6 else f"{pixels / 1e3:.0f}K"
 
 
-def case_row(result: CaseResult, label: str | None = None) -> list[str]:
+def case_row(result: CaseResult, label: str | None = None, bandwidth: bool = False) -> list[str]:
     """One table row: medians of each metric, and the spread of Speed (IQR / median)."""
     med = {m: result.summary(m).median for m in METRICS}
     speed = result.summary("end_to_end_tps")
+    extra = []
+    if bandwidth:
+        bw = result.bandwidth
+        extra = [f"{bw['fraction'] * 100:.0f}% of {bw['limit_tps']:.0f}" if bw else "-"]
     return [
         label or result.resolution,
         _fmt_pixels(result.width * result.height),
@@ -50,6 +54,7 @@ def case_row(result: CaseResult, label: str | None = None) -> list[str]:
         f"{med['image_tokens']:.0f}",
         f"{med['peak_memory']:.2f}GB",
         f"±{speed.spread * 100:.1f}% (n={speed.n})",
+        *extra,
     ]
 
 
@@ -91,8 +96,11 @@ def model_section(model: str, results: Sequence[CaseResult], load_time_s: float 
     """The lines of one model's section: table, summary line and aggregate row."""
     resolutions = [r.resolution for r in results]
     shared = len(set(resolutions)) < len(resolutions)
-    rows = [case_row(r, f"{r.resolution} {r.test_name}" if shared else None) for r in results]
-    lines = render_table(COLUMNS, rows)
+    with_bw = any(r.bandwidth for r in results)
+    rows = [case_row(r, f"{r.resolution} {r.test_name}" if shared else None, with_bw)
+            for r in results]
+    header = COLUMNS + (("% of BW limit (tok/s)",) if with_bw else ())
+    lines = render_table(header, rows)
     agg = aggregate(results)
     lines.append("")
     lines.append(
@@ -105,6 +113,12 @@ def model_section(model: str, results: Sequence[CaseResult], load_time_s: float 
         f"{agg['total_tokens']} tokens, {agg['aggregate_tps']:.1f} tok/s"
         + (f"; model loaded in {load_time_s:.2f}s" if load_time_s is not None else "")
     )
+    bw = next((r.bandwidth for r in results if r.bandwidth), None)
+    if bw:
+        lines.append(
+            f"Bandwidth limit of decode: {bw['gbps']:.0f} GB/s / bytes read per token "
+            f"(weights + KV cache at the mean context); % of BW limit = Decode / limit"
+        )
     return lines
 
 

@@ -87,6 +87,7 @@ class CaseResult:
     outcome: str | None = None  # the test's outcome, once known
     case_key: str = ""  # the test's id without the model: the key of its baseline
     comparison: Any = None  # the gate's CaseComparison, once compared
+    bandwidth: dict[str, float] | None = None  # decode's bandwidth limit, when known
 
     def values(self, metric: str) -> list[float]:
         return [float(getattr(s, metric)) for s in self.samples]
@@ -128,6 +129,7 @@ class CaseResult:
             "samples": [s.to_dict() for s in self.samples],
             "warmup_samples": [s.to_dict() for s in self.warmup],
             "comparison": self.comparison.to_dict() if self.comparison is not None else None,
+            "bandwidth": self.bandwidth,
         }
 
 

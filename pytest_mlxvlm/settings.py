@@ -121,6 +121,7 @@ class Settings:
     confirm: bool = True
     stale: float | None = None  # report an improvement beyond this fraction as a stale baseline
     markdown_path: Path | None = None
+    bandwidth: float | None = None  # GB/s; overrides the published figure of the chip
 
     def for_marker(self, **overrides: Any) -> Settings:
         """These settings with a ``mlx_benchmark`` marker's keywords applied."""
@@ -204,6 +205,7 @@ def resolve(
     confirm: bool = True,
     stale: Any = None,
     markdown_path: str | None = None,
+    bandwidth: Any = None,
 ) -> Settings:
     """Resolve command-line values (``None`` when absent) over ini values over defaults.
 
@@ -262,6 +264,7 @@ def resolve(
         confirm=confirm,
         stale=stale_value,
         markdown_path=base_dir / markdown_path if markdown_path else None,
+        bandwidth=None if bandwidth in (None, "") else _fraction("--mlx-bandwidth", bandwidth, 1e6),
     )
 
 

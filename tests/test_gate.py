@@ -47,7 +47,7 @@ def test_update_writes_a_reviewable_file_then_the_same_code_passes(fake, monkeyp
     assert doc["schema_version"] == 1 and doc["kind"] == "measured"
     assert doc["model"] == "fake:a" and doc["chip"] == CHIP
     assert list(doc["cases"]) == sorted(doc["cases"])
-    key = "test_mlxvlm_images.py::test_image_generation[224x224]"
+    key = "pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]"
     case = doc["cases"][key]
     assert case["workload"]["max_tokens"] == 64 and case["workload"]["prompt"]
     assert set(case["libraries"]) == {"mlx", "mlx_vlm", "python"}
@@ -68,7 +68,7 @@ def test_real_slowdown_fails_each_case_with_an_actionable_message(fake, monkeypa
     result = fake.runpytest(*RUN, *TWO, "--mlx-json", "out.json")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
-        "*mlxvlm: regression in test_mlxvlm_images.py::test_image_generation[[]224x224[]] "
+        "*mlxvlm: regression in pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[[]224x224[]] "
         "(fake:a on test-chip) (confirmed by measuring again):",
         "*Speed (end_to_end_tps): baseline * tok/s, now * tok/s, -2?.?% (tolerance 10%), "
         "Mann-Whitney p=* (n=10 vs 5)",
@@ -130,7 +130,7 @@ def test_improvement_passes_and_can_flag_a_stale_baseline(fake, monkeypatch):
 
 @pytest.mark.parametrize("policy, outcome, line", [
     ("warn", {"passed": 2}, "*0 compared, 0 regressed, 2 new, 0 unused*"),
-    ("fail", {"failed": 2}, "*no baseline for test_mlxvlm_images.py::test_image_generation[[]224x224[]]"
+    ("fail", {"failed": 2}, "*no baseline for pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[[]224x224[]]"
                             " in *fake-a.json; create it with --mlx-update-baselines=new"),
     ("skip", {"skipped": 2}, "*SKIPPED*no baseline for*"),
 ])
@@ -147,7 +147,7 @@ def test_unused_baselines_are_listed(fake):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([
         "*1 compared, 0 regressed, 0 new, 1 unused*",
-        "unused baseline: test_mlxvlm_images.py::test_image_generation[[]448x448[]] (fake:a, *)",
+        "unused baseline: pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[[]448x448[]] (fake:a, *)",
     ])
 
 
@@ -159,7 +159,7 @@ def test_update_new_only_keeps_existing_cases(fake, monkeypatch):
     result.assert_outcomes(passed=2)  # update mode never fails on a regression
     result.stdout.fnmatch_lines(["*1 baseline case(s) written to*"])
     after = json.loads((fake.path / FILE).read_text())["cases"]
-    key = "test_mlxvlm_images.py::test_image_generation[224x224]"
+    key = "pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]"
     assert after[key] == before[key]
     assert len(after) == 2
     result = fake.runpytest(*RUN, *TWO, "--mlx-update-baselines")
@@ -173,7 +173,7 @@ def test_changed_token_counts_are_a_changed_workload(fake, monkeypatch):
     result = fake.runpytest(*RUN, *TWO)
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
-        "*the workload of test_mlxvlm_images.py::test_image_generation[[]224x224[]] changed*"
+        "*the workload of pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[[]224x224[]] changed*"
         "speed was not compared:",
         "*prompt_tokens: baseline 90, now 95",
         "*image_tokens: baseline 64, now 69",
@@ -250,7 +250,7 @@ def test_markdown_report_for_pull_requests(fake, monkeypatch):
     assert text.startswith("## pytest-mlxvlm on `test-chip`")
     assert "**2 compared, 2 regressed, 0 new, 0 unused**" in text
     assert "| Case | Metric | Baseline | Now | Change | Verdict |" in text
-    assert "| `test_mlxvlm_images.py::test_image_generation[224x224]` | Speed |" in text
+    assert "| `pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]` | Speed |" in text
     assert "❌ regressed (p=" in text
     assert summary.read_text() == "previous step\n" + text
 
@@ -258,7 +258,7 @@ def test_markdown_report_for_pull_requests(fake, monkeypatch):
 def test_reference_baseline_compares_speed_with_its_own_tolerance(fake):
     path = fake.path / FILE
     path.parent.mkdir(parents=True)
-    key = "test_mlxvlm_images.py::test_image_generation[224x224]"
+    key = "pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]"
     doc = {"schema_version": 1, "kind": "reference", "model": "fake:a", "chip": CHIP,
            "reference": {"tolerance": 0.3, "method": "one run"},
            "cases": {key: {"test": "test_image_generation", "resolution": "224x224",

@@ -1,0 +1,119 @@
+"""Does the gate catch a real slowdown, and never fail on noise? Real pytest sessions.
+
+1. One session writes baselines (``--mlx-update-baselines``) with the unchanged model.
+2. For each slowdown level (extra columns of work per forward pass, see slowdown.py; 0 is
+   the unchanged model), ``--sessions`` gated sessions run against those baselines.
+Every session is a real pytest session of the built-in suite with the plugin's gate; the
+model is loaded once for all of them (a memoizing plugin), so only the measurement repeats.
+Prints per level: the slowdown actually measured, how many sessions failed, and the
+smallest detectable regression the plugin reported.
+
+    python benchmarks/sensitivity.py --model synthetic:tiny --levels 0,30000 --sessions 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from slowdown import inject  # noqa: E402
+
+from pytest_mlxvlm import models  # noqa: E402
+
+
+class ModelCache:
+    """Load each model once for all sessions of this process."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Any] = {}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_mlxvlm_load_model(self, spec: str, settings: Any) -> Any:
+        if spec not in self.loaded:
+            self.loaded[spec] = models.load(spec)
+        return self.loaded[spec]
+
+
+def session(args: list[str], cache: ModelCache, json_path: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    code = pytest.main([*args, "--mlx-json", str(json_path), "-q", "-p", "no:benchmark",
+                        "-p", "no:cacheprovider"], plugins=[cache])
+    doc = json.loads(json_path.read_text())
+    return {"exit": int(code), "doc": doc, "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="synthetic:tiny")
+    parser.add_argument("--resolutions", default="224x224,448x448")
+    parser.add_argument("--rounds", default="5")
+    parser.add_argument("--max-tokens", default="32")
+    parser.add_argument("--levels", default="0,30000", help="extra columns per forward pass")
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--extra", default="", help="more pytest arguments, space-separated")
+    args = parser.parse_args()
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="mlxvlm-sensitivity-"))
+    work.mkdir(parents=True, exist_ok=True)
+    common = ["--pyargs", "pytest_mlxvlm.builtin", "--mlx-model", args.model,
+              "--mlx-resolutions", args.resolutions, "--mlx-rounds", args.rounds,
+              "--mlx-max-tokens", args.max_tokens, "--mlx-chip", "sensitivity",
+              "--mlx-baseline-dir", str(work / "baselines"), *args.extra.split()]
+    cache = ModelCache()
+    base = session([*common, "--mlx-update-baselines"], cache, work / "baseline.json")
+    if base["exit"] != 0:
+        raise SystemExit(f"the baseline session failed (exit {base['exit']})")
+    base_speed = {r["case_key"]: r["summary"]["end_to_end_tps"]["median"] for r in base["doc"]["results"]}
+    base_decode = {r["case_key"]: r["summary"]["generation_tps"]["median"] for r in base["doc"]["results"]}
+    print(f"baseline written: {len(base_speed)} cases, {base['seconds']:.0f}s", flush=True)
+
+    rows = []
+    for level in [int(x) for x in args.levels.split(",")]:
+        loaded = cache.loaded[args.model]
+        original = inject(loaded.model, level) if level else None
+        failed = 0
+        speed_ratio, decode_ratio, detectable, seconds = [], [], [], []
+        for i in range(args.sessions):
+            out = session(common, cache, work / f"level{level}-{i}.json")
+            seconds.append(out["seconds"])
+            results = out["doc"]["results"]
+            session_failed = any(r["outcome"] != "passed" for r in results)
+            failed += session_failed
+            for r in results:
+                speed_ratio.append(r["summary"]["end_to_end_tps"]["median"] / base_speed[r["case_key"]])
+                decode_ratio.append(r["summary"]["generation_tps"]["median"] / base_decode[r["case_key"]])
+                for m in (r["comparison"] or {}).get("metrics", []):
+                    if m["metric"] == "end_to_end_tps" and m["detectable"] is not None:
+                        detectable.append(m["detectable"])
+            print(f"level {level}: session {i + 1}/{args.sessions} "
+                  f"{'FAILED' if session_failed else 'passed'} ({out['seconds']:.0f}s)", flush=True)
+        if original is not None:
+            loaded.model.language_model.model.norm = original
+        rows.append((level, 1 - statistics.median(speed_ratio), 1 - statistics.median(decode_ratio),
+                     failed, statistics.median(detectable) if detectable else None,
+                     statistics.median(seconds)))
+
+    print()
+    print(f"model {args.model}, resolutions {args.resolutions}, rounds {args.rounds}, "
+          f"max tokens {args.max_tokens}, {args.sessions} sessions per level")
+    print("| extra columns | Speed slower by (median) | Decode slower by | sessions failed | "
+          "detectable Speed regression (plugin) | s/session |")
+    print("|---|---|---|---|---|---|")
+    for level, speed, decode, failed, det, sec in rows:
+        det_text = f"{det * 100:.0f}%" if det is not None else "-"
+        print(f"| {level} | {speed * 100:.1f}% | {decode * 100:.1f}% | {failed}/{args.sessions} | "
+              f"{det_text} | {sec:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
