@@ -1,14 +1,14 @@
 """Does the gate catch a real slowdown, and never fail on noise? Real pytest sessions.
 
 1. One session writes baselines (``--mlx-update-baselines``) with the unchanged model.
-2. For each slowdown level (extra columns of work per forward pass, see slowdown.py; 0 is
-   the unchanged model), ``--sessions`` gated sessions run against those baselines.
+2. For each slowdown level (extra work in every forward pass, see slowdown.py; 0 is the
+   unchanged model), ``--sessions`` gated sessions run against those baselines.
 Every session is a real pytest session of the built-in suite with the plugin's gate; the
 model is loaded once for all of them (a memoizing plugin), so only the measurement repeats.
 Prints per level: the slowdown actually measured, how many sessions failed, and the
 smallest detectable regression the plugin reported.
 
-    python benchmarks/sensitivity.py --model synthetic:tiny --levels 0,30000 --sessions 20
+    python benchmarks/sensitivity.py --model synthetic:tiny --levels 0,cols:45000 --sessions 20
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--resolutions", default="224x224,448x448")
     parser.add_argument("--rounds", default="5")
     parser.add_argument("--max-tokens", default="32")
-    parser.add_argument("--levels", default="0,30000", help="extra columns per forward pass")
+    parser.add_argument("--levels", default="0,cols:45000", help="slowdown levels, see slowdown.py")
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--extra", default="", help="more pytest arguments, space-separated")
@@ -70,21 +70,26 @@ def main() -> None:
               "--mlx-max-tokens", args.max_tokens, "--mlx-chip", "sensitivity",
               "--mlx-baseline-dir", str(work / "baselines"), *args.extra.split()]
     cache = ModelCache()
-    base = session([*common, "--mlx-update-baselines"], cache, work / "baseline.json")
-    if base["exit"] != 0:
-        raise SystemExit(f"the baseline session failed (exit {base['exit']})")
+    if (work / "baseline.json").exists():  # a later call on the same work folder
+        base = {"doc": json.loads((work / "baseline.json").read_text()), "seconds": 0.0}
+    else:
+        base = session([*common, "--mlx-update-baselines"], cache, work / "baseline.json")
+        if base["exit"] != 0:
+            raise SystemExit(f"the baseline session failed (exit {base['exit']})")
     base_speed = {r["case_key"]: r["summary"]["end_to_end_tps"]["median"] for r in base["doc"]["results"]}
     base_decode = {r["case_key"]: r["summary"]["generation_tps"]["median"] for r in base["doc"]["results"]}
     print(f"baseline written: {len(base_speed)} cases, {base['seconds']:.0f}s", flush=True)
 
     rows = []
-    for level in [int(x) for x in args.levels.split(",")]:
+    for level in args.levels.split(","):
+        if args.model not in cache.loaded:
+            cache.loaded[args.model] = models.load(args.model)
         loaded = cache.loaded[args.model]
-        original = inject(loaded.model, level) if level else None
+        undo = inject(loaded.model, level)
         failed = 0
         speed_ratio, decode_ratio, detectable, seconds = [], [], [], []
         for i in range(args.sessions):
-            out = session(common, cache, work / f"level{level}-{i}.json")
+            out = session(common, cache, work / f"level{level.replace(':', '-')}-{i}.json")
             seconds.append(out["seconds"])
             results = out["doc"]["results"]
             session_failed = any(r["outcome"] != "passed" for r in results)
@@ -97,8 +102,7 @@ def main() -> None:
                         detectable.append(m["detectable"])
             print(f"level {level}: session {i + 1}/{args.sessions} "
                   f"{'FAILED' if session_failed else 'passed'} ({out['seconds']:.0f}s)", flush=True)
-        if original is not None:
-            loaded.model.language_model.model.norm = original
+        undo()
         rows.append((level, 1 - statistics.median(speed_ratio), 1 - statistics.median(decode_ratio),
                      failed, statistics.median(detectable) if detectable else None,
                      statistics.median(seconds)))
@@ -106,7 +110,7 @@ def main() -> None:
     print()
     print(f"model {args.model}, resolutions {args.resolutions}, rounds {args.rounds}, "
           f"max tokens {args.max_tokens}, {args.sessions} sessions per level")
-    print("| extra columns | Speed slower by (median) | Decode slower by | sessions failed | "
+    print("| slowdown level | Speed slower by (median) | Decode slower by | sessions failed | "
           "detectable Speed regression (plugin) | s/session |")
     print("|---|---|---|---|---|---|")
     for level, speed, decode, failed, det, sec in rows:

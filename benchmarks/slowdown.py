@@ -1,10 +1,15 @@
 """A real slowdown for benchmark experiments: extra work in every forward pass of the model.
 
-``SlowdownInjector(columns)`` is a pytest plugin: after a model is loaded it wraps the language
-model's final norm so that every forward pass also multiplies the normalized hidden states by a
-random (hidden x columns) matrix, and keeps the product in the graph (added times zero), so
-MLX cannot skip it. The cost per generated token is hidden x columns multiply-adds and the
-reads of that matrix: more columns, more slowdown. ``columns=0`` leaves the model untouched.
+Two kinds of extra work, both kept in the graph (added times zero) so MLX cannot skip them:
+
+- ``cols:N``: after the language model's final norm, multiply the hidden states by a random
+  (hidden x N) matrix: hidden x N multiply-adds and the reads of that matrix per token.
+  Suits tiny models whose decode is dominated by the LM head.
+- ``mlp:F``: the first F x layers decoder layers run their MLP twice: the same kind of work
+  the model already does (weight reads and kernel launches), for realistic models.
+
+``SlowdownInjector(level)`` is a pytest plugin applying it after each model load;
+``inject(model, level)`` applies it directly and returns a function that undoes it.
 """
 
 from __future__ import annotations
@@ -31,43 +36,74 @@ class _SlowNorm:
         return y + 0 * waste
 
 
-def inject(model: Any, columns: int) -> Any:
-    """Wrap the final norm of the language model; returns the original to restore it."""
+def inject(model: Any, level: str) -> Any:
+    """Apply a slowdown level (``0``, ``cols:N`` or ``mlp:F``); returns an undo function."""
     import mlx.nn as nn
 
+    kind, _, amount = str(level).partition(":")
     inner_model = model.language_model.model
-    original = inner_model.norm
+    if kind in ("0", "", "none"):
+        return lambda: None
+    if kind == "cols":
+        original = inner_model.norm
 
-    class SlowNorm(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.slow = _SlowNorm(original, columns)
+        class SlowNorm(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.slow = _SlowNorm(original, int(amount))
 
-        def __call__(self, x: Any) -> Any:
-            return self.slow(x)
+            def __call__(self, x: Any) -> Any:
+                return self.slow(x)
 
-    inner_model.norm = SlowNorm()
-    return original
+        inner_model.norm = SlowNorm()
+
+        def undo() -> None:
+            inner_model.norm = original
+
+        return undo
+    if kind == "mlp":
+        layers = inner_model.layers
+        count = round(float(amount) * len(layers))
+        originals = [layer.mlp for layer in layers[:count]]
+
+        class TwiceMLP(nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def __call__(self, x: Any) -> Any:
+                y = self.inner(x)
+                return y + 0 * self.inner(x * 0.5)
+
+        for layer, mlp in zip(layers, originals):
+            layer.mlp = TwiceMLP(mlp)
+
+        def undo() -> None:
+            for layer, mlp in zip(layers, originals):
+                layer.mlp = mlp
+
+        return undo
+    raise ValueError(f"unknown slowdown level {level!r}: use 0, cols:N or mlp:F")
 
 
 class SlowdownInjector:
-    """pytest plugin: inject ``columns`` of extra work into each loaded model."""
+    """pytest plugin: inject a slowdown level into each loaded model."""
 
-    def __init__(self, columns: int) -> None:
-        self.columns = columns
+    def __init__(self, level: str) -> None:
+        self.level = level
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_mlxvlm_load_model(self, spec: str, settings: Any):  # type: ignore[no-untyped-def]
         outcome = yield
         loaded = outcome.get_result()
-        if self.columns and loaded is not None and getattr(loaded, "model", None) is not None:
-            inject(loaded.model, self.columns)
+        if loaded is not None and getattr(loaded, "model", None) is not None:
+            inject(loaded.model, self.level)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """With ``-p slowdown`` (benchmarks/ on sys.path), inject ``$MLXVLM_INJECT_COLUMNS``."""
+    """With ``-p slowdown`` (benchmarks/ on sys.path), inject ``$MLXVLM_SLOWDOWN``."""
     import os
 
-    columns = int(os.environ.get("MLXVLM_INJECT_COLUMNS", "0") or 0)
-    if columns:
-        config.pluginmanager.register(SlowdownInjector(columns), "mlxvlm-slowdown")
+    level = os.environ.get("MLXVLM_SLOWDOWN", "0")
+    if level not in ("", "0"):
+        config.pluginmanager.register(SlowdownInjector(level), "mlxvlm-slowdown")

@@ -173,7 +173,7 @@ def locked(path: Path) -> Iterator[None]:
     from filelock import FileLock
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=120):
+    with FileLock(str(path.parent / f".{path.name}.lock"), timeout=120):
         yield
 
 
