@@ -1,6 +1,8 @@
 """Does the gate catch a real slowdown, and never fail on noise? Real pytest sessions.
 
-1. One session writes baselines (``--mlx-update-baselines``) with the unchanged model.
+1. ``--baseline-sessions`` sessions write baselines with the unchanged model (the first with
+   ``--mlx-update-baselines``, the others with ``=add``), so the baseline holds the
+   session-to-session drift of the machine.
 2. For each slowdown level (extra work in every forward pass, see slowdown.py; 0 is the
    unchanged model), ``--sessions`` gated sessions run against those baselines.
 Every session is a real pytest session of the built-in suite with the plugin's gate; the
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", default="32")
     parser.add_argument("--levels", default="0,cols:45000", help="slowdown levels, see slowdown.py")
     parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--baseline-sessions", type=int, default=5)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--extra", default="", help="more pytest arguments, space-separated")
     args = parser.parse_args()
@@ -73,12 +76,15 @@ def main() -> None:
     if (work / "baseline.json").exists():  # a later call on the same work folder
         base = {"doc": json.loads((work / "baseline.json").read_text()), "seconds": 0.0}
     else:
-        base = session([*common, "--mlx-update-baselines"], cache, work / "baseline.json")
-        if base["exit"] != 0:
-            raise SystemExit(f"the baseline session failed (exit {base['exit']})")
+        for i in range(args.baseline_sessions):
+            mode = "--mlx-update-baselines" + ("=add" if i else "")
+            base = session([*common, mode], cache, work / f"baseline-{i}.json")
+            if base["exit"] != 0:
+                raise SystemExit(f"baseline session {i + 1} failed (exit {base['exit']})")
+        (work / "baseline.json").write_text(json.dumps(base["doc"]))
     base_speed = {r["case_key"]: r["summary"]["end_to_end_tps"]["median"] for r in base["doc"]["results"]}
     base_decode = {r["case_key"]: r["summary"]["generation_tps"]["median"] for r in base["doc"]["results"]}
-    print(f"baseline written: {len(base_speed)} cases, {base['seconds']:.0f}s", flush=True)
+    print(f"baseline written: {len(base_speed)} cases over {args.baseline_sessions} sessions", flush=True)
 
     rows = []
     for level in args.levels.split(","):

@@ -14,6 +14,7 @@ from .runner import METRICS, CaseResult
 
 SCHEMA_VERSION = 1
 KINDS = ("measured", "reference")
+MAX_SESSIONS = 10  # sessions kept per case by --mlx-update-baselines=add
 
 
 class BaselineError(ValueError):
@@ -22,18 +23,34 @@ class BaselineError(ValueError):
 
 @dataclass
 class BaselineCase:
-    """The stored samples of one case."""
+    """The stored samples of one case, grouped by the session that measured them."""
 
     test: str
     resolution: str
-    metrics: dict[str, list[float]]  # metric -> samples
+    sessions: dict[str, list[list[float]]]  # metric -> one list of samples per session
     libraries: dict[str, Any] = field(default_factory=dict)
     workload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, list[float]]:
+        """Every sample of each metric, all sessions pooled."""
+        return {name: [v for session in groups for v in session]
+                for name, groups in self.sessions.items()}
 
     def median(self, metric: str) -> float:
         from statistics import median
 
         return float(median(self.metrics[metric]))
+
+    @property
+    def n_sessions(self) -> int:
+        return max((len(groups) for groups in self.sessions.values()), default=0)
+
+    def added(self, other: BaselineCase) -> BaselineCase:
+        """This case with another session's samples appended (keeping the last sessions)."""
+        merged = {name: (self.sessions.get(name, []) + groups)[-MAX_SESSIONS:]
+                  for name, groups in other.sessions.items()}
+        return BaselineCase(other.test, other.resolution, merged, other.libraries, other.workload)
 
 
 @dataclass
@@ -67,13 +84,14 @@ class BaselineFile:
                 "resolution": case.resolution,
                 "libraries": dict(sorted(case.libraries.items())),
                 "workload": dict(sorted(case.workload.items())),
+                "sessions": case.n_sessions,
                 "metrics": {
                     name: {
                         "median": _round(case.median(name)),
-                        "samples": [_round(v) for v in case.metrics[name]],
+                        "samples": [[_round(v) for v in group] for group in case.sessions[name]],
                     }
                     for name in METRICS
-                    if name in case.metrics
+                    if name in case.sessions
                 },
             }
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -124,25 +142,30 @@ def read(path: Path, *, expect_chip: str | None = None) -> BaselineFile:
         where = f"case {key!r}"
         if not isinstance(raw, dict) or not isinstance(raw.get("metrics"), dict):
             raise _fail(path, f"{where} has no 'metrics' object")
-        metrics: dict[str, list[float]] = {}
+        metrics: dict[str, list[list[float]]] = {}
         for name, entry in raw["metrics"].items():
             if name not in METRICS:
                 raise _fail(path, f"{where}: unknown metric {name!r}")
             samples = entry.get("samples") if isinstance(entry, dict) else None
             if not isinstance(samples, list) or not samples:
                 raise _fail(path, f"{where}, {name}: missing samples")
-            for value in samples:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise _fail(path, f"{where}, {name}: sample {value!r} is not a number")
-                if not math.isfinite(value) or value < 0:
-                    raise _fail(path, f"{where}, {name}: sample {value!r} is negative or not finite")
-            metrics[name] = [float(v) for v in samples]
+            # one list per session; a flat list is one session
+            groups = samples if all(isinstance(g, list) for g in samples) else [samples]
+            for group in groups:
+                if not group:
+                    raise _fail(path, f"{where}, {name}: an empty session")
+                for value in group:
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        raise _fail(path, f"{where}, {name}: sample {value!r} is not a number")
+                    if not math.isfinite(value) or value < 0:
+                        raise _fail(path, f"{where}, {name}: sample {value!r} is negative or not finite")
+            metrics[name] = [[float(v) for v in group] for group in groups]
         if not metrics:
             raise _fail(path, f"{where} has no metrics")
         cases[key] = BaselineCase(
             test=str(raw.get("test", key)),
             resolution=str(raw.get("resolution", "")),
-            metrics=metrics,
+            sessions=metrics,
             libraries=dict(raw.get("libraries") or {}),
             workload=dict(raw.get("workload") or {}),
         )
@@ -161,7 +184,7 @@ def case_from_result(result: CaseResult, libraries: dict[str, Any]) -> BaselineC
     return BaselineCase(
         test=result.test_name,
         resolution=result.resolution,
-        metrics={name: result.values(name) for name in METRICS},
+        sessions={name: [result.values(name)] for name in METRICS},
         libraries=libraries,
         workload=dict(result.workload),
     )
@@ -184,10 +207,13 @@ def update(
     chip: str,
     machine: dict[str, Any],
     cases: dict[str, BaselineCase],
-    only_missing: bool = False,
+    mode: str = "all",
 ) -> list[str]:
     """Merge cases into the file under a lock and write it atomically; returns keys written.
 
+    ``mode``: ``all`` replaces each case with this session, ``new`` writes only missing
+    cases, ``add`` appends this session to each case (a baseline of several sessions, so
+    that the gate knows how much results drift from one session to the next).
     A corrupt existing file raises BaselineError and is left as it is.
     """
     with locked(path):
@@ -202,9 +228,15 @@ def update(
             current = BaselineFile(path=path, model=model, chip=chip)
         written = []
         for key, case in cases.items():
-            if only_missing and key in current.cases:
+            if mode == "new" and key in current.cases:
                 continue
-            current.cases[key] = case
+            if mode == "add" and key in current.cases:
+                previous = current.cases[key]
+                same_work = all(previous.workload.get(k) == case.workload.get(k)
+                                for k in ("prompt", "max_tokens", "image"))
+                current.cases[key] = previous.added(case) if same_work else case
+            else:
+                current.cases[key] = case
             written.append(key)
         if written:
             current.machine = machine

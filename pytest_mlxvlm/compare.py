@@ -16,7 +16,6 @@ from .runner import METRICS
 DEFAULT_TOLERANCES: dict[str, float] = {
     "end_to_end_tps": 0.10,
     "generation_tps": 0.10,
-    "prompt_tps": 0.15,
     "ttft_s": 0.15,
     "peak_memory": 0.05,
 }
@@ -78,6 +77,9 @@ class MetricComparison:
     n_baseline: int
     n_current: int
     detectable: float | None  # smallest regression these sample sizes and spread can detect
+    sessions: int = 1  # sessions behind the baseline
+    drift: float | None = None  # session-to-session spread of the baseline (log sd)
+    allowed: float = 0.0  # the change the baseline's own drift allows (prediction interval)
 
     @property
     def worse_by(self) -> float:
@@ -142,9 +144,26 @@ def detectable_regression(
     return max(tolerance, effect)
 
 
+def drift_allowance(session_medians: Sequence[float], alpha: float, higher: bool) -> tuple[float | None, float]:
+    """How far one new session's median may fall from the baseline sessions by drift alone.
+
+    A one-sided prediction interval on log medians: t(1-alpha, K-1) x sd x sqrt(1 + 1/K)
+    for K baseline sessions; returned as (sd of log medians, allowed relative change).
+    Needs K >= 2; with one session the drift is unknown and (None, 0.0) is returned.
+    """
+    k = len(session_medians)
+    if k < 2 or min(session_medians) <= 0:
+        return None, 0.0
+    logs = np.log(np.asarray(session_medians, dtype=float))
+    sd = float(logs.std(ddof=1))
+    bound = float(sps.t.ppf(1 - alpha, k - 1)) * sd * math.sqrt(1 + 1 / k)
+    allowed = 1 - math.exp(-bound) if higher else math.exp(bound) - 1
+    return sd, allowed
+
+
 def compare_metric(
     metric: str,
-    base: Sequence[float],
+    base: Sequence[float] | Sequence[Sequence[float]],
     cur: Sequence[float],
     tolerance: float,
     alpha: float = DEFAULT_ALPHA,
@@ -152,26 +171,37 @@ def compare_metric(
 ) -> MetricComparison:
     """Compare one metric's samples against the baseline's.
 
-    Regressed: worse by more than ``tolerance`` and, unless the baseline is a single
-    published reference figure, significant (one-sided Mann-Whitney p < ``alpha``).
+    ``base`` is a list of samples, or a list of sessions' samples. Regressed: worse by more
+    than the tolerance and than the baseline sessions' own drift allows (a prediction
+    interval over their medians), and, unless the baseline is a single published reference
+    figure, significant (one-sided Mann-Whitney p < ``alpha`` against all baseline samples).
     """
-    b_med, c_med = float(median(base)), float(median(cur))
-    change = _relative_change(b_med, c_med)
+    sessions = [list(g) for g in base] if base and isinstance(base[0], (list, tuple)) else [list(base)]
+    pooled = [v for g in sessions for v in g]
+    session_medians = [float(median(g)) for g in sessions]
     higher = METRICS[metric].better == "higher"
+    b_med = float(median(session_medians)) if len(sessions) > 1 else float(median(pooled))
+    c_med = float(median(cur))
+    change = _relative_change(b_med, c_med)
     worse_by = -change if higher else change
+    drift, allowed = (None, 0.0) if reference else drift_allowance(session_medians, alpha, higher)
+    limit = max(tolerance, allowed)
     if reference:
         p_worse = p_better = None
         significant_worse = significant_better = True
     else:
-        p_worse, p_better = _p_worse(metric, base, cur), _p_better(metric, base, cur)
+        p_worse, p_better = _p_worse(metric, pooled, cur), _p_better(metric, pooled, cur)
         significant_worse, significant_better = p_worse < alpha, p_better < alpha
-    if worse_by > tolerance and significant_worse:
+    if worse_by > limit and significant_worse:
         verdict, p = "regressed", p_worse
-    elif -worse_by > tolerance and significant_better:
+    elif -worse_by > limit and significant_better:
         verdict, p = "improved", p_better
     else:
         verdict, p = "ok", p_worse
-    noise = relative_noise(base, cur)
+    noise = relative_noise(pooled, cur)
+    detectable = None if reference else detectable_regression(
+        len(pooled), len(cur), noise, limit, alpha
+    )
     return MetricComparison(
         metric=metric,
         baseline=b_med,
@@ -180,11 +210,12 @@ def compare_metric(
         tolerance=tolerance,
         p_value=p,
         verdict=verdict,
-        n_baseline=len(base),
+        n_baseline=len(pooled),
         n_current=len(cur),
-        detectable=None if reference else detectable_regression(
-            len(base), len(cur), noise, tolerance, alpha
-        ),
+        detectable=detectable,
+        sessions=len(sessions),
+        drift=drift,
+        allowed=allowed,
     )
 
 

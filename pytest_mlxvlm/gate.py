@@ -40,7 +40,7 @@ def evaluate(
         tol = float(reference.get("tolerance", 0.3))
         metrics = [
             compare_metric(m, stored.metrics[m], current[m], tol, alpha, reference=True)
-            for m in stored.metrics
+            for m in stored.sessions
             if m in current and METRICS[m].better != "exact"
         ]
     else:
@@ -57,9 +57,9 @@ def evaluate(
                 note="token counts changed: the work itself changed, speed is not compared",
             )
         metrics = [
-            compare_metric(m, stored.metrics[m], current[m], tol, alpha)
+            compare_metric(m, stored.sessions[m], current[m], tol, alpha)
             for m, tol in tolerances.items()
-            if m in stored.metrics and m in current
+            if m in stored.sessions and m in current
         ]
     status = (
         "regressed" if any(m.verdict == "regressed" for m in metrics)
@@ -132,9 +132,14 @@ def describe_metric(m: Any) -> str:
         else f"reference figure (n={m.n_baseline}), tolerance only"
     )
     change = "n/a" if math.isinf(m.change) else f"{m.change * 100:+.1f}%"
+    if m.drift is not None:
+        allowance = (f"tolerance {m.tolerance * 100:.0f}%, drift over {m.sessions} baseline "
+                     f"sessions allows {m.allowed * 100:.0f}%")
+    else:
+        allowance = f"tolerance {m.tolerance * 100:.0f}%"
     return (
         f"{label}: baseline {_fmt(m.metric, m.baseline)}, now {_fmt(m.metric, m.current)}, "
-        f"{change} (tolerance {m.tolerance * 100:.0f}%), {evidence}"
+        f"{change} ({allowance}), {evidence}"
     )
 
 

@@ -93,17 +93,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 default=None, metavar="DIR")
     gate.addoption(
         "--mlx-update-baselines", dest="mlx_update_baselines", nargs="?", const="all",
-        default=None, choices=("all", "new"), metavar="all|new",
-        help="write the results of passing tests as baselines once the whole session passed; "
-        "'new' writes only cases that have none",
+        default=None, choices=("all", "new", "add"), metavar="all|new|add",
+        help="write the results of passing tests as baselines once the whole session passed: "
+        "'all' replaces, 'new' writes only cases that have none, 'add' appends this session "
+        "(repeat it to give the gate the session-to-session drift of this machine)",
     )
     gate_option("--mlx-missing-baseline", "mlx_missing_baseline",
                 "a case without a baseline: warn (default), fail or skip",
                 default=None, choices=("warn", "fail", "skip"))
     gate_option("--mlx-tolerance", "mlx_tolerance",
                 "tolerance per metric in percent, e.g. ttft_s=20 or peak_memory=off (repeatable); "
-                "defaults: end_to_end_tps=10 generation_tps=10 prompt_tps=15 ttft_s=15 "
-                "peak_memory=5",
+                "defaults: end_to_end_tps=10 generation_tps=10 ttft_s=15 peak_memory=5",
                 ini_type="linelist", action="append", default=None, metavar="METRIC=PCT")
     gate_option("--mlx-alpha", "mlx_alpha",
                 "significance level of the one-sided Mann-Whitney test (default 0.05)",
@@ -731,7 +731,7 @@ class MlxReporter:
                     try:
                         keys = update(path, model=spec, chip=bench.machine["key"],
                                       machine=bench.machine, cases=passed,
-                                      only_missing=settings.update == "new")
+                                      mode=settings.update)
                     except BaselineError as exc:
                         bench.update_messages.append(f"baselines not updated: {exc}")
                         continue

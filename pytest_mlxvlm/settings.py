@@ -114,7 +114,7 @@ class Settings:
     chip: str | None = None
     suite: bool = False
     baseline_dir: Path = Path("baselines")
-    update: str | None = None  # "all" or "new": write baselines from passing tests
+    update: str | None = None  # "all", "new" or "add": write baselines from passing tests
     missing: str = "warn"  # missing baseline: "warn", "fail" or "skip"
     tolerances: dict[str, float] = field(default_factory=dict)
     alpha: float = 0.05
@@ -229,8 +229,8 @@ def resolve(
     if suite not in ("auto", "on", "off"):
         raise SettingsError(f"--mlx-suite must be auto, on or off, got {suite!r}")
     run_suite = suite == "on" or (suite == "auto" and bool(models))
-    if update not in (None, "all", "new"):
-        raise SettingsError(f"--mlx-update-baselines takes all or new, got {update!r}")
+    if update not in (None, "all", "new", "add"):
+        raise SettingsError(f"--mlx-update-baselines takes all, new or add, got {update!r}")
     missing = missing or "warn"
     if missing not in ("warn", "fail", "skip"):
         raise SettingsError(f"--mlx-missing-baseline must be warn, fail or skip, got {missing!r}")

@@ -67,6 +67,20 @@ def test_deterministic_metric_any_change_beyond_tolerance_counts():
     assert compare_metric("peak_memory", [1.0] * 5, [1.02] * 5, 0.05).verdict == "ok"
 
 
+def test_session_drift_widens_the_allowance():
+    from pytest_mlxvlm.compare import drift_allowance
+
+    sd, allowed = drift_allowance([100.0, 80.0, 105.0, 95.0, 110.0], 0.05, higher=True)
+    assert sd > 0.1 and 0.2 < allowed < 0.5
+    assert drift_allowance([100.0], 0.05, higher=True) == (None, 0.0)
+    sessions = [[v * f for v in BASE] for f in (1.0, 0.8, 1.05, 0.95, 1.1)]
+    drop = [v * 0.82 for v in BASE]  # 18% below the middle session: drift allows it
+    c = compare_metric("end_to_end_tps", sessions, drop, 0.10)
+    assert c.sessions == 5 and c.verdict == "ok" and c.allowed > 0.18
+    assert compare_metric("end_to_end_tps", sessions, [v * 0.5 for v in BASE], 0.10).verdict == "regressed"
+    assert compare_metric("end_to_end_tps", [BASE], drop, 0.10).verdict == "regressed"
+
+
 def test_reference_uses_tolerance_only():
     c = compare_metric("end_to_end_tps", [74.8], [40.0] * 5, 0.30, reference=True)
     assert c.verdict == "regressed" and c.p_value is None and c.detectable is None

@@ -52,8 +52,9 @@ def test_update_writes_a_reviewable_file_then_the_same_code_passes(fake, monkeyp
     assert case["workload"]["max_tokens"] == 64 and case["workload"]["prompt"]
     assert set(case["libraries"]) == {"mlx", "mlx_vlm", "python"}
     assert set(case["metrics"]) == set(METRICS)
-    assert len(case["metrics"]["end_to_end_tps"]["samples"]) == 5
-    assert case["metrics"]["image_tokens"] == {"median": 64, "samples": [64] * 5}
+    assert case["sessions"] == 1
+    assert [len(g) for g in case["metrics"]["end_to_end_tps"]["samples"]] == [5]
+    assert case["metrics"]["image_tokens"] == {"median": 64, "samples": [[64] * 5]}
     monkeypatch.setenv("FAKE_MLX_SEED", "1")  # other noise, same code
     result = fake.runpytest(*RUN, *TWO)
     result.assert_outcomes(passed=2)
@@ -167,6 +168,30 @@ def test_update_new_only_keeps_existing_cases(fake, monkeypatch):
     assert json.loads((fake.path / FILE).read_text())["cases"][key] != before[key]
 
 
+def test_baselines_of_several_sessions_allow_for_drift(fake, monkeypatch):
+    for seed, slowdown in enumerate(("1.0", "1.25", "0.9", "1.15")):  # a machine that drifts
+        monkeypatch.setenv("FAKE_MLX_SEED", str(seed))
+        monkeypatch.setenv("FAKE_MLX_SLOWDOWN", slowdown)
+        mode = "--mlx-update-baselines" + ("=add" if seed else "")
+        fake.runpytest(*RUN, *TWO, mode).assert_outcomes(passed=2)
+    doc = json.loads((fake.path / FILE).read_text())
+    case = doc["cases"]["pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]"]
+    assert case["sessions"] == 4
+    assert [len(g) for g in case["metrics"]["end_to_end_tps"]["samples"]] == [5, 5, 5, 5]
+    # 20% slower than the baseline's middle is within the drift these sessions showed ...
+    monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "1.25")
+    result = fake.runpytest(*RUN, *TWO, "--mlx-json", "o.json")
+    result.assert_outcomes(passed=2)
+    speed = next(m for m in json.loads((fake.path / "o.json").read_text())["results"][0]
+                 ["comparison"]["metrics"] if m["metric"] == "end_to_end_tps")
+    assert speed["sessions"] == 4 and speed["allowed"] > 0.2
+    # ... twice as slow is not
+    monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "2.0")
+    result = fake.runpytest(*RUN, *TWO)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*drift over 4 baseline sessions allows *%*"])
+
+
 def test_changed_token_counts_are_a_changed_workload(fake, monkeypatch):
     _baseline(fake)
     monkeypatch.setenv("FAKE_MLX_IMAGE_TOKENS_EXTRA", "5")
@@ -275,7 +300,7 @@ def test_reference_baseline_compares_speed_with_its_own_tolerance(fake):
 def _write_case(args):
     directory, i = args
     case = baselines.BaselineCase(test="t", resolution=f"{i}x{i}",
-                                  metrics={"end_to_end_tps": [float(i)]})
+                                  sessions={"end_to_end_tps": [[float(i)]]})
     baselines.update(Path(directory) / "chip" / "m.json", model="m", chip="chip", machine={},
                      cases={f"t[{i}]": case})
 
