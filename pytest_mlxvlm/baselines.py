@@ -107,6 +107,11 @@ def baseline_path(directory: Path, chip: str, model_slug: str) -> Path:
     return directory / chip / f"{model_slug}.json"
 
 
+def reference_path(directory: Path, chip: str, model_slug: str) -> Path:
+    """Published reference results live beside measured baselines and are used without them."""
+    return directory / chip / f"{model_slug}.reference.json"
+
+
 def _fail(path: Path, problem: str) -> BaselineError:
     return BaselineError(
         f"corrupt baseline {path}: {problem}. Nothing was overwritten; fix the file by hand "

@@ -272,7 +272,12 @@ class BenchSession:
         from .baselines import BaselineError, read
 
         if spec not in self._baselines:
-            path = self.baseline_path(spec)
+            from .baselines import reference_path
+            from .models import model_slug
+
+            measured = self.baseline_path(spec)
+            reference = reference_path(self.settings.baseline_dir, self.machine["key"], model_slug(spec))
+            path = measured if measured.exists() or not reference.exists() else reference
             try:
                 self._baselines[spec] = read(path, expect_chip=self.machine["key"]) if path.exists() else None
             except BaselineError as exc:
@@ -536,7 +541,7 @@ class MlxBench:
             remeasure=remeasure if settings.confirm and not settings.update else None,
         )
         result.comparison = comparison
-        path = bench.baseline_path(self.model.spec)
+        path = stored_file.path if stored_file else bench.baseline_path(self.model.spec)
         if settings.update:
             return
         if comparison.status == "new":

@@ -281,7 +281,7 @@ def test_markdown_report_for_pull_requests(fake, monkeypatch):
 
 
 def test_reference_baseline_compares_speed_with_its_own_tolerance(fake):
-    path = fake.path / FILE
+    path = fake.path / FILE.with_suffix(".reference.json")
     path.parent.mkdir(parents=True)
     key = "pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]"
     doc = {"schema_version": 1, "kind": "reference", "model": "fake:a", "chip": CHIP,
@@ -294,7 +294,10 @@ def test_reference_baseline_compares_speed_with_its_own_tolerance(fake):
     result.stdout.fnmatch_lines(["*Speed (end_to_end_tps): baseline 200.00 tok/s, now 8?.?? tok/s, -5?.?% "
                                  "(tolerance 30%), reference figure (n=1), tolerance only"])
     result = fake.runpytest(*RUN, "--mlx-resolutions", "224x224", "--mlx-update-baselines")
-    result.stdout.fnmatch_lines(["*holds reference results; it is never overwritten*"])
+    result.stdout.fnmatch_lines(["*1 baseline case(s) written to *fake-a.json"])
+    assert json.loads(path.read_text()) == doc  # the reference is never touched
+    result = fake.runpytest(*RUN, "--mlx-resolutions", "224x224")
+    result.assert_outcomes(passed=1)  # measured baselines take precedence over references
 
 
 def _write_case(args):

@@ -1,0 +1,5 @@
+"""``python -m pytest_mlxvlm``."""
+
+from .cli import main
+
+raise SystemExit(main())

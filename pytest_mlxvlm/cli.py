@@ -1,0 +1,142 @@
+"""The ``pytest-mlxvlm`` command: import published results as reference baselines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import baselines
+from .machine import slug
+from .models import model_slug
+
+SUITE_KEY = "pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[{}]"
+DEFAULT_REFERENCE_TOLERANCE = 0.30
+VLLM_MLX_METHOD = (
+    "vllm-mlx-bench image benchmark: one run per resolution after one warmup, temperature "
+    "0.7 (variable output length), time is the whole generate() call; only end-to-end tok/s "
+    "is comparable, with a wide tolerance"
+)
+
+
+class ImportError_(ValueError):
+    """Input that cannot be imported; the message says why."""
+
+
+def chip_key(chip: str, memory_gb: int | None) -> str:
+    """The key machine.py derives on that machine: ``apple-m4-max-128gb``."""
+    return slug(f"{chip} {memory_gb}gb" if memory_gb else chip)
+
+
+def reference_file(
+    directory: Path,
+    *,
+    chip: str,
+    memory_gb: int | None,
+    model: str,
+    rows: Sequence[dict[str, Any]],
+    method: str,
+    source: str,
+    tolerance: float,
+    extra: dict[str, Any] | None = None,
+) -> baselines.BaselineFile:
+    """A reference baseline: one published Speed figure per resolution."""
+    key = chip_key(chip, memory_gb)
+    cases = {}
+    for row in rows:
+        resolution = f"{int(row['width'])}x{int(row['height'])}"
+        speed = float(row["tok_per_s"])
+        if speed <= 0:
+            raise ImportError_(f"{resolution}: tok/s must be positive, got {speed}")
+        cases[SUITE_KEY.format(resolution)] = baselines.BaselineCase(
+            test="test_image_generation",
+            resolution=resolution,
+            sessions={"end_to_end_tps": [[speed]]},
+            workload={"published_time_s": row.get("time_s"), "published_tokens": row.get("tokens")},
+        )
+    return baselines.BaselineFile(
+        path=baselines.reference_path(directory, key, model_slug(model)),
+        model=model,
+        chip=key,
+        kind="reference",
+        machine={"chip": chip, "memory_gb": memory_gb, "key": key},
+        reference={"source": source, "method": method, "tolerance": tolerance, **(extra or {})},
+        cases=cases,
+    )
+
+
+def from_shared_reference(doc: dict[str, Any], directory: Path, tolerance: float) -> list[baselines.BaselineFile]:
+    """Files from the published-results format (``runs`` with chip, memory and results)."""
+    files = []
+    for run in doc.get("runs", []):
+        extra = {k: run[k] for k in ("mode", "served", "summary", "aggregate") if k in run}
+        files.append(reference_file(
+            directory, chip=run["chip"], memory_gb=run.get("memory_gb"), model=run["model"],
+            rows=run["results"], method=doc.get("method", VLLM_MLX_METHOD),
+            source=doc.get("source", "published"), tolerance=tolerance, extra=extra,
+        ))
+    return files
+
+
+def from_vllm_mlx_bench(doc: dict[str, Any], directory: Path, *, chip: str, memory_gb: int | None,
+                        tolerance: float, model: str | None) -> baselines.BaselineFile:
+    """A file from the JSON that ``vllm-mlx-bench --output`` writes for images."""
+    if doc.get("type") != "mllm_image":
+        raise ImportError_(f"not an image benchmark (type {doc.get('type')!r}); "
+                           "run vllm-mlx-bench on a vision model without --video")
+    rows = [
+        {"width": r["width"], "height": r["height"], "tok_per_s": r["tokens_per_second"],
+         "time_s": r.get("time_seconds"), "tokens": r.get("tokens_generated")}
+        for r in doc.get("results", [])
+    ]
+    if not rows:
+        raise ImportError_("no results in the file")
+    return reference_file(
+        directory, chip=chip, memory_gb=memory_gb, model=model or doc["model"], rows=rows,
+        method=VLLM_MLX_METHOD, source="vllm-mlx-bench --output", tolerance=tolerance,
+        extra={"test_image": doc.get("test_image")},
+    )
+
+
+def write(files: Sequence[baselines.BaselineFile], force: bool) -> None:
+    for f in files:
+        with baselines.locked(f.path):
+            if f.path.exists() and not force:
+                raise ImportError_(f"{f.path} exists; pass --force to replace it")
+            baselines.atomic_write_text(f.path, f.to_json())
+        print(f"wrote {f.path} ({len(f.cases)} cases, reference for {f.chip})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pytest-mlxvlm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    ref = sub.add_parser("import-reference", help="published results (runs with chip and memory)")
+    ref.add_argument("file", type=Path)
+    bench = sub.add_parser("import-vllm-mlx", help="the JSON of vllm-mlx-bench --output")
+    bench.add_argument("file", type=Path)
+    bench.add_argument("--chip", required=True, help="e.g. 'Apple M4 Max'")
+    bench.add_argument("--memory-gb", type=int, required=True)
+    bench.add_argument("--model", default=None, help="model id (default: the file's)")
+    for p in (ref, bench):
+        p.add_argument("--baseline-dir", type=Path, default=Path("baselines"))
+        p.add_argument("--tolerance", type=float, default=DEFAULT_REFERENCE_TOLERANCE * 100,
+                       help="percent (default 30)")
+        p.add_argument("--force", action="store_true", help="replace existing files")
+    args = parser.parse_args(argv)
+    try:
+        doc = json.loads(args.file.read_text())
+        tolerance = args.tolerance / 100
+        if args.command == "import-reference":
+            files = from_shared_reference(doc, args.baseline_dir, tolerance)
+        else:
+            files = [from_vllm_mlx_bench(doc, args.baseline_dir, chip=args.chip,
+                                         memory_gb=args.memory_gb, tolerance=tolerance,
+                                         model=args.model)]
+        write(files, args.force)
+    except (OSError, json.JSONDecodeError, KeyError, ImportError_, baselines.BaselineError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        print(f"pytest-mlxvlm: cannot import {args.file}: {detail}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,56 @@
+"""The pytest-mlxvlm command: importing published results as reference baselines."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pytest_mlxvlm import baselines
+from pytest_mlxvlm.cli import main
+
+SHARED = Path(__file__).parents[2] / "shared" / "reference" / "vllm-mlx-image-benchmarks.json"
+SHIPPED = Path(__file__).parents[1] / "baselines"
+
+
+def test_shipped_references_match_the_published_figures(tmp_path):
+    assert main(["import-reference", str(SHARED), "--baseline-dir", str(tmp_path)]) == 0
+    for made in tmp_path.rglob("*.json"):
+        shipped = SHIPPED / made.relative_to(tmp_path)
+        assert shipped.read_text() == made.read_text(), f"{shipped} differs from the published file"
+    m4 = baselines.read(tmp_path / "apple-m4-max-128gb" / "mlx-community--Qwen3-VL-8B-Instruct-4bit.reference.json")
+    assert m4.kind == "reference" and len(m4.cases) == 10
+    assert m4.cases["pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[1920x1080]"].metrics == {
+        "end_to_end_tps": [14.1]}
+    assert m4.reference["tolerance"] == 0.3 and "temperature 0.7" in m4.reference["method"]
+
+
+def test_import_vllm_mlx_bench_output(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({
+        "type": "mllm_image", "model": "mlx-community/Qwen3-VL-4B-Instruct-3bit",
+        "results": [{"resolution": "224x224", "width": 224, "height": 224, "pixels": 50176,
+                     "time_seconds": 1.5, "tokens_generated": 90, "tokens_per_second": 60.0}],
+    }))
+    args = ["import-vllm-mlx", str(out), "--chip", "Apple M2 Ultra", "--memory-gb", "192",
+            "--baseline-dir", str(tmp_path / "b")]
+    assert main(args) == 0
+    path = tmp_path / "b" / "apple-m2-ultra-192gb" / "mlx-community--Qwen3-VL-4B-Instruct-3bit.reference.json"
+    stored = baselines.read(path)
+    assert stored.cases["pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]"].metrics == {
+        "end_to_end_tps": [60.0]}
+    assert main(args) == 2  # never replaced without --force
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "v.json"
+    bad.write_text(json.dumps({"type": "video", "model": "m", "results": []}))
+    assert main(["import-vllm-mlx", str(bad), "--chip", "Apple M1", "--memory-gb", "8",
+                 "--baseline-dir", str(tmp_path)]) == 2
+    assert "not an image benchmark" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "import-reference" in out.stdout
