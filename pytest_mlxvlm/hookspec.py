@@ -30,3 +30,13 @@ def pytest_mlxvlm_update_machine_info(config: pytest.Config, machine: dict[str, 
 @pytest.hookspec
 def pytest_mlxvlm_case_finished(config: pytest.Config, result: CaseResult) -> None:
     """Called after each measured case with its samples."""
+
+
+@pytest.hookspec
+def pytest_mlxvlm_cache_engines(config: pytest.Config) -> dict[str, Any] | None:
+    """Offer prefix-cache engines: a dict of name -> factory returning a CacheEngine."""
+
+
+@pytest.hookspec
+def pytest_mlxvlm_cache_expectations(engine: str, expectations: dict[str, str]) -> None:
+    """Amend, in place, the expected outcome (HIT, PARTIAL, MISS) of cache steps for an engine."""

@@ -18,6 +18,9 @@ settings_key = pytest.StashKey["Settings"]()
 session_key = pytest.StashKey["BenchSession"]()
 results_key = pytest.StashKey[list]()
 phase_key = pytest.StashKey[dict]()
+engines_key = pytest.StashKey[dict]()
+expect_key = pytest.StashKey[dict]()
+cache_key = pytest.StashKey[list]()
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -81,6 +84,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option("--mlx-suite", "mlx_suite",
            "run the built-in image benchmark: auto (when --mlx-model is given), on or off",
            default=None, choices=("auto", "on", "off"))
+
+    option("--mlx-cache-engine", "mlx_cache_engine",
+           "prefix-cache engines for the cache suite: apc, prompt-cache, vllm-mlx, your own "
+           "(hook), or all available (default); repeatable", ini_type="linelist",
+           action="append", default=None, metavar="NAME")
+    parser.addini("mlx_cache_expect",
+                  "override expected cache outcomes: lines 'ENGINE: STEP = HIT|PARTIAL|MISS'",
+                  type="linelist")
 
     gate = parser.getgroup("mlxvlm-baselines", "pytest-mlxvlm baselines and regression gate")
 
@@ -173,6 +184,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None
     config.stash[settings_key] = settings
     config.stash[session_key] = BenchSession(config, settings)
+    try:
+        config.stash[engines_key] = _cache_engines(config)
+        config.stash[expect_key] = _cache_expectations(config)
+    except ValueError as exc:
+        raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None
     if settings.suite and str(SUITE_DIR) not in config.args:
         config.args.append(str(SUITE_DIR))
     if not _is_worker(config):
@@ -206,6 +222,132 @@ def pytest_mlxvlm_measure(model: Any, request: Any) -> Any:
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     """pytest-benchmark's machine info carries the MLX chip identity."""
     machine_info["mlx"] = config.stash[session_key].machine
+
+
+# -- prefix-cache engines ---------------------------------------------------------------------
+
+def _cache_engines(config: pytest.Config) -> dict[str, Any]:
+    """The engines to run the cache suite with: name -> factory."""
+    from .cache import builtin_engines, vllm_mlx_available
+
+    known: dict[str, Any] = dict(builtin_engines())
+    for offered in config.hook.pytest_mlxvlm_cache_engines(config=config):
+        known.update(offered or {})
+    # vllm-mlx's MLLMPrefixCacheManager: no adapter yet; naming it says what is missing.
+    optional = {"vllm-mlx": vllm_mlx_available}
+    wanted: list[str] = []
+    for entry in config.option.mlx_cache_engine or _ini(config, "mlx_cache_engine") or ["all"]:
+        wanted += [w.strip() for w in entry.split(",") if w.strip()]
+    if "all" in wanted:
+        return known
+    chosen = {}
+    for name in wanted:
+        if name in known:
+            chosen[name] = known[name]
+        elif name in optional and not optional[name]():
+            raise ValueError(f"cache engine {name!r} needs the vllm_mlx package: pip install vllm-mlx")
+        elif name in optional:
+            raise ValueError(f"cache engine {name!r}: vllm_mlx is installed but pytest-mlxvlm has "
+                             "no adapter for its MLLMPrefixCacheManager yet; register one through "
+                             "the pytest_mlxvlm_cache_engines hook")
+        else:
+            raise ValueError(f"unknown cache engine {name!r}; choose from {', '.join(sorted(known))} or all")
+    return chosen
+
+
+def _cache_expectations(config: pytest.Config) -> dict[tuple[str, str], str]:
+    """``ENGINE: STEP = OUTCOME`` lines of the ``mlx_cache_expect`` ini setting."""
+    out = {}
+    for line in config.getini("mlx_cache_expect") or []:
+        engine, sep, rest = line.partition(":")
+        step, sep2, outcome = rest.rpartition("=")
+        outcome = outcome.strip().upper()
+        if not sep or not sep2 or outcome not in ("HIT", "PARTIAL", "MISS"):
+            raise ValueError(f"bad mlx_cache_expect line {line!r}: write 'ENGINE: STEP = HIT|PARTIAL|MISS'")
+        out[(engine.strip(), step.strip())] = outcome
+    return out
+
+
+class MlxCache:
+    """Runs cache steps through one engine; ``check()`` fails the test with every failed step."""
+
+    def __init__(self, request: pytest.FixtureRequest, session: Any, engine_name: str) -> None:
+        self.request = request
+        self.session = session
+        self.engine = engine_name
+        overrides = {step: o for (eng, step), o in request.config.stash[expect_key].items()
+                     if eng == engine_name}
+        self._overrides = overrides
+        self._hook_checked: dict[str, str] = {}
+
+    def expected(self, step: str, default: str) -> str:
+        """The expected outcome of a step: ini and hook overrides over the default semantics."""
+        expectations = {step: self._overrides.get(step, default)}
+        self.request.config.hook.pytest_mlxvlm_cache_expectations(
+            engine=self.engine, expectations=expectations
+        )
+        return expectations[step]
+
+    def step(self, name: str, image: Any, prompt: str, expect: str, description: str = "") -> Any:
+        """One real generation through the engine and a cold one of the same input."""
+        return self.session.step(name, image, prompt, self.expected(name, expect), description)
+
+    @property
+    def steps(self) -> list[Any]:
+        return self.session.steps
+
+    def check(self) -> None:
+        failed = self.session.failed
+        if failed:
+            lines = [f"{len(failed)} of {len(self.steps)} cache steps failed for engine "
+                     f"{self.engine!r}:"] + [f"  {s.message()}" for s in failed]
+            pytest.fail("\n".join(lines), pytrace=False)
+
+
+@pytest.fixture
+def mlx_cache(request: pytest.FixtureRequest, mlx_model: Any, pytestconfig: pytest.Config) -> Any:
+    """A fresh prefix-cache engine on ``mlx_model``: ``mlx_cache.step(...)``, then ``check()``."""
+    from .cache import CacheSession
+
+    name = request.param
+    factory = pytestconfig.stash[engines_key][name]
+    hook = pytestconfig.hook
+    try:
+        engine = factory()
+        session = CacheSession(
+            mlx_model.model, mlx_model.processor, engine,
+            measure=lambda req: hook.pytest_mlxvlm_measure(model=mlx_model, request=req),
+        )
+    except Exception as exc:  # noqa: BLE001 - an engine that cannot start fails its tests
+        error = f"cache engine {name!r} could not start: {type(exc).__name__}: {exc}"
+    else:
+        error = None
+    if error:
+        pytest.fail(error, pytrace=False)
+    cache = MlxCache(request, session, name)
+    yield cache
+    pytestconfig.stash.setdefault(cache_key, []).append(
+        {"test": request.node.nodeid, "model": mlx_model.spec, "engine": name,
+         "steps": list(session.steps)}
+    )
+
+
+@pytest.fixture
+def mlx_cache_image(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A factory of deterministic PNG images: ``mlx_cache_image(side, seed=0)``."""
+    from .images import synthetic_image
+
+    directory = tmp_path_factory.getbasetemp() / "mlxvlm-cache-images"
+    directory.mkdir(exist_ok=True)
+
+    def make(side: int, seed: int = 0, height: int | None = None) -> Path:
+        resolution = Resolution(side, height or side)
+        path = directory / f"{resolution.id}-{seed}.png"
+        if not path.exists():
+            synthetic_image(resolution, seed=seed).save(path)
+        return path
+
+    return make
 
 
 # -- session state ----------------------------------------------------------------------------
@@ -322,6 +464,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ids = names if len(set(names)) == len(names) else list(settings.models)
         metafunc.config.stash[session_key].model_ids.update(zip(settings.models, ids))
         metafunc.parametrize("mlx_model", settings.models, ids=ids, indirect=True, scope="session")
+    if "mlx_cache" in metafunc.fixturenames:
+        engines = list(metafunc.config.stash[engines_key])
+        metafunc.parametrize("mlx_cache", engines, ids=engines, indirect=True)
     if "mlx_resolution" in metafunc.fixturenames:
         local = _marker_settings(metafunc.definition, settings)
         metafunc.parametrize(
@@ -649,6 +794,7 @@ class MlxReporter:
 
         bench = self.bench
         if not bench.results and not bench.load_errors:
+            self._cache_report(terminalreporter)
             return
         machine = bench.machine
         tr = terminalreporter
@@ -659,6 +805,7 @@ class MlxReporter:
         for model, error in bench.load_errors.items():
             tr.write_sep("=", f"mlxvlm: {model} not measured")
             tr.write_line(error)
+        self._cache_report(tr)
         for model, cases in by_model(bench.results).items():
             detect = sensitivity(cases, bench.settings.tolerances, bench.settings.alpha)
             tr.write_line(f"{model}: " + sensitivity_line(detect, bench.settings.rounds))
@@ -673,6 +820,15 @@ class MlxReporter:
             tr.write_sep("-", f"mlxvlm: report written to {path}")
 
     _written: list[Path] = []
+
+    def _cache_report(self, tr: Any) -> None:
+        from .report import cache_sections
+
+        records = self.config.stash.get(cache_key, [])
+        for title, lines in cache_sections(records):
+            tr.write_sep("=", title)
+            for line in lines:
+                tr.write_line(line)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -697,7 +853,15 @@ class MlxReporter:
                 **settings.workload(),
             },
             machine=bench.machine,
-            extra={"load_times_s": bench.load_times, "errors": bench.load_errors},
+            extra={
+                "load_times_s": bench.load_times,
+                "errors": bench.load_errors,
+                "cache": [
+                    {**{k: v for k, v in rec.items() if k != "steps"},
+                     "steps": [st.to_dict() for st in rec["steps"]]}
+                    for rec in self.config.stash.get(cache_key, [])
+                ],
+            },
         )
         write_json(path, document)
         self._written.append(path)

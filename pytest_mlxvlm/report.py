@@ -268,3 +268,32 @@ def markdown_report(
             lines.append(f"| `{key}` | | | | | unused baseline |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+CACHE_COLUMNS = ("Step", "Description", "Expected", "Actual", "Cached tokens", "TTFT",
+                 "Speedup vs cold", "Status")
+
+
+def cache_sections(records: Sequence[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """One table per (model, engine): every cache step, its evidence and status."""
+    grouped: dict[tuple[str, str], list[tuple[str, Any]]] = defaultdict(list)
+    for rec in records:
+        test = rec["test"].rpartition("::")[2]
+        for step in rec["steps"]:
+            grouped[(rec["model"], rec["engine"])].append((test, step))
+    out = []
+    for (model, engine), steps in grouped.items():
+        rows = []
+        for test, st in steps:
+            status = "ok" if st.passed else ("WRONG OUTPUT" if st.correct is False else "FAILED")
+            rows.append([
+                f"{test.split('[')[0].replace('test_cache_', '')}: {st.step}",
+                st.description, st.expected, st.actual,
+                f"{st.cached_tokens}/{st.prompt_tokens}",
+                f"{st.ttft_s * 1000:.0f}ms", f"{st.speedup:.2f}x", status,
+            ])
+        failed = sum(1 for _, st in steps if not st.passed)
+        lines = render_table(CACHE_COLUMNS, rows)
+        lines.append(f"{len(steps) - failed} of {len(steps)} cache steps as expected")
+        out.append((f"mlxvlm cache: {engine} on {model}", lines))
+    return out

@@ -47,6 +47,7 @@ class GenerationRequest:
     prompt: str
     max_tokens: int
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
+    capture_logprobs: bool = False  # keep the first token's log-probabilities (cache checks)
 
 
 @dataclass
@@ -66,11 +67,12 @@ class Sample:
     end_to_end_tps: float  # generation_tokens / time_s: the "Speed" column
     peak_memory: float  # GB, as mlx-vlm reports it; reset before the run
     token_ids: list[int] = field(default_factory=list, repr=False)
+    input_ids: list[int] = field(default_factory=list, repr=False)
+    first_logprobs: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("token_ids")
-        return data
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("token_ids", "input_ids", "first_logprobs")}
 
 
 @dataclass
@@ -169,11 +171,17 @@ def format_prompt(model: Any, processor: Any, prompt: str, num_images: int) -> s
 def measure_generation(model: Any, processor: Any, request: GenerationRequest) -> Sample:
     """Run one greedy generation of exactly ``max_tokens`` tokens and time its phases."""
     import mlx.core as mx
+    import numpy as np
     from mlx_vlm import stream_generate
     from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
 
-    images = None if request.image is None else [_image_arg(request.image)]
-    formatted = format_prompt(model, processor, request.prompt, 0 if images is None else 1)
+    if request.image is None:
+        images = None
+    elif isinstance(request.image, (list, tuple)):
+        images = [_image_arg(i) for i in request.image]
+    else:
+        images = [_image_arg(request.image)]
+    formatted = format_prompt(model, processor, request.prompt, 0 if images is None else len(images))
     image_token = getattr(model.config, "image_token_index", None)
     mx.synchronize()
     mx.reset_peak_memory()
@@ -195,6 +203,7 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
         mx.eval(input_ids, *(v for v in extra.values() if isinstance(v, mx.array)))
         preprocess_s = time.perf_counter() - start
         first = last_token_at = None
+        first_logprobs = None
         result = None
         generated = 0
         for result in stream_generate(
@@ -212,6 +221,8 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
             now = time.perf_counter()
             if first is None:
                 first = now
+                if request.capture_logprobs and result.logprobs is not None:
+                    first_logprobs = np.array(result.logprobs.astype(mx.float32)).reshape(-1)
             if result.generation_tokens > generated:
                 generated = result.generation_tokens
                 last_token_at = now
@@ -243,6 +254,8 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
         end_to_end_tps=generated / time_s,
         peak_memory=mx.get_peak_memory() / 1e9,
         token_ids=list(result.token_ids or []),
+        input_ids=input_ids.reshape(-1).tolist(),
+        first_logprobs=first_logprobs,
     )
 
 

@@ -103,3 +103,75 @@ class FakeEngine:
             peak_memory=0.5 + prompt * 1e-4,
             token_ids=[1] * n,
         )
+
+
+# -- deliberately broken prefix-cache engines (for testing the cache checks) --------------------
+
+class _ForcedReuse:
+    """A PromptCacheState told that all but the last prompt token match what it holds."""
+
+    def __init__(self) -> None:
+        from mlx_vlm.generate import PromptCacheState
+
+        self.state = PromptCacheState()
+
+    def kwargs(self, input_ids: list[int]) -> dict[str, Any]:
+        if self.state.cache is not None and len(input_ids) > 1:
+            self.state.token_ids = list(input_ids[:-1]) + [-1]
+        return {"prompt_cache_state": self.state}
+
+
+@dataclass
+class NeverHitEngine:
+    """Caches nothing: every request is computed cold."""
+
+    name: str = "never-hit"
+    description: str = "broken on purpose: never reuses anything"
+    slack: int = 1
+
+    def reset(self) -> None:
+        pass
+
+    def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class AlwaysHitEngine:
+    """Reuses the previous request's KV state for every request, whatever it was."""
+
+    name: str = "always-hit"
+    description: str = "broken on purpose: reuses the last request's state for any input"
+    slack: int = 1
+    reuse: Any = None
+
+    def reset(self) -> None:
+        self.reuse = _ForcedReuse()
+
+    def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
+        return self.reuse.kwargs(input_ids)
+
+
+@dataclass
+class PromptKeyedEngine:
+    """Keys the cache on the prompt text only, so another image's state answers (vllm-mlx #718)."""
+
+    name: str = "prompt-keyed"
+    description: str = "broken on purpose: cache key ignores the image"
+    slack: int = 1
+    by_prompt: dict[str, Any] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.by_prompt = {}
+
+    def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
+        reuse = self.by_prompt.setdefault(request.prompt, _ForcedReuse())
+        return reuse.kwargs(input_ids)
+
+
+class BrokenCacheEngines:
+    """pytest plugin offering the three broken engines through ``pytest_mlxvlm_cache_engines``."""
+
+    def pytest_mlxvlm_cache_engines(self, config: Any) -> dict[str, Any]:
+        return {"never-hit": NeverHitEngine, "always-hit": AlwaysHitEngine,
+                "prompt-keyed": PromptKeyedEngine}

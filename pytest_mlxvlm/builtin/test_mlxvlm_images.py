@@ -9,7 +9,8 @@ def test_image_generation(mlx_bench: Any) -> None:
     """Measure a fixed-length greedy generation on the sweep's image; check the workload held."""
     result = mlx_bench.run()
     settings = mlx_bench.settings
-    assert len(result.samples) == settings.rounds
+    # a regression the gate measured again to confirm adds a second set of rounds
+    assert len(result.samples) in (settings.rounds, 2 * settings.rounds)
     first = result.samples[0]
     assert first.image_tokens > 0, "the image produced no image tokens"
     for sample in result.samples:

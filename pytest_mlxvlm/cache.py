@@ -1,0 +1,238 @@
+"""Prefix-cache expectations checked through real generations (no pytest here).
+
+An engine wraps a real prefix cache behind one small protocol: the keyword arguments it
+adds to ``mlx_vlm.stream_generate``. A step runs one real generation through the engine
+and one cold generation of the same input, and classifies the outcome from the engine's
+own evidence (the cached tokens the generation reports): HIT, PARTIAL (n tokens) or MISS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from .runner import GenerationRequest, Sample, measure_generation
+
+OUTCOMES = ("HIT", "PARTIAL", "MISS")
+LOGPROB_TOLERANCE = 1e-2  # max |difference| of first-token log-probabilities vs a cold run
+
+
+class CacheEngineError(ValueError):
+    """An engine that cannot be used here; the message names it and says why."""
+
+
+class CacheEngine(Protocol):
+    """What the cache fixture needs of an engine."""
+
+    name: str
+    description: str
+    slack: int  # prompt tokens a HIT may leave uncomputed (the engine's block granularity)
+
+    def reset(self) -> None:
+        """Forget everything cached."""
+
+    def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
+        """Keyword arguments for ``mlx_vlm.stream_generate`` that route through the cache."""
+
+
+@dataclass
+class APCEngine:
+    """mlx-vlm's automatic prefix cache: hashed blocks, image content in the hash."""
+
+    name: str = "apc"
+    description: str = "mlx_vlm.apc.APCManager (automatic prefix cache)"
+    block_size: int = 16
+    num_blocks: int = 4096
+    manager: Any = None
+
+    @property
+    def slack(self) -> int:
+        return self.block_size
+
+    def reset(self) -> None:
+        from mlx_vlm.apc import APCManager
+
+        self.manager = APCManager(num_blocks=self.num_blocks, block_size=self.block_size)
+
+    def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
+        if self.manager is None:
+            self.reset()
+        return {"apc_manager": self.manager}
+
+
+@dataclass
+class PromptCacheStateEngine:
+    """mlx-vlm's per-conversation cache: the KV state of the last request, matched by token ids."""
+
+    name: str = "prompt-cache"
+    description: str = "mlx_vlm PromptCacheState (per-conversation KV reuse)"
+    slack: int = 1
+    state: Any = None
+
+    def reset(self) -> None:
+        from mlx_vlm.generate import PromptCacheState
+
+        self.state = PromptCacheState()
+
+    def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
+        if self.state is None:
+            self.reset()
+        return {"prompt_cache_state": self.state}
+
+
+def builtin_engines() -> dict[str, Callable[[], CacheEngine]]:
+    """Engines available in every installation, by name."""
+    return {"apc": APCEngine, "prompt-cache": PromptCacheStateEngine}
+
+
+def vllm_mlx_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm_mlx") is not None
+
+
+@dataclass
+class Expectation:
+    """What a step should give: an outcome, and for PARTIAL optionally a minimum of reused tokens."""
+
+    outcome: str
+    min_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise CacheEngineError(f"unknown outcome {self.outcome!r}: use HIT, PARTIAL or MISS")
+
+    def __str__(self) -> str:
+        return self.outcome
+
+
+@dataclass
+class StepResult:
+    """One step: what was expected, what the engine did, and the evidence."""
+
+    step: str
+    description: str
+    expected: str
+    outcome: str = "ERROR"
+    cached_tokens: int = 0
+    prompt_tokens: int = 0
+    ttft_s: float = 0.0
+    cold_ttft_s: float = 0.0
+    correct: bool | None = None  # output equal to a cold run of the same input
+    difference: str = ""
+    error: str = ""
+    passed: bool = False
+
+    @property
+    def speedup(self) -> float:
+        return self.cold_ttft_s / self.ttft_s if self.ttft_s else 0.0
+
+    @property
+    def actual(self) -> str:
+        if self.error:
+            return "ERROR"
+        return f"PARTIAL ({self.cached_tokens})" if self.outcome == "PARTIAL" else self.outcome
+
+    def message(self) -> str:
+        """Why the step failed, naming the step, the expected and actual outcome and the evidence."""
+        if self.error:
+            return f"step {self.step!r} ({self.description}): the engine raised {self.error}"
+        parts = [f"step {self.step!r} ({self.description}): expected {self.expected}, got {self.actual}"
+                 f" - engine reported {self.cached_tokens} of {self.prompt_tokens} prompt tokens cached,"
+                 f" TTFT {self.ttft_s * 1000:.1f} ms vs {self.cold_ttft_s * 1000:.1f} ms cold"]
+        if self.correct is False:
+            parts.append(f"WRONG OUTPUT: differs from a cold run of the same input ({self.difference})")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "description": self.description, "expected": self.expected,
+            "actual": self.actual, "cached_tokens": self.cached_tokens,
+            "prompt_tokens": self.prompt_tokens, "ttft_s": self.ttft_s,
+            "cold_ttft_s": self.cold_ttft_s, "speedup": self.speedup, "correct": self.correct,
+            "difference": self.difference, "error": self.error, "passed": self.passed,
+        }
+
+
+def classify(cached: int, prompt: int, slack: int) -> str:
+    """HIT when the engine reused the prompt up to its granularity, MISS when nothing."""
+    if cached <= 0:
+        return "MISS"
+    if cached >= prompt - max(slack, 1):
+        return "HIT"
+    return "PARTIAL"
+
+
+def compare_outputs(cached: Sample, cold: Sample) -> tuple[bool, str]:
+    """Same greedy tokens and (nearly) the same first-token log-probabilities as a cold run."""
+    if cached.token_ids != cold.token_ids:
+        index = next((i for i, (a, b) in enumerate(zip(cached.token_ids, cold.token_ids)) if a != b),
+                     min(len(cached.token_ids), len(cold.token_ids)))
+        return False, f"generated tokens differ from token {index}"
+    if cached.first_logprobs is not None and cold.first_logprobs is not None:
+        diff = float(np.max(np.abs(cached.first_logprobs - cold.first_logprobs)))
+        if not diff <= LOGPROB_TOLERANCE:
+            return False, f"first-token log-probabilities differ by up to {diff:.3g}"
+    return True, ""
+
+
+@dataclass
+class CacheSession:
+    """Runs steps through one engine on one model and keeps their results."""
+
+    model: Any
+    processor: Any
+    engine: CacheEngine
+    max_tokens: int = 8
+    steps: list[StepResult] = field(default_factory=list)
+    measure: Callable[[GenerationRequest], Sample] | None = None
+
+    def __post_init__(self) -> None:
+        self.engine.reset()
+
+    def _run(self, request: GenerationRequest) -> Sample:
+        if self.measure is not None:
+            return self.measure(request)
+        return measure_generation(self.model, self.processor, request)
+
+    def step(self, name: str, image: Any, prompt: str, expect: Expectation | str,
+             description: str = "") -> StepResult:
+        """One real generation through the engine, checked against a cold run of the same input."""
+        expected = expect if isinstance(expect, Expectation) else Expectation(expect)
+        result = StepResult(step=name, description=description or name, expected=str(expected))
+        try:
+            base = GenerationRequest(image=image, prompt=prompt, max_tokens=self.max_tokens,
+                                     capture_logprobs=True)
+            cold = self._run(base)
+            ids = cold.input_ids
+            request = GenerationRequest(
+                image=image, prompt=prompt, max_tokens=self.max_tokens, capture_logprobs=True,
+                generate_kwargs=self.engine.generate_kwargs(base, ids),
+            )
+            sample = self._run(request)
+        except Exception as exc:  # noqa: BLE001 - an engine's failure fails this step only
+            result.error = f"{type(exc).__name__}: {exc}"
+            self.steps.append(result)
+            return result
+        result.cached_tokens = sample.cached_tokens
+        result.prompt_tokens = sample.prompt_tokens
+        result.ttft_s, result.cold_ttft_s = sample.ttft_s, cold.ttft_s
+        result.outcome = classify(sample.cached_tokens, sample.prompt_tokens, self.engine.slack)
+        result.correct, result.difference = compare_outputs(sample, cold)
+        matches = result.outcome == expected.outcome and (
+            expected.outcome != "PARTIAL" or sample.cached_tokens >= expected.min_tokens
+        )
+        result.passed = matches and result.correct is not False
+        self.steps.append(result)
+        return result
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [s for s in self.steps if not s.passed]
+
+
+def image_path(image: Any) -> Path | None:
+    return image if isinstance(image, Path) else None

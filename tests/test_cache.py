@@ -1,0 +1,144 @@
+"""Prefix-cache checks through the real engines, and broken engines failing the right steps."""
+
+import json
+
+import pytest
+
+from pytest_mlxvlm.cache import Expectation, CacheEngineError, classify
+
+BROKEN = """
+from pytest_mlxvlm.testing import BrokenCacheEngines
+
+def pytest_configure(config):
+    config.pluginmanager.register(BrokenCacheEngines(), "broken-cache-engines")
+"""
+SUITE = ["--pyargs", "pytest_mlxvlm.builtin.test_mlxvlm_cache", "--mlx-model", "synthetic:tiny",
+         "-p", "no:benchmark", "--mlx-json", "out.json"]
+
+
+def _failed_steps(doc: dict) -> dict[str, set[tuple[str, str]]]:
+    out: dict[str, set[tuple[str, str]]] = {}
+    for rec in doc["cache"]:
+        test = rec["test"].rpartition("::")[2].split("[")[0]
+        for step in rec["steps"]:
+            out.setdefault(rec["engine"], set())
+            if not step["passed"]:
+                out[rec["engine"]].add((test, step["step"]))
+    return out
+
+
+def _wrong(doc: dict, engine: str) -> set[tuple[str, str]]:
+    return {(rec["test"].rpartition("::")[2].split("[")[0], s["step"])
+            for rec in doc["cache"] if rec["engine"] == engine
+            for s in rec["steps"] if s["correct"] is False}
+
+
+def test_classify():
+    assert classify(0, 100, 16) == "MISS"
+    assert classify(90, 100, 16) == "HIT" and classify(99, 100, 1) == "HIT"
+    assert classify(50, 100, 16) == "PARTIAL"
+    with pytest.raises(CacheEngineError):
+        Expectation("MAYBE")
+
+
+def test_broken_engines_fail_the_right_steps_and_only_those(pytester: pytest.Pytester):
+    pytester.makeconftest(BROKEN)
+    result = pytester.runpytest(*SUITE, "-k", "basic", "--mlx-cache-engine",
+                                "never-hit,always-hit,prompt-keyed")
+    result.assert_outcomes(failed=3)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    failed = _failed_steps(doc)
+    basic = "test_cache_basic"
+    assert failed["never-hit"] == {(basic, "repeat"), (basic, "return")}
+    # (returning to image A reuses state whose image part is still A's: correct by accident)
+    assert failed["always-hit"] == {(basic, "other prompt"), (basic, "other image")}
+    assert failed["prompt-keyed"] == {(basic, "other image")}
+    # answering from another image's state is caught by comparing with a cold run
+    assert _wrong(doc, "prompt-keyed") == {(basic, "other image")}
+    assert _wrong(doc, "always-hit") >= {(basic, "other image")}
+    assert _wrong(doc, "never-hit") == set()
+    result.stdout.fnmatch_lines([
+        "*step 'repeat' (image A, prompt 1 again): expected HIT, got MISS - engine reported 0 of 126 "
+        "prompt tokens cached*",
+        "*step 'other image' (image B, prompt 1): expected MISS, got HIT - engine reported 125 of 126*"
+        "WRONG OUTPUT: differs from a cold run of the same input*",
+    ], consecutive=False)
+    result.stdout.fnmatch_lines(["*mlxvlm cache: prompt-keyed on synthetic:tiny*",
+                                 "| Step *| Description *| Expected | Actual *| Cached tokens | TTFT *|"
+                                 " Speedup vs cold | Status *|"], consecutive=False)
+
+
+def test_real_engines_run_the_whole_suite(pytester: pytest.Pytester):
+    """mlx-vlm 0.7.10's engines, as they really behave (see the README's findings)."""
+    result = pytester.runpytest(*SUITE)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    failed = _failed_steps(doc)
+    assert set(failed) == {"apc", "prompt-cache"}
+    hits = {("test_cache_basic", "repeat"), ("test_cache_basic", "return"),
+            ("test_cache_different_images", "image 1 again"), ("test_cache_resolutions", "repeat"),
+            ("test_cache_image_order", "[A, B] again")}
+    # APC's block strategy drops any prefix that holds image tokens: never a HIT, never wrong
+    assert failed["apc"] == hits
+    assert _wrong(doc, "apc") == set()
+    # PromptCacheState matches token ids only: it reuses one image's state for another image
+    # of the same size (identical placeholder tokens), and never reuses an identical request
+    assert _wrong(doc, "prompt-cache") == {
+        ("test_cache_basic", "other image"), ("test_cache_same_size_images", "image B, other prompt")}
+    assert failed["prompt-cache"] == hits | {
+        ("test_cache_basic", "other prompt"), ("test_cache_basic", "other image"),
+        ("test_cache_same_size_images", "image B, other prompt")}
+    result.assert_outcomes(failed=15, passed=13)
+
+
+def test_expectations_are_data(pytester: pytest.Pytester):
+    pytester.makeconftest(BROKEN + """
+def pytest_mlxvlm_cache_expectations(engine, expectations):
+    if engine == "never-hit" and "return" in expectations:
+        expectations["return"] = "MISS"
+""")
+    pytester.makeini("[pytest]\nmlx_cache_expect =\n    never-hit: repeat = MISS\n")
+    result = pytester.runpytest(*SUITE, "-k", "basic", "--mlx-cache-engine", "never-hit")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("engine, message", [
+    ("nope", "*unknown cache engine 'nope'; choose from apc, prompt-cache or all*"),
+    ("vllm-mlx", "*cache engine 'vllm-mlx' needs the vllm_mlx package: pip install vllm-mlx*"),
+])
+def test_bad_engine_names(pytester: pytest.Pytester, engine, message):
+    result = pytester.runpytest(*SUITE, "--mlx-cache-engine", engine)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_an_engine_that_raises_fails_that_step_and_the_rest_still_run(pytester: pytest.Pytester):
+    pytester.makeconftest("""
+from dataclasses import dataclass
+
+@dataclass
+class Flaky:
+    name: str = "flaky"
+    description: str = "raises on its second request"
+    slack: int = 1
+    calls: int = 0
+
+    def reset(self):
+        pass
+
+    def generate_kwargs(self, request, input_ids):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("cache store unavailable")
+        return {}
+
+def pytest_mlxvlm_cache_engines(config):
+    return {"flaky": Flaky}
+""")
+    result = pytester.runpytest(*SUITE, "-k", "basic", "--mlx-cache-engine", "flaky")
+    result.assert_outcomes(failed=1)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    steps = doc["cache"][0]["steps"]
+    assert len(steps) == 5
+    assert steps[1]["error"] == "RuntimeError: cache store unavailable"
+    result.stdout.fnmatch_lines(["*step 'repeat' (image A, prompt 1 again): the engine raised "
+                                 "RuntimeError: cache store unavailable*"])
