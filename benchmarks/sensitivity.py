@@ -68,10 +68,11 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mlxvlm-sensitivity-"))
     work.mkdir(parents=True, exist_ok=True)
-    common = ["--pyargs", "pytest_mlxvlm.builtin", "--mlx-model", args.model,
+    common = ["--pyargs", "pytest_mlxvlm.builtin.test_mlxvlm_images", "--mlx-model", args.model,
               "--mlx-resolutions", args.resolutions, "--mlx-rounds", args.rounds,
               "--mlx-max-tokens", args.max_tokens, "--mlx-chip", "sensitivity",
-              "--mlx-baseline-dir", str(work / "baselines"), *args.extra.split()]
+              "--mlx-baseline-dir", str(work / "baselines"), "--mlx-suite", "off",
+              *args.extra.split()]
     cache = ModelCache()
     if (work / "baseline.json").exists():  # a later call on the same work folder
         base = {"doc": json.loads((work / "baseline.json").read_text()), "seconds": 0.0}

@@ -17,7 +17,11 @@ import numpy as np
 from .runner import GenerationRequest, Sample, measure_generation
 
 OUTCOMES = ("HIT", "PARTIAL", "MISS")
-LOGPROB_TOLERANCE = 1e-2  # max |difference| of first-token log-probabilities vs a cold run
+# Max |difference| of first-token log-probabilities vs a cold run of the same input. GPU
+# kernels are not bit-reproducible (two cold bf16 runs can part ways after a few tokens at
+# a near-tie), so correctness is judged on the first token's whole distribution, which
+# another image's state moves by far more than this.
+LOGPROB_TOLERANCE = 0.1
 
 
 class CacheEngineError(ValueError):
@@ -167,15 +171,18 @@ def classify(cached: int, prompt: int, slack: int) -> str:
 
 
 def compare_outputs(cached: Sample, cold: Sample) -> tuple[bool, str]:
-    """Same greedy tokens and (nearly) the same first-token log-probabilities as a cold run."""
+    """The same first-token distribution as a cold run (greedy tokens where none is kept)."""
+    if cached.first_logprobs is not None and cold.first_logprobs is not None:
+        diff = float(np.max(np.abs(cached.first_logprobs - cold.first_logprobs)))
+        if not diff <= LOGPROB_TOLERANCE:
+            same = cached.token_ids == cold.token_ids
+            return False, (f"first-token log-probabilities differ by up to {diff:.3g}"
+                           + ("" if same else ", and so do the generated tokens"))
+        return True, ""
     if cached.token_ids != cold.token_ids:
         index = next((i for i, (a, b) in enumerate(zip(cached.token_ids, cold.token_ids)) if a != b),
                      min(len(cached.token_ids), len(cold.token_ids)))
         return False, f"generated tokens differ from token {index}"
-    if cached.first_logprobs is not None and cold.first_logprobs is not None:
-        diff = float(np.max(np.abs(cached.first_logprobs - cold.first_logprobs)))
-        if not diff <= LOGPROB_TOLERANCE:
-            return False, f"first-token log-probabilities differ by up to {diff:.3g}"
     return True, ""
 
 
