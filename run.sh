@@ -22,7 +22,7 @@ what=${1:-}
 [ $# -gt 0 ] && shift
 case "$what" in
   bench)
-    exec "$VENV/bin/pytest" --pyargs pytest_mlxvlm.builtin \
+    exec "$VENV/bin/pytest" --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off \
       --mlx-model synthetic:tiny --quick -p no:cacheprovider "$@" ;;
   test)
     exec "$VENV/bin/pytest" tests "$@" ;;

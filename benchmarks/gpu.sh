@@ -26,7 +26,8 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
     for model in "$@"; do
       slug=${model#synthetic:}
       python3 -m pytest -p no:cacheprovider -p no:benchmark \
-        --pyargs pytest_mlxvlm.builtin --mlx-model "$model" --mlx-rounds 5 --mlx-warmup 1 \
+        --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off \
+        --mlx-model "$model" --mlx-rounds 5 --mlx-warmup 1 \
         --mlx-json "$OUT/sweep-$slug.json" --mlx-baseline-dir "$OUT/baselines" \
         --mlx-update-baselines -q
     done ;;

@@ -13,6 +13,7 @@ from . import hookspec
 from .settings import Resolution, Settings, SettingsError, resolve
 
 SUITE_DIR = Path(__file__).with_name("builtin")
+SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR / "test_mlxvlm_cache.py"}
 
 settings_key = pytest.StashKey["Settings"]()
 session_key = pytest.StashKey["BenchSession"]()
@@ -82,8 +83,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
            "(default: the published figure of a known Apple or NVIDIA chip)",
            default=None, metavar="GBPS")
     option("--mlx-suite", "mlx_suite",
-           "run the built-in image benchmark: auto (when --mlx-model is given), on or off",
-           default=None, choices=("auto", "on", "off"))
+           "built-in suites to run: auto (the image benchmark when --mlx-model is given), "
+           "images, cache, all (images,cache) or off", default=None, metavar="SUITES")
 
     option("--mlx-cache-engine", "mlx_cache_engine",
            "prefix-cache engines for the cache suite: apc, prompt-cache, vllm-mlx, your own "
@@ -189,11 +190,20 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[expect_key] = _cache_expectations(config)
     except ValueError as exc:
         raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None
-    if settings.suite and str(SUITE_DIR) not in config.args:
-        config.args.append(str(SUITE_DIR))
+    if settings.suites and str(SUITE_DIR) not in config.args:
+        config.args.append(str(SUITE_DIR))  # unselected suites are ignored at collection
     if not _is_worker(config):
         reporter = MlxReporter(config)
         config.pluginmanager.register(reporter, "mlxvlm-reporter")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Collect only the selected built-in suites (unless one was named on the command line)."""
+    for name, path in SUITE_FILES.items():
+        if collection_path == path and name not in config.stash[settings_key].suites:
+            named = any(path.stem in str(arg) for arg in config.invocation_params.args)
+            return None if named else True
+    return None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -112,7 +112,7 @@ class Settings:
     image: Path | None = None
     json_path: Path | None = None
     chip: str | None = None
-    suite: bool = False
+    suites: tuple[str, ...] = ()  # built-in suites to collect: "images", "cache"
     baseline_dir: Path = Path("baselines")
     update: str | None = None  # "all", "new" or "add": write baselines from passing tests
     missing: str = "warn"  # missing baseline: "warn", "fail" or "skip"
@@ -175,6 +175,26 @@ def _merge_tolerance(base: dict[str, float], value: Any) -> dict[str, float]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
+SUITES = ("images", "cache")
+
+
+def parse_suites(value: str, models_given: bool) -> tuple[str, ...]:
+    """``auto`` (images when --mlx-model is given), ``off``, ``all``, or names: ``images,cache``."""
+    names = [v.strip() for v in str(value).replace(" ", ",").split(",") if v.strip()] or ["auto"]
+    if names == ["auto"]:
+        return ("images",) if models_given else ()
+    if names == ["off"]:
+        return ()
+    if names in (["all"], ["on"]):
+        return SUITES
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise SettingsError(
+            f"--mlx-suite: unknown suite {unknown[0]!r}; use auto, off, all, or images, cache"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def _given(value: Any, default: Any) -> Any:
     return default if value is None or value == "" else value
 
@@ -226,9 +246,7 @@ def resolve(
             image_path = base_dir / image_path
         if not image_path.is_file():
             raise SettingsError(f"--mlx-image {image!r}: no such file")
-    if suite not in ("auto", "on", "off"):
-        raise SettingsError(f"--mlx-suite must be auto, on or off, got {suite!r}")
-    run_suite = suite == "on" or (suite == "auto" and bool(models))
+    run_suite = parse_suites(suite, bool(models))
     if update not in (None, "all", "new", "add"):
         raise SettingsError(f"--mlx-update-baselines takes all, new or add, got {update!r}")
     missing = missing or "warn"
@@ -255,7 +273,7 @@ def resolve(
         image=image_path,
         json_path=base_dir / json_path if json_path else None,
         chip=chip or None,
-        suite=run_suite,
+        suites=run_suite,
         baseline_dir=bdir if bdir.is_absolute() else root / bdir,
         update=update,
         missing=missing,

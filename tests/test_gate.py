@@ -241,7 +241,7 @@ def test_corrupt_baseline_is_reported_and_never_overwritten(fake, content, probl
 
 def test_a_failed_session_writes_nothing(fake):
     fake.makepyfile(test_broken="def test_broken():\n    assert False\n")
-    result = fake.runpytest(*RUN, *TWO, "--mlx-update-baselines", "--mlx-suite", "on")
+    result = fake.runpytest(*RUN, *TWO, "--mlx-update-baselines", "--mlx-suite", "images")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*baselines not updated: the session did not pass (exit status 1)*"])
     assert not (fake.path / FILE).exists()

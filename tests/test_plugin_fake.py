@@ -68,7 +68,7 @@ def test_ini_settings_mirror_the_options(fake: pytest.Pytester):
         mlx_max_tokens = 7
         mlx_prompt = What is this?
         mlx_json = from-ini.json
-        mlx_suite = on
+        mlx_suite = images
         """
     )
     result = fake.runpytest()

@@ -60,7 +60,7 @@ def test_defaults(tmp_path):
     assert s.models == ("synthetic:tiny",)
     assert s.resolutions == FULL_SWEEP
     assert (s.max_tokens, s.rounds, s.warmup) == (64, 5, 1)
-    assert s.suite is False
+    assert s.suites == ()
 
 
 def test_quick_and_explicit_resolutions(tmp_path):
@@ -79,9 +79,10 @@ def test_command_line_beats_ini(tmp_path):
 
 
 def test_suite_runs_when_a_model_is_named(tmp_path):
-    assert _resolve(tmp_path, models=["synthetic:tiny"]).suite is True
-    assert _resolve(tmp_path, models=["synthetic:tiny"], suite="off").suite is False
-    assert _resolve(tmp_path, suite="on").suite is True
+    assert _resolve(tmp_path, models=["synthetic:tiny"]).suites == ("images",)
+    assert _resolve(tmp_path, models=["synthetic:tiny"], suite="off").suites == ()
+    assert _resolve(tmp_path, suite="all").suites == ("images", "cache")
+    assert _resolve(tmp_path, suite="cache").suites == ("cache",)
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,7 @@ def test_suite_runs_when_a_model_is_named(tmp_path):
         ({"rounds": "x"}, "--mlx-rounds must be a whole number"),
         ({"warmup": "-1"}, "--mlx-warmup must be at least 0"),
         ({"image": "missing.png"}, "no such file"),
-        ({"suite": "maybe"}, "auto, on or off"),
+        ({"suite": "maybe"}, "unknown suite 'maybe'"),
     ],
 )
 def test_bad_values(tmp_path, kw, message):
