@@ -94,21 +94,15 @@ def _relative_change(base: float, cur: float) -> float:
     return (cur - base) / base if base else (0.0 if cur == base else math.inf)
 
 
-def _p_worse(metric: str, base: Sequence[float], cur: Sequence[float]) -> float:
-    """One-sided Mann-Whitney U: probability of a shift this far towards worse by chance."""
+def _p_shift(metric: str, base: Sequence[float], cur: Sequence[float], worse: bool) -> float:
+    """One-sided Mann-Whitney U: the chance of a shift this far (towards worse, or better)."""
+    higher = METRICS[metric].better == "higher"
+    lower_now = worse == higher  # worse for a higher-is-better metric means smaller values
     if len(set(base)) == 1 and len(set(cur)) == 1:
         # Deterministic metric: any difference is real.
-        worse = cur[0] < base[0] if METRICS[metric].better == "higher" else cur[0] > base[0]
-        return 0.0 if worse else 1.0
-    alternative = "less" if METRICS[metric].better == "higher" else "greater"
-    return float(sps.mannwhitneyu(cur, base, alternative=alternative).pvalue)
-
-
-def _p_better(metric: str, base: Sequence[float], cur: Sequence[float]) -> float:
-    if len(set(base)) == 1 and len(set(cur)) == 1:
-        better = cur[0] > base[0] if METRICS[metric].better == "higher" else cur[0] < base[0]
-        return 0.0 if better else 1.0
-    alternative = "greater" if METRICS[metric].better == "higher" else "less"
+        moved = cur[0] < base[0] if lower_now else cur[0] > base[0]
+        return 0.0 if moved else 1.0
+    alternative = "less" if lower_now else "greater"
     return float(sps.mannwhitneyu(cur, base, alternative=alternative).pvalue)
 
 
@@ -190,7 +184,7 @@ def compare_metric(
         p_worse = p_better = None
         significant_worse = significant_better = True
     else:
-        p_worse, p_better = _p_worse(metric, pooled, cur), _p_better(metric, pooled, cur)
+        p_worse, p_better = _p_shift(metric, pooled, cur, True), _p_shift(metric, pooled, cur, False)
         significant_worse, significant_better = p_worse < alpha, p_better < alpha
     if worse_by > limit and significant_worse:
         verdict, p = "regressed", p_worse

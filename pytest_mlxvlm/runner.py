@@ -264,24 +264,9 @@ def _image_arg(image: Any) -> Any:
 
 
 def run_case(
-    measure: Callable[[], Sample],
-    *,
-    rounds: int,
-    warmup: int,
-    on_sample: Callable[[Sample, bool], None] | None = None,
+    measure: Callable[[], Sample], *, rounds: int, warmup: int
 ) -> tuple[list[Sample], list[Sample]]:
     """``warmup`` unrecorded runs (the first call at a new shape compiles kernels), then
     ``rounds`` measured ones. Returns (samples, warmup samples)."""
-    warm: list[Sample] = []
-    for _ in range(warmup):
-        sample = measure()
-        warm.append(sample)
-        if on_sample:
-            on_sample(sample, True)
-    samples: list[Sample] = []
-    for _ in range(rounds):
-        sample = measure()
-        samples.append(sample)
-        if on_sample:
-            on_sample(sample, False)
-    return samples, warm
+    warm = [measure() for _ in range(warmup)]
+    return [measure() for _ in range(rounds)], warm
