@@ -8,7 +8,8 @@ from pathlib import Path
 from pytest_mlxvlm import baselines
 from pytest_mlxvlm.cli import main
 
-SHARED = Path(__file__).parents[2] / "shared" / "reference" / "vllm-mlx-image-benchmarks.json"
+# A copy of ../shared/reference/vllm-mlx-image-benchmarks.json, the published figures.
+SHARED = Path(__file__).parents[1] / "docs" / "reference" / "vllm-mlx-image-benchmarks.json"
 SHIPPED = Path(__file__).parents[1] / "baselines"
 
 
