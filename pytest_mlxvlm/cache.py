@@ -9,7 +9,6 @@ own evidence (the cached tokens the generation reports): HIT, PARTIAL (n tokens)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -240,6 +239,3 @@ class CacheSession:
     def failed(self) -> list[StepResult]:
         return [s for s in self.steps if not s.passed]
 
-
-def image_path(image: Any) -> Path | None:
-    return image if isinstance(image, Path) else None

@@ -288,7 +288,6 @@ class MlxCache:
         overrides = {step: o for (eng, step), o in request.config.stash[expect_key].items()
                      if eng == engine_name}
         self._overrides = overrides
-        self._hook_checked: dict[str, str] = {}
 
     def expected(self, step: str, default: str) -> str:
         """The expected outcome of a step: ini and hook overrides over the default semantics."""
