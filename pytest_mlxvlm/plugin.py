@@ -192,6 +192,15 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None
     if settings.suites and str(SUITE_DIR) not in config.args:
         config.args.append(str(SUITE_DIR))  # unselected suites are ignored at collection
+    if not _is_worker(config) and getattr(config.option, "numprocesses", None):
+        writes = [flag for flag, on in (("--mlx-update-baselines", settings.update),
+                                        ("--mlx-json", settings.json_path),
+                                        ("--mlx-markdown", settings.markdown_path)) if on]
+        if writes:
+            raise pytest.UsageError(
+                f"pytest-mlxvlm: {', '.join(writes)} cannot be used with pytest-xdist (-n) yet: "
+                "results measured on workers are not merged; run the measured tests without -n"
+            )
     if not _is_worker(config):
         reporter = MlxReporter(config)
         config.pluginmanager.register(reporter, "mlxvlm-reporter")

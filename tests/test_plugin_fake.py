@@ -169,3 +169,9 @@ def test_junit_properties(fake: pytest.Pytester):
                    "--junitxml", "j.xml")
     xml = (fake.path / "j.xml").read_text()
     assert 'name="mlxvlm:224x224:end_to_end_tps"' in xml
+
+
+def test_xdist_refuses_writes_it_cannot_merge_yet(fake: pytest.Pytester):
+    result = fake.runpytest("--mlx-model", "fake:a", "-n", "2", "--mlx-update-baselines")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mlx-update-baselines cannot be used with pytest-xdist (-n) yet*"])
