@@ -785,6 +785,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         for result in results:
             med = result.summary("end_to_end_tps").median
             extra.append((f"mlxvlm:{result.resolution}:end_to_end_tps", round(med, 3)))
+            if result.comparison is not None:
+                extra.append((f"mlxvlm:{result.resolution}:baseline", result.comparison.status))
 
 
 # -- reports -----------------------------------------------------------------------------------

@@ -169,6 +169,7 @@ def test_junit_properties(fake: pytest.Pytester):
                    "--junitxml", "j.xml")
     xml = (fake.path / "j.xml").read_text()
     assert 'name="mlxvlm:224x224:end_to_end_tps"' in xml
+    assert 'name="mlxvlm:224x224:baseline" value="new"' in xml
 
 
 def test_xdist_refuses_writes_it_cannot_merge_yet(fake: pytest.Pytester):
