@@ -383,6 +383,9 @@ class BenchSession:
     _machine: dict[str, Any] | None = None
     _baselines: dict[str, Any] = field(default_factory=dict)
     unused: dict[str, list[str]] = field(default_factory=dict)
+    measured_total: int = 0
+    finished: int = 0
+    started: float = 0.0
     _weight_bytes: dict[str, tuple[int, int]] = field(default_factory=dict)
     update_messages: list[str] = field(default_factory=list)
     gate_counts: dict[str, int] = field(default_factory=dict)
@@ -762,6 +765,31 @@ def mlx_bench(
     """Measure generations of ``mlx_model`` on ``mlx_image``: ``mlx_bench.run()``."""
     settings = _marker_settings(request.node, mlx_settings)
     return MlxBench(request, mlx_model, mlx_resolution, mlx_image, settings)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    bench = config.stash[session_key]
+    bench.measured_total = sum("mlx_bench" in getattr(item, "fixturenames", ()) for item in items)
+    bench.started = time.perf_counter()
+
+
+def pytest_mlxvlm_case_finished(config: pytest.Config, result: Any) -> None:
+    """With -v, a line per finished case: key figures and the estimated time left."""
+    bench = config.stash[session_key]
+    bench.finished += 1
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or config.get_verbosity() < 1:
+        return
+    elapsed = time.perf_counter() - bench.started
+    left = max(bench.measured_total - bench.finished, 0)
+    eta = elapsed / bench.finished * left
+    speed = result.summary("end_to_end_tps").median
+    ttft = result.summary("ttft_s").median
+    reporter.write_line(
+        f"mlxvlm: {result.model} {result.resolution}: {speed:.1f} tok/s, TTFT {ttft * 1000:.0f} ms, "
+        f"decode {result.summary('generation_tps').median:.1f} tok/s "
+        f"[{bench.finished}/{bench.measured_total}, ~{eta:.0f}s left]"
+    )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -176,3 +176,13 @@ def test_xdist_refuses_writes_it_cannot_merge_yet(fake: pytest.Pytester):
     result = fake.runpytest("--mlx-model", "fake:a", "-n", "2", "--mlx-update-baselines")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--mlx-update-baselines cannot be used with pytest-xdist (-n) yet*"])
+
+
+def test_progress_line_per_case_in_verbose_mode(fake: pytest.Pytester):
+    result = fake.runpytest("--mlx-model", "fake:a", "--quick", "--mlx-rounds", "1", "-v")
+    result.stdout.fnmatch_lines([
+        "mlxvlm: fake:a 224x224: 88.* tok/s, TTFT 91 ms, decode 100.0 tok/s [[]1/4, ~*s left[]]",
+        "mlxvlm: fake:a 1024x1024: * tok/s, TTFT * ms, decode 100.0 tok/s [[]4/4, ~0s left[]]",
+    ], consecutive=False)
+    quiet = fake.runpytest("--mlx-model", "fake:a", "--quick", "--mlx-rounds", "1")
+    assert "left]" not in quiet.stdout.str()
