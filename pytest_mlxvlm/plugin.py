@@ -75,6 +75,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
            default=None, metavar="PATH")
     option("--mlx-json", "mlx_json", "write every sample, the settings and the machine to PATH",
            default=None, metavar="PATH")
+    option("--mlx-history", "mlx_history",
+           "append this session's results (commit, branch, date, machine, settings, every "
+           "sample) as one line to a history file", default=None, metavar="PATH")
     option("--mlx-chip", "mlx_chip",
            "override the chip key of this machine (also $PYTEST_MLXVLM_CHIP)",
            default=None, metavar="KEY")
@@ -195,7 +198,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _is_worker(config) and getattr(config.option, "numprocesses", None):
         writes = [flag for flag, on in (("--mlx-update-baselines", settings.update),
                                         ("--mlx-json", settings.json_path),
-                                        ("--mlx-markdown", settings.markdown_path)) if on]
+                                        ("--mlx-markdown", settings.markdown_path),
+                                        ("--mlx-history", config.getoption("mlx_history")))
+                  if on]
         if writes:
             raise pytest.UsageError(
                 f"pytest-mlxvlm: {', '.join(writes)} cannot be used with pytest-xdist (-n) yet: "
@@ -886,6 +891,9 @@ class MlxReporter:
             self._finish_baselines(int(exitstatus))
         if bench.settings.markdown_path is not None and bench.results:
             self._write_markdown(bench.settings.markdown_path)
+        history = self.config.getoption("mlx_history") or _ini(self.config, "mlx_history")
+        if history and bench.results and int(exitstatus) != int(pytest.ExitCode.INTERRUPTED):
+            self._append_history(Path(self.config.invocation_params.dir, history))
         path = bench.settings.json_path
         if path is None:
             return
@@ -960,6 +968,20 @@ class MlxReporter:
         bench.gate_counts = gate_counts(
             bench.results, unused=sum(len(v) for v in bench.unused.values()), updated=written
         )
+
+    def _append_history(self, path: Path) -> None:
+        from .history import append, git_state, session_record
+
+        settings = self.bench.settings
+        record = session_record(
+            self.bench.results,
+            machine=self.bench.machine,
+            settings={"models": list(settings.models),
+                      "resolutions": [r.id for r in settings.resolutions], **settings.workload()},
+            git=git_state(self.config.rootpath),
+        )
+        append(path, record)
+        self._written.append(path)
 
     def _write_markdown(self, path: Path) -> None:
         import os
