@@ -1,4 +1,4 @@
-"""The ``pytest-mlxvlm`` command: import published results as reference baselines."""
+"""The ``pytest-mlxvlm`` command: import reference baselines, compare two result files."""
 
 from __future__ import annotations
 
@@ -109,6 +109,36 @@ def write(files: Sequence[baselines.BaselineFile], force: bool) -> None:
         print(f"wrote {f.path} ({len(f.cases)} cases, reference for {f.chip})")
 
 
+def compare_reports(before: dict[str, Any], after: dict[str, Any], tolerances: dict[str, float],
+                    alpha: float) -> tuple[list[str], int]:
+    """Lines of a Markdown table comparing two --mlx-json reports, and how many regressed."""
+    from .compare import compare_metric, token_differences
+    from .runner import METRICS
+
+    def cases(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, list[float]]]:
+        return {(r["model"], r.get("case_key") or r["resolution"]):
+                {m: [s[m] for s in r["samples"]] for m in METRICS} for r in doc["results"]}
+
+    old, new = cases(before), cases(after)
+    lines = ["| Model | Case | Metric | Before | After | Change | Verdict |", "|---|---|---|---|---|---|---|"]
+    regressed = 0
+    for key in sorted(set(old) & set(new)):
+        changed = token_differences(old[key], new[key])
+        if changed:
+            what = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())
+            lines.append(f"| {key[0]} | `{key[1]}` | workload | | | | changed: {what} |")
+            regressed += 1
+            continue
+        for metric, tol in tolerances.items():
+            c = compare_metric(metric, old[key][metric], new[key][metric], tol, alpha)
+            regressed += c.verdict == "regressed"
+            lines.append(f"| {key[0]} | `{key[1]}` | {METRICS[metric].label} | {c.baseline:.4g} | "
+                         f"{c.current:.4g} | {c.change * 100:+.1f}% | {c.verdict} (p={c.p_value:.2g}) |")
+    for key in sorted(set(old) ^ set(new)):
+        lines.append(f"| {key[0]} | `{key[1]}` | | | | | only in {'before' if key in old else 'after'} |")
+    return lines, regressed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-mlxvlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,12 +149,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--chip", required=True, help="e.g. 'Apple M4 Max'")
     bench.add_argument("--memory-gb", type=int, required=True)
     bench.add_argument("--model", default=None, help="model id (default: the file's)")
+    cmp = sub.add_parser("compare", help="two --mlx-json reports with the gate's rules; "
+                         "exit 1 on a regression")
+    cmp.add_argument("before", type=Path)
+    cmp.add_argument("after", type=Path)
+    cmp.add_argument("--tolerance", action="append", default=[], metavar="METRIC=PCT")
+    cmp.add_argument("--alpha", type=float, default=0.05)
+    cmp.add_argument("--other-chip", action="store_true",
+                     help="compare even when the two reports come from different chips")
     for p in (ref, bench):
         p.add_argument("--baseline-dir", type=Path, default=Path("baselines"))
         p.add_argument("--tolerance", type=float, default=DEFAULT_REFERENCE_TOLERANCE * 100,
                        help="percent (default 30)")
         p.add_argument("--force", action="store_true", help="replace existing files")
     args = parser.parse_args(argv)
+    if args.command == "compare":
+        return _compare(args)
     try:
         doc = json.loads(args.file.read_text())
         tolerance = args.tolerance / 100
@@ -140,3 +180,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pytest-mlxvlm: cannot import {args.file}: {detail}", file=sys.stderr)
         return 2
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import ToleranceError, merge_tolerances, parse_tolerances
+
+    try:
+        before, after = (json.loads(p.read_text()) for p in (args.before, args.after))
+        chips = before["machine"]["key"], after["machine"]["key"]
+        tolerances = merge_tolerances(parse_tolerances(args.tolerance))
+    except (OSError, json.JSONDecodeError, KeyError, ToleranceError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        print(f"pytest-mlxvlm: cannot compare: {detail}", file=sys.stderr)
+        return 2
+    if chips[0] != chips[1] and not args.other_chip:
+        print(f"pytest-mlxvlm: {args.before} is from {chips[0]}, {args.after} from {chips[1]}: "
+              "results of different chips are not compared (--other-chip to do it anyway)",
+              file=sys.stderr)
+        return 2
+    lines, regressed = compare_reports(before, after, tolerances, args.alpha)
+    print("\n".join(lines))
+    print(f"\n{regressed} regressed")
+    return 1 if regressed else 0

@@ -55,3 +55,27 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "import-reference" in out.stdout
+
+
+def _report(tmp_path, name, speed, chip="k", image_tokens=64):
+    samples = [{"time_s": 1.0, "ttft_s": 0.1, "preprocess_s": 0.01, "prefill_s": 0.09,
+                "prompt_tokens": 90, "cached_tokens": 0, "image_tokens": image_tokens,
+                "generation_tokens": 64, "prompt_tps": 1000.0, "generation_tps": speed * 1.2,
+                "end_to_end_tps": speed * (1 + i / 100), "peak_memory": 1.0} for i in range(5)]
+    doc = {"machine": {"key": chip}, "results": [
+        {"model": "m", "case_key": "t[224x224]", "resolution": "224x224", "samples": samples}]}
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_compare_two_reports(tmp_path, capsys):
+    a = _report(tmp_path, "a.json", 100.0)
+    assert main(["compare", a, _report(tmp_path, "b.json", 99.0)]) == 0
+    assert main(["compare", a, _report(tmp_path, "c.json", 70.0)]) == 1
+    out = capsys.readouterr().out
+    assert "| m | `t[224x224]` | Speed | 102 | 71.4 | -30.0% | regressed (p=0.004) |" in out
+    assert main(["compare", a, _report(tmp_path, "d.json", 100.0, image_tokens=80)]) == 1
+    assert "changed: image_tokens: 64 -> 80" in capsys.readouterr().out
+    assert main(["compare", a, _report(tmp_path, "e.json", 50.0, chip="other")]) == 2
+    assert "results of different chips are not compared" in capsys.readouterr().err
