@@ -157,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp.add_argument("--alpha", type=float, default=0.05)
     cmp.add_argument("--other-chip", action="store_true",
                      help="compare even when the two reports come from different chips")
+    rep = sub.add_parser("report", help="change points and plots from a --mlx-history file; "
+                         "exit 1 when a series' newest change point is a regression")
+    rep.add_argument("history", type=Path)
+    rep.add_argument("--out", type=Path, default=Path("mlxvlm-report"))
     for p in (ref, bench):
         p.add_argument("--baseline-dir", type=Path, default=Path("baselines"))
         p.add_argument("--tolerance", type=float, default=DEFAULT_REFERENCE_TOLERANCE * 100,
@@ -165,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "report":
+        return _report(args)
     try:
         doc = json.loads(args.file.read_text())
         tolerance = args.tolerance / 100
@@ -202,3 +208,21 @@ def _compare(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     print(f"\n{regressed} regressed")
     return 1 if regressed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .history import read
+    from .trends import report
+
+    try:
+        history = read(args.history)
+    except OSError as exc:
+        print(f"pytest-mlxvlm: cannot read {args.history}: {exc}", file=sys.stderr)
+        return 2
+    for problem in history.problems:
+        print(f"pytest-mlxvlm: {problem}", file=sys.stderr)
+    _, regressions = report(history.records, args.out)
+    print(f"report written to {args.out / 'report.md'} and {args.out / 'report.html'}")
+    for line in regressions:
+        print(f"new regression: {line}")
+    return 1 if regressions else 0
