@@ -32,10 +32,19 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mlxvlm", "VLM inference benchmarks on MLX (pytest-mlxvlm)")
+    gate = parser.getgroup("mlxvlm-baselines", "pytest-mlxvlm baselines and regression gate")
 
-    def option(flag: str, ini: str, help: str, *, ini_type: str = "string", **kw: Any) -> None:
-        group.addoption(flag, dest=ini, help=f"{help} [ini: {ini}]", **kw)
+    def mirrored(to: Any, flag: str, ini: str, help: str, *, ini_type: str = "string",
+                 **kw: Any) -> None:
+        """An option of group ``to`` and the ini setting of the same name."""
+        to.addoption(flag, dest=ini, help=f"{help} [ini: {ini}]", **kw)
         parser.addini(ini, help.replace("%%", "%"), type=ini_type)  # type: ignore[arg-type]
+
+    def option(flag: str, ini: str, help: str, **kw: Any) -> None:
+        mirrored(group, flag, ini, help, **kw)
+
+    def gate_option(flag: str, ini: str, help: str, **kw: Any) -> None:
+        mirrored(gate, flag, ini, help, **kw)
 
     option(
         "--mlx-model",
@@ -96,12 +105,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("mlx_cache_expect",
                   "override expected cache outcomes: lines 'ENGINE: STEP = HIT|PARTIAL|MISS'",
                   type="linelist")
-
-    gate = parser.getgroup("mlxvlm-baselines", "pytest-mlxvlm baselines and regression gate")
-
-    def gate_option(flag: str, ini: str, help: str, *, ini_type: str = "string", **kw: Any) -> None:
-        gate.addoption(flag, dest=ini, help=f"{help} [ini: {ini}]", **kw)
-        parser.addini(ini, help.replace("%%", "%"), type=ini_type)  # type: ignore[arg-type]
 
     gate_option("--mlx-baseline-dir", "mlx_baseline_dir",
                 "where baselines live, one folder per chip (default: baselines/ in the rootdir)",
@@ -168,6 +171,7 @@ def _settings_from_config(config: pytest.Config) -> Settings:
         confirm=not opt.mlx_no_confirm,
         stale=pick("mlx_stale_threshold"),
         markdown_path=pick("mlx_markdown"),
+        history_path=pick("mlx_history"),
         bandwidth=pick("mlx_bandwidth"),
     )
 
@@ -199,7 +203,7 @@ def pytest_configure(config: pytest.Config) -> None:
         writes = [flag for flag, on in (("--mlx-update-baselines", settings.update),
                                         ("--mlx-json", settings.json_path),
                                         ("--mlx-markdown", settings.markdown_path),
-                                        ("--mlx-history", config.getoption("mlx_history")))
+                                        ("--mlx-history", settings.history_path))
                   if on]
         if writes:
             raise pytest.UsageError(
@@ -829,6 +833,7 @@ class MlxReporter:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self._written: list[Path] = []
 
     @property
     def bench(self) -> BenchSession:
@@ -872,8 +877,6 @@ class MlxReporter:
         for path in self._written:
             tr.write_sep("-", f"mlxvlm: report written to {path}")
 
-    _written: list[Path] = []
-
     def _cache_report(self, tr: Any) -> None:
         from .report import cache_sections
 
@@ -891,23 +894,17 @@ class MlxReporter:
             self._finish_baselines(int(exitstatus))
         if bench.settings.markdown_path is not None and bench.results:
             self._write_markdown(bench.settings.markdown_path)
-        history = self.config.getoption("mlx_history") or _ini(self.config, "mlx_history")
+        history = bench.settings.history_path
         if history and bench.results and int(exitstatus) != int(pytest.ExitCode.INTERRUPTED):
-            self._append_history(Path(self.config.invocation_params.dir, history))
+            self._append_history(history)
         path = bench.settings.json_path
         if path is None:
             return
         from .report import json_document, write_json
 
-        settings = bench.settings
         document = json_document(
             bench.results,
-            settings={
-                "models": list(settings.models),
-                "resolutions": [r.id for r in settings.resolutions],
-                "quick": settings.quick,
-                **settings.workload(),
-            },
+            settings=bench.settings.describe(),
             machine=bench.machine,
             extra={
                 "load_times_s": bench.load_times,
@@ -972,12 +969,10 @@ class MlxReporter:
     def _append_history(self, path: Path) -> None:
         from .history import append, git_state, session_record
 
-        settings = self.bench.settings
         record = session_record(
             self.bench.results,
             machine=self.bench.machine,
-            settings={"models": list(settings.models),
-                      "resolutions": [r.id for r in settings.resolutions], **settings.workload()},
+            settings=self.bench.settings.describe(),
             git=git_state(self.config.rootpath),
         )
         append(path, record)

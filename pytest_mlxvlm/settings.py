@@ -121,6 +121,7 @@ class Settings:
     confirm: bool = True
     stale: float | None = None  # report an improvement beyond this fraction as a stale baseline
     markdown_path: Path | None = None
+    history_path: Path | None = None
     bandwidth: float | None = None  # GB/s; overrides the published figure of the chip
 
     def for_marker(self, **overrides: Any) -> Settings:
@@ -146,6 +147,15 @@ class Settings:
         if "tolerance" in overrides:
             changes["tolerances"] = _merge_tolerance(self.tolerances, overrides["tolerance"])
         return replace(self, **changes)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as reports and histories record them."""
+        return {
+            "models": list(self.models),
+            "resolutions": [r.id for r in self.resolutions],
+            "quick": self.quick,
+            **self.workload(),
+        }
 
     def workload(self) -> dict[str, Any]:
         """The settings that define what a measurement means (for reports and baselines)."""
@@ -225,6 +235,7 @@ def resolve(
     confirm: bool = True,
     stale: Any = None,
     markdown_path: str | None = None,
+    history_path: str | None = None,
     bandwidth: Any = None,
 ) -> Settings:
     """Resolve command-line values (``None`` when absent) over ini values over defaults.
@@ -282,6 +293,7 @@ def resolve(
         confirm=confirm,
         stale=stale_value,
         markdown_path=base_dir / markdown_path if markdown_path else None,
+        history_path=base_dir / history_path if history_path else None,
         bandwidth=None if bandwidth in (None, "") else _fraction("--mlx-bandwidth", bandwidth, 1e6),
     )
 
