@@ -83,9 +83,8 @@ def main() -> None:
             if base["exit"] != 0:
                 raise SystemExit(f"baseline session {i + 1} failed (exit {base['exit']})")
         (work / "baseline.json").write_text(json.dumps(base["doc"]))
-    base_speed = {r["case_key"]: r["summary"]["end_to_end_tps"]["median"] for r in base["doc"]["results"]}
-    base_decode = {r["case_key"]: r["summary"]["generation_tps"]["median"] for r in base["doc"]["results"]}
-    print(f"baseline written: {len(base_speed)} cases over {args.baseline_sessions} sessions", flush=True)
+    print(f"baseline written: {len(base['doc']['results'])} cases over "
+          f"{args.baseline_sessions} sessions", flush=True)
 
     rows = []
     for level in args.levels.split(","):
@@ -93,36 +92,51 @@ def main() -> None:
             cache.loaded[args.model] = models.load(args.model)
         loaded = cache.loaded[args.model]
         undo = inject(loaded.model, level)
-        failed = 0
-        speed_ratio, decode_ratio, detectable, seconds = [], [], [], []
+        failed = regressed = 0
+        medians: dict[tuple[str, str], list[float]] = {}
+        detectable, seconds = [], []
         for i in range(args.sessions):
             out = session(common, cache, work / f"level{level.replace(':', '-')}-{i}.json")
             seconds.append(out["seconds"])
             results = out["doc"]["results"]
             session_failed = any(r["outcome"] != "passed" for r in results)
             failed += session_failed
+            regressed += any((r["comparison"] or {}).get("status") == "regressed" for r in results)
             for r in results:
-                speed_ratio.append(r["summary"]["end_to_end_tps"]["median"] / base_speed[r["case_key"]])
-                decode_ratio.append(r["summary"]["generation_tps"]["median"] / base_decode[r["case_key"]])
+                for metric in ("end_to_end_tps", "generation_tps"):
+                    medians.setdefault((r["case_key"], metric), []).append(
+                        r["summary"][metric]["median"])
                 for m in (r["comparison"] or {}).get("metrics", []):
                     if m["metric"] == "end_to_end_tps" and m["detectable"] is not None:
                         detectable.append(m["detectable"])
             print(f"level {level}: session {i + 1}/{args.sessions} "
                   f"{'FAILED' if session_failed else 'passed'} ({out['seconds']:.0f}s)", flush=True)
         undo()
-        rows.append((level, 1 - statistics.median(speed_ratio), 1 - statistics.median(decode_ratio),
-                     failed, statistics.median(detectable) if detectable else None,
+        per_case = {key: statistics.median(v) for key, v in medians.items()}
+        rows.append((level, per_case, failed, regressed,
+                     statistics.median(detectable) if detectable else None,
                      statistics.median(seconds)))
+
+    # Slowdowns are measured against the unchanged sessions (level 0) when they ran, else
+    # against the last baseline session.
+    reference = next((r[1] for r in rows if r[0] == "0"), None) or {
+        (r["case_key"], m): r["summary"][m]["median"]
+        for r in base["doc"]["results"] for m in ("end_to_end_tps", "generation_tps")}
+
+    def slower(per_case: dict[tuple[str, str], float], metric: str) -> str:
+        return ", ".join(f"{key[0].rpartition('[')[2].rstrip(']')} {(1 - v / reference[key]) * 100:.1f}%"
+                         for key, v in per_case.items() if key[1] == metric and key in reference)
 
     print()
     print(f"model {args.model}, resolutions {args.resolutions}, rounds {args.rounds}, "
           f"max tokens {args.max_tokens}, {args.sessions} sessions per level")
-    print("| slowdown level | Speed slower by (median) | Decode slower by | sessions failed | "
-          "detectable Speed regression (plugin) | s/session |")
-    print("|---|---|---|---|---|---|")
-    for level, speed, decode, failed, det, sec in rows:
+    print("| slowdown level | Speed slower by, per case | Decode slower by, per case | sessions failed | "
+          "sessions with a regression verdict | detectable Speed regression (plugin) | s/session |")
+    print("|---|---|---|---|---|---|---|")
+    for level, per_case, failed, regressed, det, sec in rows:
         det_text = f"{det * 100:.0f}%" if det is not None else "-"
-        print(f"| {level} | {speed * 100:.1f}% | {decode * 100:.1f}% | {failed}/{args.sessions} | "
+        print(f"| {level} | {slower(per_case, 'end_to_end_tps')} | {slower(per_case, 'generation_tps')} | "
+              f"{failed}/{args.sessions} | {regressed}/{args.sessions} | "
               f"{det_text} | {sec:.0f} |")
 
 
