@@ -3,18 +3,21 @@
 #   ./run.sh bench [pytest args...]   quick benchmark of synthetic:tiny, prints the results table
 #   ./run.sh test  [pytest args...]   the test suite
 # Creates .venv (Python >= 3.10) and installs the package with its dependencies on first use,
-# and again whenever pyproject.toml changes.
+# and again whenever pyproject.toml or this file changes. vllm-mlx is installed without its
+# dependencies (torch, gradio, a server stack): the cache suite uses only its prefix-cache
+# module, which needs nothing but the standard library.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+stamp="$VENV/.installed-$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+  "$VENV/bin/python" -m pip install --quiet --no-deps 'vllm-mlx==0.6.0'
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

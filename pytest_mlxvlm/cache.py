@@ -40,6 +40,11 @@ class CacheEngine(Protocol):
     def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
         """Keyword arguments for ``mlx_vlm.stream_generate`` that route through the cache."""
 
+    def finish(self) -> None:
+        """After the generation of the last ``generate_kwargs``: store what the engine keeps.
+
+        Optional: engines without it are used as they are."""
+
 
 @dataclass
 class APCEngine:
@@ -65,6 +70,9 @@ class APCEngine:
             self.reset()
         return {"apc_manager": self.manager}
 
+    def finish(self) -> None:
+        """mlx-vlm harvests the blocks itself."""
+
 
 @dataclass
 class PromptCacheStateEngine:
@@ -85,16 +93,103 @@ class PromptCacheStateEngine:
             self.reset()
         return {"prompt_cache_state": self.state}
 
+    def finish(self) -> None:
+        """mlx-vlm updates the state itself."""
 
-def builtin_engines() -> dict[str, Callable[[], CacheEngine]]:
-    """Engines available in every installation, by name."""
-    return {"apc": APCEngine, "prompt-cache": PromptCacheStateEngine}
+
+VLLM_MLX_INSTALL = "pip install --no-deps vllm-mlx (its prefix cache needs no other package)"
+
+
+def image_paths(image: Any) -> list[str]:
+    """The image files of a request, as vllm-mlx keys them (it hashes file content)."""
+    from pathlib import Path
+
+    images = image if isinstance(image, (list, tuple)) else [image]
+    if not all(isinstance(i, (str, Path)) for i in images):
+        raise CacheEngineError("cache engine 'vllm-mlx' keys on image files: pass image paths")
+    return [str(i) for i in images]
+
+
+def snapshot_kv(kv_cache: list[Any], tokens: int) -> list[Any]:
+    """A detached copy of the first ``tokens`` positions of each layer's KV cache."""
+    import copy
+
+    import mlx.core as mx
+
+    out = []
+    for layer in kv_cache:
+        keys, values = layer.state
+        clone = copy.copy(layer)
+        clone.state = (keys[..., :tokens, :], values[..., :tokens, :])
+        out.append(clone)
+    mx.eval([c.state for c in out])
+    return out
+
+
+@dataclass
+class VllmMlxEngine:
+    """vllm-mlx's MLLMPrefixCacheManager: key = hash(image files' content) + hash(prompt).
+
+    The manager decides (``fetch``: entry and prefix match length); the KV state it stores is
+    reused in the generation through mlx-vlm's prefix reuse, all but the last prompt token,
+    which is recomputed for the first token's logits. As in vllm-mlx, only misses are stored.
+    vllm-mlx 0.6.0's own server passes text-only token ids and, with images, leaves reuse to
+    mlx-vlm; here the full input ids are stored, so the match length covers the KV state.
+    """
+
+    name: str = "vllm-mlx"
+    description: str = "vllm_mlx.mllm_cache.MLLMPrefixCacheManager (image content + prompt hash)"
+    slack: int = 1
+    max_entries: int = 50
+    manager: Any = None
+    pending: Any = None
+
+    def reset(self) -> None:
+        try:
+            from vllm_mlx.mllm_cache import MLLMPrefixCacheManager
+        except ImportError as exc:
+            raise CacheEngineError(f"cache engine 'vllm-mlx' needs the vllm_mlx package: "
+                                   f"{VLLM_MLX_INSTALL}") from exc
+        self.manager = MLLMPrefixCacheManager(max_entries=self.max_entries)
+        self.pending = None
+
+    def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
+        from mlx_vlm.generate import PromptCacheState
+
+        if self.manager is None:
+            self.reset()
+        images = image_paths(request.image)
+        entry, matched = self.manager.fetch(images, request.prompt, list(input_ids))
+        state = PromptCacheState()
+        reuse = min(matched, len(input_ids) - 1)
+        if entry is not None and entry.kv_cache and reuse > 0:
+            state.update(list(entry.token_ids[:reuse]), snapshot_kv(entry.kv_cache, reuse))
+        self.pending = (images, request.prompt, list(input_ids), entry is None, state)
+        return {"prompt_cache_state": state}
+
+    def finish(self) -> None:
+        if self.pending is None:
+            return
+        images, prompt, input_ids, missed, state = self.pending
+        self.pending = None
+        if missed and state.cache is not None:
+            self.manager.store(images, prompt, None, snapshot_kv(state.cache, len(input_ids)),
+                               input_ids)
 
 
 def vllm_mlx_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("vllm_mlx") is not None
+
+
+def builtin_engines() -> dict[str, Callable[[], CacheEngine]]:
+    """Engines available in this installation, by name (vllm-mlx where it is installed)."""
+    engines: dict[str, Callable[[], CacheEngine]] = {"apc": APCEngine,
+                                                    "prompt-cache": PromptCacheStateEngine}
+    if vllm_mlx_available():
+        engines["vllm-mlx"] = VllmMlxEngine
+    return engines
 
 
 @dataclass
@@ -218,7 +313,10 @@ class CacheSession:
                 image=image, prompt=prompt, max_tokens=self.max_tokens, capture_logprobs=True,
                 generate_kwargs=self.engine.generate_kwargs(base, ids),
             )
-            sample = self._run(request)
+            try:
+                sample = self._run(request)
+            finally:
+                getattr(self.engine, "finish", lambda: None)()
         except Exception as exc:  # noqa: BLE001 - an engine's failure fails this step only
             result.error = f"{type(exc).__name__}: {exc}"
             self.steps.append(result)

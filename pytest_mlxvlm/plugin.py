@@ -256,13 +256,11 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 def _cache_engines(config: pytest.Config) -> dict[str, Any]:
     """The engines to run the cache suite with: name -> factory."""
-    from .cache import builtin_engines, vllm_mlx_available
+    from .cache import VLLM_MLX_INSTALL, builtin_engines
 
     known: dict[str, Any] = dict(builtin_engines())
     for offered in config.hook.pytest_mlxvlm_cache_engines(config=config):
         known.update(offered or {})
-    # vllm-mlx's MLLMPrefixCacheManager: no adapter yet; naming it says what is missing.
-    optional = {"vllm-mlx": vllm_mlx_available}
     wanted: list[str] = []
     for entry in config.option.mlx_cache_engine or _ini(config, "mlx_cache_engine") or ["all"]:
         wanted += [w.strip() for w in entry.split(",") if w.strip()]
@@ -272,12 +270,8 @@ def _cache_engines(config: pytest.Config) -> dict[str, Any]:
     for name in wanted:
         if name in known:
             chosen[name] = known[name]
-        elif name in optional and not optional[name]():
-            raise ValueError(f"cache engine {name!r} needs the vllm_mlx package: pip install vllm-mlx")
-        elif name in optional:
-            raise ValueError(f"cache engine {name!r}: vllm_mlx is installed but pytest-mlxvlm has "
-                             "no adapter for its MLLMPrefixCacheManager yet; register one through "
-                             "the pytest_mlxvlm_cache_engines hook")
+        elif name == "vllm-mlx":
+            raise ValueError(f"cache engine 'vllm-mlx' needs the vllm_mlx package: {VLLM_MLX_INSTALL}")
         else:
             raise ValueError(f"unknown cache engine {name!r}; choose from {', '.join(sorted(known))} or all")
     return chosen

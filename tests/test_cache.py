@@ -70,7 +70,7 @@ def test_broken_engines_fail_the_right_steps_and_only_those(pytester: pytest.Pyt
 
 def test_real_engines_run_the_whole_suite(pytester: pytest.Pytester):
     """mlx-vlm 0.7.10's engines, as they really behave (see the README's findings)."""
-    result = pytester.runpytest(*SUITE)
+    result = pytester.runpytest(*SUITE, "--mlx-cache-engine", "apc,prompt-cache")
     doc = json.loads((pytester.path / "out.json").read_text())
     failed = _failed_steps(doc)
     assert set(failed) == {"apc", "prompt-cache"}
@@ -90,6 +90,23 @@ def test_real_engines_run_the_whole_suite(pytester: pytest.Pytester):
     result.assert_outcomes(failed=15, passed=3)
 
 
+def test_vllm_mlx_engine_runs_the_whole_suite(pytester: pytest.Pytester):
+    """vllm-mlx 0.6.0's MLLMPrefixCacheManager, its stored KV state reused in generation."""
+    pytest.importorskip("vllm_mlx.mllm_cache", reason="./run.sh installs vllm-mlx (--no-deps)")
+    result = pytester.runpytest(*SUITE)  # all engines: vllm-mlx is among them when installed
+    doc = json.loads((pytester.path / "out.json").read_text())
+    assert {rec["engine"] for rec in doc["cache"]} == {"apc", "prompt-cache", "vllm-mlx"}
+    steps = [s for rec in doc["cache"] if rec["engine"] == "vllm-mlx" for s in rec["steps"]]
+    # hits reuse all prompt tokens but the last, and answer as a cold run would
+    hits = [s for s in steps if s["actual"] == "HIT" and s["passed"]]
+    assert len(hits) == 8 and all(s["cached_tokens"] == s["prompt_tokens"] - 1 for s in hits)
+    # the key sorts the images' hashes: [B, A] is served [A, B]'s state, with wrong output
+    failed = _failed_steps(doc)
+    assert failed["vllm-mlx"] == {("test_cache_image_order", "[B, A]")}
+    assert _wrong(doc, "vllm-mlx") == {("test_cache_image_order", "[B, A]")}
+    result.assert_outcomes(failed=16, passed=11)
+
+
 def test_expectations_are_data(pytester: pytest.Pytester):
     pytester.makeconftest(BROKEN + """
 def pytest_mlxvlm_cache_expectations(engine, expectations):
@@ -103,9 +120,10 @@ def pytest_mlxvlm_cache_expectations(engine, expectations):
 
 @pytest.mark.parametrize("engine, message", [
     ("nope", "*unknown cache engine 'nope'; choose from apc, prompt-cache or all*"),
-    ("vllm-mlx", "*cache engine 'vllm-mlx' needs the vllm_mlx package: pip install vllm-mlx*"),
+    ("vllm-mlx", "*cache engine 'vllm-mlx' needs the vllm_mlx package: pip install --no-deps vllm-mlx*"),
 ])
-def test_bad_engine_names(pytester: pytest.Pytester, engine, message):
+def test_bad_engine_names(pytester: pytest.Pytester, monkeypatch, engine, message):
+    monkeypatch.setattr("pytest_mlxvlm.cache.vllm_mlx_available", lambda: False)
     result = pytester.runpytest(*SUITE, "--mlx-cache-engine", engine)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
