@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu.sh build MODEL...          build synthetic checkpoints into /root/cache
 #   bash benchmarks/gpu.sh sweep MODEL...          full sweep, 5 rounds, JSON + baselines to $OUT
 #   bash benchmarks/gpu.sh overhead MODEL          plugin runner vs bare stream_generate
-#   bash benchmarks/gpu.sh sensitivity MODEL LEVELS SESSIONS   gated sessions vs slowdowns
+#   bash benchmarks/gpu.sh sensitivity MODEL LEVELS SESSIONS [SECONDS]   gated sessions vs slowdowns
 set -euo pipefail
 export PYTHONPATH=/root/site:$PWD${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 export PYTEST_MLXVLM_CACHE=${PYTEST_MLXVLM_CACHE:-/root/cache}
@@ -35,10 +35,12 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
     python3 benchmarks/overhead.py --model "$1" --rounds "${2:-30}" --max-tokens 128 \
       --resolution 448x448 | tee "$OUT/overhead.txt" ;;
   sensitivity)
-    python3 benchmarks/sensitivity.py --model "$1" \
-      --levels "$2" --sessions "$3" --resolutions 224x224,448x448,768x768,1024x1024 \
-      --max-tokens 32 --workdir /root/sens | grep -v '^\(|\|$\|Average\|Aggregate\|synthetic\)' \
-      | tee -a "$OUT/sensitivity.txt" ;;
+    # --quick's resolutions and output length; levels take turns; resumable (see the script)
+    python3 benchmarks/sensitivity.py --model "$1" --levels "$2" --sessions "$3" --interleave \
+      --time-limit "${4:-400}" --resolutions 224x224,448x448,768x768,1024x1024 \
+      --max-tokens 64 --workdir /root/sens | grep -v '^\(|\|$\|Average\|Aggregate\|synthetic\)' \
+      | tee -a "$OUT/sensitivity.txt"
+    mkdir -p "$OUT/sens" && cp /root/sens/*.json "$OUT/sens/" ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 find "$OUT" -name '.*.lock' -delete

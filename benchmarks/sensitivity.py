@@ -8,7 +8,9 @@
 Every session is a real pytest session of the built-in suite with the plugin's gate; the
 model is loaded once for all of them (a memoizing plugin), so only the measurement repeats.
 Prints per level: the slowdown actually measured, how many sessions failed, and the
-smallest detectable regression the plugin reported.
+smallest detectable regression the plugin reported. With ``--interleave`` the levels take
+turns session by session. Sessions already in ``--workdir`` are kept, so a run stopped by
+``--time-limit`` resumes where it stopped.
 
     python benchmarks/sensitivity.py --model synthetic:tiny --levels 0,cols:45000 --sessions 20
 """
@@ -53,6 +55,33 @@ def session(args: list[str], cache: ModelCache, json_path: Path) -> dict[str, An
     return {"exit": int(code), "doc": doc, "seconds": time.perf_counter() - start}
 
 
+def level_file(work: Path, level: str, i: int) -> Path:
+    return work / f"level{level.replace(':', '-')}-{i}.json"
+
+
+def summarize(work: Path, level: str) -> dict[str, Any] | None:
+    """What the finished sessions of one level (their JSON files) show."""
+    docs = [json.loads(p.read_text()) for p in sorted(work.glob(f"level{level.replace(':', '-')}-*.json"))]
+    if not docs:
+        return None
+    failed = regressed = 0
+    medians: dict[tuple[str, str], list[float]] = {}
+    detectable = []
+    for doc in docs:
+        results = doc["results"]
+        failed += any(r["outcome"] != "passed" for r in results)
+        regressed += any((r["comparison"] or {}).get("status") == "regressed" for r in results)
+        for r in results:
+            for metric in ("end_to_end_tps", "generation_tps"):
+                medians.setdefault((r["case_key"], metric), []).append(r["summary"][metric]["median"])
+            for m in (r["comparison"] or {}).get("metrics", []):
+                if m["metric"] == "end_to_end_tps" and m["detectable"] is not None:
+                    detectable.append(m["detectable"])
+    return {"sessions": len(docs), "failed": failed, "regressed": regressed,
+            "per_case": {key: statistics.median(v) for key, v in medians.items()},
+            "detectable": statistics.median(detectable) if detectable else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="synthetic:tiny")
@@ -62,10 +91,15 @@ def main() -> None:
     parser.add_argument("--levels", default="0,cols:45000", help="slowdown levels, see slowdown.py")
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--baseline-sessions", type=int, default=5)
+    parser.add_argument("--interleave", action="store_true",
+                        help="alternate the levels session by session, so drift hits all alike")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="start no session after this many seconds; run again to resume")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--extra", default="", help="more pytest arguments, space-separated")
     args = parser.parse_args()
 
+    began = time.perf_counter()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mlxvlm-sensitivity-"))
     work.mkdir(parents=True, exist_ok=True)
     common = ["--pyargs", "pytest_mlxvlm.builtin.test_mlxvlm_images", "--mlx-model", args.model,
@@ -86,40 +120,32 @@ def main() -> None:
     print(f"baseline written: {len(base['doc']['results'])} cases over "
           f"{args.baseline_sessions} sessions", flush=True)
 
-    rows = []
-    for level in args.levels.split(","):
+    levels = args.levels.split(",")
+    order = ([(i, level) for i in range(args.sessions) for level in levels] if args.interleave
+             else [(i, level) for level in levels for i in range(args.sessions)])
+    for i, level in order:
+        path = level_file(work, level, i)
+        if path.exists():  # done by an earlier call
+            continue
+        if args.time_limit is not None and time.perf_counter() - began > args.time_limit:
+            print("time limit reached: run again with the same --workdir to resume", flush=True)
+            break
         if args.model not in cache.loaded:
             cache.loaded[args.model] = models.load(args.model)
-        loaded = cache.loaded[args.model]
-        undo = inject(loaded.model, level)
-        failed = regressed = 0
-        medians: dict[tuple[str, str], list[float]] = {}
-        detectable, seconds = [], []
-        for i in range(args.sessions):
-            out = session(common, cache, work / f"level{level.replace(':', '-')}-{i}.json")
-            seconds.append(out["seconds"])
-            results = out["doc"]["results"]
-            session_failed = any(r["outcome"] != "passed" for r in results)
-            failed += session_failed
-            regressed += any((r["comparison"] or {}).get("status") == "regressed" for r in results)
-            for r in results:
-                for metric in ("end_to_end_tps", "generation_tps"):
-                    medians.setdefault((r["case_key"], metric), []).append(
-                        r["summary"][metric]["median"])
-                for m in (r["comparison"] or {}).get("metrics", []):
-                    if m["metric"] == "end_to_end_tps" and m["detectable"] is not None:
-                        detectable.append(m["detectable"])
-            print(f"level {level}: session {i + 1}/{args.sessions} "
-                  f"{'FAILED' if session_failed else 'passed'} ({out['seconds']:.0f}s)", flush=True)
-        undo()
-        per_case = {key: statistics.median(v) for key, v in medians.items()}
-        rows.append((level, per_case, failed, regressed,
-                     statistics.median(detectable) if detectable else None,
-                     statistics.median(seconds)))
+        undo = inject(cache.loaded[args.model].model, level)
+        try:
+            out = session(common, cache, path.with_suffix(".partial"))
+        finally:
+            undo()
+        path.with_suffix(".partial").replace(path)
+        session_failed = any(r["outcome"] != "passed" for r in out["doc"]["results"])
+        print(f"level {level}: session {i + 1}/{args.sessions} "
+              f"{'FAILED' if session_failed else 'passed'} ({out['seconds']:.0f}s)", flush=True)
 
+    rows = [(level, summary) for level in levels if (summary := summarize(work, level))]
     # Slowdowns are measured against the unchanged sessions (level 0) when they ran, else
     # against the last baseline session.
-    reference = next((r[1] for r in rows if r[0] == "0"), None) or {
+    reference = next((r[1]["per_case"] for r in rows if r[0] == "0"), None) or {
         (r["case_key"], m): r["summary"][m]["median"]
         for r in base["doc"]["results"] for m in ("end_to_end_tps", "generation_tps")}
 
@@ -129,15 +155,16 @@ def main() -> None:
 
     print()
     print(f"model {args.model}, resolutions {args.resolutions}, rounds {args.rounds}, "
-          f"max tokens {args.max_tokens}, {args.sessions} sessions per level")
+          f"max tokens {args.max_tokens}, {'interleaved' if args.interleave else 'level by level'}")
     print("| slowdown level | Speed slower by, per case | Decode slower by, per case | sessions failed | "
-          "sessions with a regression verdict | detectable Speed regression (plugin) | s/session |")
-    print("|---|---|---|---|---|---|---|")
-    for level, per_case, failed, regressed, det, sec in rows:
+          "sessions with a regression verdict | detectable Speed regression (plugin) |")
+    print("|---|---|---|---|---|---|")
+    for level, sm in rows:
+        det = sm["detectable"]
         det_text = f"{det * 100:.0f}%" if det is not None else "-"
-        print(f"| {level} | {slower(per_case, 'end_to_end_tps')} | {slower(per_case, 'generation_tps')} | "
-              f"{failed}/{args.sessions} | {regressed}/{args.sessions} | "
-              f"{det_text} | {sec:.0f} |")
+        print(f"| {level} | {slower(sm['per_case'], 'end_to_end_tps')} | "
+              f"{slower(sm['per_case'], 'generation_tps')} | {sm['failed']}/{sm['sessions']} | "
+              f"{sm['regressed']}/{sm['sessions']} | {det_text} |")
 
 
 if __name__ == "__main__":
