@@ -8,7 +8,7 @@ own evidence (the cached tokens the generation reports): HIT, PARTIAL (n tokens)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -248,11 +248,15 @@ class StepResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "step": self.step, "description": self.description, "expected": self.expected,
-            "actual": self.actual, "cached_tokens": self.cached_tokens,
+            "actual": self.actual, "outcome": self.outcome, "cached_tokens": self.cached_tokens,
             "prompt_tokens": self.prompt_tokens, "ttft_s": self.ttft_s,
             "cold_ttft_s": self.cold_ttft_s, "speedup": self.speedup, "correct": self.correct,
             "difference": self.difference, "error": self.error, "passed": self.passed,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepResult:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def classify(cached: int, prompt: int, slack: int) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from statistics import median
 from typing import Any, Sequence
 
@@ -88,6 +88,10 @@ class MetricComparison:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MetricComparison:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def _relative_change(base: float, cur: float) -> float:
@@ -243,6 +247,16 @@ class CaseComparison:
             "library_changes": {k: list(v) for k, v in self.library_changes.items()},
             "metrics": [m.to_dict() for m in self.metrics],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseComparison:
+        return cls(
+            key=data["key"], status=data["status"], confirmed=data.get("confirmed"),
+            note=data.get("note", ""),
+            metrics=[MetricComparison.from_dict(m) for m in data.get("metrics", [])],
+            workload_changes={k: tuple(v) for k, v in data.get("workload_changes", {}).items()},
+            library_changes={k: tuple(v) for k, v in data.get("library_changes", {}).items()},
+        )
 
 
 def workload_differences(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

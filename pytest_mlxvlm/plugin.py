@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,16 +202,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.suites and str(SUITE_DIR) not in config.args:
         config.args.append(str(SUITE_DIR))  # unselected suites are ignored at collection
     if not _is_worker(config) and getattr(config.option, "numprocesses", None):
-        writes = [flag for flag, on in (("--mlx-update-baselines", settings.update),
-                                        ("--mlx-json", settings.json_path),
-                                        ("--mlx-markdown", settings.markdown_path),
-                                        ("--mlx-history", settings.history_path))
-                  if on]
-        if writes:
-            raise pytest.UsageError(
-                f"pytest-mlxvlm: {', '.join(writes)} cannot be used with pytest-xdist (-n) yet: "
-                "results measured on workers are not merged; run the measured tests without -n"
-            )
+        # Measured tests share one worker (an xdist group) so that they never run beside
+        # each other; --dist load, xdist's default, becomes loadgroup for that.
+        if getattr(config.option, "dist", None) == "load":
+            config.option.dist = "loadgroup"
     if not _is_worker(config):
         reporter = MlxReporter(config)
         config.pluginmanager.register(reporter, "mlxvlm-reporter")
@@ -228,6 +224,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     reporter = config.pluginmanager.get_plugin("mlxvlm-reporter")
     if reporter is not None:
         config.pluginmanager.unregister(reporter)
+        _measure_lock().unlink(missing_ok=True)
+
+
+def _measure_lock() -> Path:
+    """The lock file that pytest-xdist workers of this controller measure under."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f".pytest-mlxvlm-{os.getpid()}.measure.lock"
 
 
 # -- default engine ---------------------------------------------------------------------------
@@ -348,7 +352,7 @@ def mlx_cache(request: pytest.FixtureRequest, mlx_model: Any, pytestconfig: pyte
     cache = MlxCache(request, session, name)
     yield cache
     pytestconfig.stash.setdefault(cache_key, []).append(
-        {"test": request.node.nodeid, "model": mlx_model.spec, "engine": name,
+        {"test": _nodeid(request.node), "model": mlx_model.spec, "engine": name,
          "steps": list(session.steps)}
     )
 
@@ -645,7 +649,7 @@ class MlxBench:
                 "warmup": n_warmup,
             },
             load_time_s=self.request.config.stash[session_key].load_times.get(self.model.spec, 0.0),
-            test_id=self.request.node.nodeid,
+            test_id=_nodeid(self.request.node),
         )
         result.case_key = self._case_key()
         result.bandwidth = self.request.config.stash[session_key].decode_limit(self.model, result)
@@ -669,7 +673,7 @@ class MlxBench:
         """
         node = self.request.node
         module = getattr(getattr(node, "module", None), "__name__", None)
-        path_part, _, rest = node.nodeid.partition("::")
+        path_part, _, rest = _nodeid(node).partition("::")
         name, _, params = rest.partition("[")
         params = params.rstrip("]")
         model_id = self.request.config.stash[session_key].model_ids.get(self.model.spec, "")
@@ -770,10 +774,60 @@ def mlx_bench(
     return MlxBench(request, mlx_model, mlx_resolution, mlx_image, settings)
 
 
+XDIST_GROUP = "mlxvlm-measured"
+
+
+def _nodeid(node: Any) -> str:
+    """The test's node id without the ``@group`` suffix pytest-xdist's loadgroup adds."""
+    return node.nodeid.removesuffix(f"@{XDIST_GROUP}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     bench = config.stash[session_key]
     bench.measured_total = sum("mlx_bench" in getattr(item, "fixturenames", ()) for item in items)
     bench.started = time.perf_counter()
+    if _is_worker(config) and config.workerinput.get("mlxvlm_dist") == "loadgroup":  # type: ignore[attr-defined]
+        # The controller schedules by group: measured tests (all that load a model) form one.
+        for item in items:
+            if "mlx_model" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(XDIST_GROUP))
+                _group_nodeid(item)
+
+
+def _group_nodeid(item: pytest.Item) -> None:
+    """Append xdist's ``@group`` suffix to a measured test's node id, as loadgroup expects.
+
+    xdist 3.8 assigns ``item._nodeid``, which pytest 9.2 no longer reads (node ids live in
+    ``_id``), so its loadgroup scheduling silently spreads groups; this sets whichever the
+    running pytest uses. If neither exists, measured tests still never overlap (see
+    ``pytest_runtest_protocol``).
+    """
+    nodeid = f"{item.nodeid}@{XDIST_GROUP}"
+    if hasattr(item, "_id"):
+        try:
+            from _pytest.nodeid import coerce_node_id
+
+            item._id = coerce_node_id(nodeid)
+        except Exception:  # noqa: BLE001 - another pytest: leave the id alone
+            pass
+    elif hasattr(item, "_nodeid"):
+        item._nodeid = nodeid
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand what it measured to the controller, which reports."""
+    config = session.config
+    if not _is_worker(config):
+        return
+    bench = config.stash[session_key]
+    config.workeroutput["mlxvlm"] = json.dumps({  # type: ignore[attr-defined]
+        "results": [r.to_dict() for r in bench.results],
+        "load_times": bench.load_times,
+        "load_errors": bench.load_errors,
+        "cache": [{**rec, "steps": [st.to_dict() for st in rec["steps"]]}
+                  for rec in config.stash.get(cache_key, [])],
+    })
 
 
 def pytest_mlxvlm_case_finished(config: pytest.Config, result: Any) -> None:
@@ -793,6 +847,18 @@ def pytest_mlxvlm_case_finished(config: pytest.Config, result: Any) -> None:
         f"decode {result.summary('generation_tps').median:.1f} tok/s "
         f"[{bench.finished}/{bench.measured_total}, ~{eta:.0f}s left]"
     )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[Any]:
+    """On pytest-xdist workers, measured tests run one at a time whatever the scheduling."""
+    lock_path = getattr(item.config, "workerinput", {}).get("mlxvlm_lock")
+    if not lock_path or "mlx_model" not in getattr(item, "fixturenames", ()):
+        return (yield)
+    from filelock import FileLock
+
+    with FileLock(lock_path):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -833,13 +899,46 @@ class MlxReporter:
     def bench(self) -> BenchSession:
         return self.config.stash[session_key]
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """pytest-xdist: tell each worker how the controller schedules."""
+        node.workerinput["mlxvlm_dist"] = getattr(self.config.option, "dist", "no")
+        node.workerinput["mlxvlm_lock"] = str(_measure_lock())
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """pytest-xdist: take a finished worker's results into this session's reports."""
+        from .cache import StepResult
+        from .runner import CaseResult
+
+        payload = getattr(node, "workeroutput", {}).get("mlxvlm")
+        if not payload:
+            return
+        data = json.loads(payload)
+        bench = self.bench
+        bench.results.extend(CaseResult.from_dict(r) for r in data["results"])
+        bench.load_times.update(data["load_times"])
+        bench.load_errors.update(data["load_errors"])
+        self.config.stash.setdefault(cache_key, []).extend(
+            {**rec, "steps": [StepResult.from_dict(st) for st in rec["steps"]]}
+            for rec in data["cache"]
+        )
+
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         s = self.bench.settings
         sizes = ", ".join(r.id for r in s.resolutions)
-        return [
+        lines = [
             f"mlxvlm: models {', '.join(s.models)}; {len(s.resolutions)} resolutions ({sizes})",
             f"mlxvlm: {s.rounds} rounds after {s.warmup} warmup, {s.max_tokens} tokens each",
         ]
+        dist = getattr(config.option, "dist", "no") if getattr(config.option, "numprocesses", None) else "no"
+        if dist == "loadgroup":
+            lines.append(f"mlxvlm: tests that use mlx_model run on one pytest-xdist worker "
+                         f"(xdist_group {XDIST_GROUP!r}); results from all workers are merged")
+        elif dist != "no":
+            lines.append(f"mlxvlm: with --dist {dist}, measured tests run one at a time but "
+                         "possibly on several workers, each loading the model; --dist load groups them")
+        return lines
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .report import by_model, gate_summary, model_section, sensitivity, sensitivity_line
@@ -973,8 +1072,6 @@ class MlxReporter:
         self._written.append(path)
 
     def _write_markdown(self, path: Path) -> None:
-        import os
-
         from .report import atomic_write_text, markdown_report
 
         bench = self.bench

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -74,6 +74,10 @@ class Sample:
         return {k: v for k, v in asdict(self).items()
                 if k not in ("token_ids", "input_ids", "first_logprobs")}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sample:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
 
 @dataclass
 class CaseResult:
@@ -133,6 +137,23 @@ class CaseResult:
             "comparison": self.comparison.to_dict() if self.comparison is not None else None,
             "bandwidth": self.bandwidth,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseResult:
+        """A result as ``to_dict`` wrote it (a pytest-xdist worker's, a JSON report's)."""
+        from .compare import CaseComparison
+
+        comparison = data.get("comparison")
+        return cls(
+            model=data["model"], resolution=data["resolution"],
+            samples=[Sample.from_dict(s) for s in data.get("samples", [])],
+            warmup=[Sample.from_dict(s) for s in data.get("warmup_samples", [])],
+            workload=dict(data.get("workload", {})), load_time_s=data.get("load_time_s", 0.0),
+            test_id=data.get("test_id", ""), outcome=data.get("outcome"),
+            case_key=data.get("case_key", ""),
+            comparison=CaseComparison.from_dict(comparison) if comparison else None,
+            bandwidth=data.get("bandwidth"),
+        )
 
 
 class GenerationLengthError(RuntimeError):

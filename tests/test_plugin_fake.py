@@ -172,10 +172,90 @@ def test_junit_properties(fake: pytest.Pytester):
     assert 'name="mlxvlm:224x224:baseline" value="new"' in xml
 
 
-def test_xdist_refuses_writes_it_cannot_merge_yet(fake: pytest.Pytester):
-    result = fake.runpytest("--mlx-model", "fake:a", "-n", "2", "--mlx-update-baselines")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--mlx-update-baselines cannot be used with pytest-xdist (-n) yet*"])
+ORDINARY_TESTS = """
+import time
+
+import pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_ordinary(i):
+    time.sleep(0.2)
+    assert i >= 0
+"""
+
+
+def test_xdist_measured_tests_share_one_worker_and_results_merge(fake: pytest.Pytester):
+    """-n 2: ordinary tests spread over both workers, measured ones on one; one set of reports."""
+    fake.makepyfile(test_ordinary=ORDINARY_TESTS)
+    args = ["--mlx-model", "fake:a", "--quick", "--mlx-rounds", "2", "-n", "2", "-v",
+            "-p", "no:randomly", "--mlx-json", "o.json", "--mlx-markdown", "o.md",
+            "--mlx-history", "h.jsonl", "--mlx-baseline-dir", "bl", "--mlx-chip", "ci"]
+    result = fake.runpytest(*args, "--mlx-update-baselines")
+    result.assert_outcomes(passed=10)
+    result.stdout.fnmatch_lines(["*mlxvlm: tests that use mlx_model run on one pytest-xdist worker*"])
+    workers: dict[str, set[str]] = {"measured": set(), "ordinary": set()}
+    for line in result.stdout.lines:
+        if line.startswith("[gw") and "PASSED" in line:
+            kind = "measured" if "test_image_generation" in line else "ordinary"
+            workers[kind].add(line.split("]")[0])
+    assert len(workers["measured"]) == 1, workers
+    assert len(workers["ordinary"] | workers["measured"]) == 2, workers
+    doc = json.loads((fake.path / "o.json").read_text())
+    assert [r["resolution"] for r in doc["results"]] == ["224x224", "448x448", "768x768", "1024x1024"]
+    assert all(len(r["samples"]) == 2 and r["outcome"] == "passed" for r in doc["results"])
+    assert doc["load_times_s"] and "fake:a" in doc["load_times_s"]
+    result.stdout.fnmatch_lines(["*mlxvlm: fake:a on *", "| Resolution *",
+                                 "*4 baseline case(s) written to*ci*fake-a.json*"], consecutive=False)
+    assert "test_image_generation[1024x1024]`" in (fake.path / "o.md").read_text()
+    history = [json.loads(line) for line in (fake.path / "h.jsonl").read_text().splitlines()]
+    assert len(history) == 1 and len(history[0]["cases"]) == 4
+    # the merged results are gated on the worker, against the baselines the controller wrote
+    again = fake.runpytest(*args[:-4], "--mlx-baseline-dir", "bl", "--mlx-chip", "ci")
+    again.assert_outcomes(passed=10)
+    again.stdout.fnmatch_lines(["*mlxvlm baselines (ci): 4 compared, 0 regressed*"])
+
+
+MEASURED_TESTS = """
+import json, os, time
+
+import pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_measured(mlx_bench, i):
+    start = time.time()
+    mlx_bench.run()
+    with open("intervals.jsonl", "a") as fh:
+        fh.write(json.dumps([os.environ["PYTEST_XDIST_WORKER"], start, time.time()]) + "\\n")
+"""
+
+
+def test_xdist_other_dist_modes_still_measure_one_at_a_time(fake: pytest.Pytester):
+    fake.makepyfile(test_ordinary=ORDINARY_TESTS, test_measured=MEASURED_TESTS)
+    result = fake.runpytest("--mlx-model", "fake:a", "--mlx-resolutions", "224x224",
+                            "--mlx-rounds", "3", "-n", "2", "--dist", "worksteal",
+                            "--mlx-suite", "off", "--mlx-json", "o.json")
+    result.assert_outcomes(passed=10)
+    result.stdout.fnmatch_lines(["*with --dist worksteal, measured tests run one at a time*"])
+    intervals = sorted(json.loads(line)[1:] for line in
+                       (fake.path / "intervals.jsonl").read_text().splitlines())
+    assert len(intervals) == 4
+    assert all(a[1] <= b[0] for a, b in zip(intervals, intervals[1:])), intervals
+    assert len(json.loads((fake.path / "o.json").read_text())["results"]) == 4
+
+
+def test_xdist_gate_failure_is_reported_once_by_the_controller(fake: pytest.Pytester, monkeypatch):
+    args = ["--mlx-model", "fake:a", "--mlx-resolutions", "224x224,448x448", "--mlx-rounds", "5",
+            "-n", "2", "--mlx-baseline-dir", "bl", "--mlx-chip", "ci"]
+    fake.runpytest(*args, "--mlx-update-baselines").assert_outcomes(passed=2)
+    before = (fake.path / "bl" / "ci" / "fake-a.json").read_bytes()
+    monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "1.5")
+    result = fake.runpytest(*args, "--mlx-json", "o.json")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*mlxvlm: regression in *test_image_generation[[]224x224]*",
+                                 "*mlxvlm baselines (ci): 2 compared, 2 regressed*"], consecutive=False)
+    doc = json.loads((fake.path / "o.json").read_text())
+    assert {r["comparison"]["status"] for r in doc["results"]} == {"regressed"}
+    assert (fake.path / "bl" / "ci" / "fake-a.json").read_bytes() == before
 
 
 def test_progress_line_per_case_in_verbose_mode(fake: pytest.Pytester):

@@ -53,6 +53,22 @@ def test_quick_table_and_json_report(pytester: pytest.Pytester):
     assert doc["models"]["synthetic:tiny"]["aggregate"]["configs"] == 2
 
 
+def test_real_model_under_xdist(pytester: pytest.Pytester):
+    """-n 2 on the real engine: the model loads on one worker, the controller reports."""
+    pytester.makepyfile(test_plain="def test_a():\n    assert 1\n\ndef test_b():\n    assert 2\n")
+    result = pytester.runpytest(
+        "--mlx-model", "synthetic:tiny", "--mlx-resolutions", "224x224,448x448",
+        "--mlx-json", "out.json", "-n", "2", *SMALL,
+    )
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*mlxvlm: synthetic:tiny on * (cpu)*", "| 224x224 * | 64 * |"],
+                                consecutive=False)
+    doc = json.loads((pytester.path / "out.json").read_text())
+    tokens = {r["resolution"]: r["summary"]["prompt_tokens"]["median"] for r in doc["results"]}
+    assert tokens == {"224x224": 90, "448x448": 222}
+    assert list(doc["load_times_s"]) == ["synthetic:tiny"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
