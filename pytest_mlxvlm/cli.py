@@ -161,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "exit 1 when a series' newest change point is a regression")
     rep.add_argument("history", type=Path)
     rep.add_argument("--out", type=Path, default=Path("mlxvlm-report"))
+    mrg = sub.add_parser("merge", help="--mlx-json reports of several machines in one report, "
+                         "grouped by chip")
+    mrg.add_argument("reports", type=Path, nargs="+")
+    mrg.add_argument("--out", type=Path, default=None, help="Markdown file (default: stdout)")
+    mrg.add_argument("--json", type=Path, default=None, help="also write the merged JSON here")
     for p in (ref, bench):
         p.add_argument("--baseline-dir", type=Path, default=Path("baselines"))
         p.add_argument("--tolerance", type=float, default=DEFAULT_REFERENCE_TOLERANCE * 100,
@@ -171,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _compare(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "merge":
+        return _merge(args)
     try:
         doc = json.loads(args.file.read_text())
         tolerance = args.tolerance / 100
@@ -226,3 +233,24 @@ def _report(args: argparse.Namespace) -> int:
     for line in regressions:
         print(f"new regression: {line}")
     return 1 if regressions else 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from .merge import MergeError, load, markdown, merged_document
+    from .report import atomic_write_text, write_json
+
+    try:
+        reports = [load(path) for path in args.reports]
+    except MergeError as exc:
+        print(f"pytest-mlxvlm: cannot merge: {exc}", file=sys.stderr)
+        return 2
+    text = markdown(reports)
+    if args.out is None:
+        print(text)
+    else:
+        atomic_write_text(args.out, text)
+        print(f"merged report written to {args.out}")
+    if args.json is not None:
+        write_json(args.json, merged_document(reports))
+        print(f"merged JSON written to {args.json}")
+    return 0
