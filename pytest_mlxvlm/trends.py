@@ -26,6 +26,7 @@ class ChangePoint:
     after: float  # median of the segment after
     change: float  # relative, signed
     regression: bool
+    p_value: float  # Mann-Whitney, session medians before vs after
     commits: tuple[str | None, str | None]  # last commit before, first commit after
 
 
@@ -60,9 +61,12 @@ def build_series(records: Sequence[dict[str, Any]], metrics: Sequence[str]) -> l
     return list(table.values())
 
 
-def detect(series: Series, tolerance: float, penalty: float = 3.0) -> None:
-    """Find level shifts (PELT on log values, RBF-free L2 cost) larger than the tolerance."""
+def detect(series: Series, tolerance: float, penalty: float = 3.0, alpha: float = 0.05) -> None:
+    """Find level shifts: PELT (L2 cost on log values) proposes, and a shift is kept when it is
+    larger than the tolerance and the session medians on its two sides differ (Mann-Whitney,
+    two-sided, p < alpha), so that one odd session does not make a change point."""
     import ruptures as rpt
+    from scipy.stats import mannwhitneyu
 
     values = series.values
     if len(values) < MIN_POINTS:
@@ -71,17 +75,33 @@ def detect(series: Series, tolerance: float, penalty: float = 3.0) -> None:
     signal = np.log(np.clip(values, 1e-12, None)).reshape(-1, 1)
     scale = float(np.median(np.abs(np.diff(signal[:, 0])))) or 1e-6
     breaks = rpt.Pelt(model="l2", min_size=2, jump=1).fit(signal / scale).predict(pen=penalty * math.log(len(values)))
-    edges = [0, *breaks]
-    higher = METRICS[series.metric].better == "higher"
-    for start, cut, end in zip(edges, edges[1:], edges[2:]):
-        before = float(np.median(values[start:cut]))
-        after = float(np.median(values[cut:end]))
+    cuts = list(breaks[:-1])
+
+    def judged(k: int) -> tuple[float, float]:
+        """(change, p) of cut k against the segments beside it, as the cuts stand now."""
+        start = cuts[k - 1] if k else 0
+        end = cuts[k + 1] if k + 1 < len(cuts) else len(values)
+        left, right = values[start:cuts[k]], values[cuts[k]:end]
+        before, after = float(np.median(left)), float(np.median(right))
         change = (after - before) / before if before else 0.0
-        if abs(change) <= tolerance:
-            continue
+        return change, float(mannwhitneyu(left, right, alternative="two-sided").pvalue)
+
+    # Drop the weakest unconvincing cut and judge the rest again on the merged segments.
+    while cuts:
+        verdicts = [judged(k) for k in range(len(cuts))]
+        weak = [k for k, (change, p) in enumerate(verdicts) if abs(change) <= tolerance or not p < alpha]
+        if not weak:
+            break
+        cuts.pop(max(weak, key=lambda k: (verdicts[k][1], -abs(verdicts[k][0]))))
+    higher = METRICS[series.metric].better == "higher"
+    edges = [0, *cuts, len(values)]
+    for k, cut in enumerate(cuts):
+        change, p_value = judged(k)
+        before = float(np.median(values[edges[k]:cut]))
+        after = float(np.median(values[cut:edges[k + 2]]))
         worse = change < 0 if higher else change > 0
         series.change_points.append(ChangePoint(
-            index=cut, before=before, after=after, change=change, regression=worse,
+            index=cut, before=before, after=after, change=change, regression=worse, p_value=p_value,
             commits=(series.points[cut - 1][1], series.points[cut][1]),
         ))
 

@@ -49,3 +49,20 @@ def test_report_command(tmp_path, capsys):
     assert (tmp_path / "out" / "plot-000.png").stat().st_size > 1000
     assert "REGRESSION -30.0% between c05 and c06" in (tmp_path / "out" / "report.md").read_text()
     assert (tmp_path / "out" / "report.html").read_text().startswith("<!doctype html>")
+
+
+def test_a_short_dip_of_the_machine_is_no_change_point():
+    """Two slow sessions in the middle (a busy machine), then back: nothing to report."""
+    values = [100, 101, 99, 100, 102, 70, 71, 100, 99, 101, 100, 102]
+    (speed,) = build_series(_records(values), ["end_to_end_tps"])
+    detect(speed, 0.10)
+    assert speed.change_points == []
+
+
+def test_a_dip_just_before_a_real_step_leaves_only_the_step():
+    values = [100, 101, 99, 100, 101, 99, 100, 60, 61, 59, 60, 61, 60, 59]
+    values[4:6] = [80, 81]  # two slow sessions before the real regression at index 7
+    (speed,) = build_series(_records(values), ["end_to_end_tps"])
+    detect(speed, 0.10)
+    assert [(cp.index, cp.regression) for cp in speed.change_points] == [(7, True)]
+    assert speed.change_points[0].p_value < 0.05
