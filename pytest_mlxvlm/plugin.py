@@ -317,6 +317,18 @@ class MlxCache:
         """One real generation through the engine and a cold one of the same input."""
         return self.session.step(name, image, prompt, self.expected(name, expect), description)
 
+    def run(self, image: Any, prompt: str, name: str | None = None, description: str = "") -> Any:
+        """One real generation through the engine: its outcome (HIT, PARTIAL, MISS) and evidence."""
+        return self.session.step(name or f"step {len(self.steps) + 1}", image, prompt, None,
+                                 description)
+
+    def expect(self, result: Any, outcome: str) -> None:
+        """Fail now unless the step had ``outcome`` and answered as a cold run does."""
+        from .cache import judge
+
+        if not judge(result, self.expected(result.step, outcome)):
+            pytest.fail(result.message(), pytrace=False)
+
     @property
     def steps(self) -> list[Any]:
         return self.session.steps
@@ -331,7 +343,8 @@ class MlxCache:
 
 @pytest.fixture
 def mlx_cache(request: pytest.FixtureRequest, mlx_model: Any, pytestconfig: pytest.Config) -> Any:
-    """A fresh prefix-cache engine on ``mlx_model``: ``mlx_cache.step(...)``, then ``check()``."""
+    """A fresh prefix-cache engine on ``mlx_model``: ``step(...)`` then ``check()``, or
+    ``expect(run(image, prompt), "HIT")``."""
     from .cache import CacheSession
 
     name = request.param

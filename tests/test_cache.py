@@ -160,3 +160,23 @@ def pytest_mlxvlm_cache_engines(config):
     assert steps[1]["error"] == "RuntimeError: cache store unavailable"
     result.stdout.fnmatch_lines(["*step 'repeat' (image A, prompt 1 again): the engine raised "
                                  "RuntimeError: cache store unavailable*"])
+
+
+def test_run_then_expect_in_a_users_own_test(pytester: pytest.Pytester):
+    pytester.makeconftest(BROKEN)
+    pytester.makepyfile(test_mine="""
+def test_repeat(mlx_cache, mlx_cache_image):
+    a = mlx_cache_image(224, seed=1)
+    first = mlx_cache.run(a, "Describe this image.")
+    assert first.actual == "MISS" and first.cold_ttft_s > 0
+    mlx_cache.expect(first, "MISS")
+    again = mlx_cache.run(a, "Describe this image.", name="again")
+    mlx_cache.expect(again, "HIT")
+""")
+    result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-suite", "off", "-p", "no:benchmark",
+                                "--mlx-cache-engine", "never-hit,prompt-keyed")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*step 'again' (again): expected HIT, got MISS - engine reported 0 of 88 prompt tokens cached*"])
+    result.stdout.fnmatch_lines(["FAILED test_mine.py::test_repeat[[]tiny-never-hit[]]*"])
+    result.stdout.fnmatch_lines(["| test_repeat: again * | HIT * | HIT * | 87/88 * | ok * |"])
