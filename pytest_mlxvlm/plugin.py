@@ -843,7 +843,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     })
 
 
-def pytest_mlxvlm_case_finished(config: pytest.Config, result: Any) -> None:
+def _figures(result: Any) -> str:
+    """The key figures of a finished case, for the progress line."""
+    speed = result.summary("end_to_end_tps").median
+    ttft = result.summary("ttft_s").median
+    return (f"{result.model} {result.resolution}: {speed:.1f} tok/s, TTFT {ttft * 1000:.0f} ms, "
+            f"decode {result.summary('generation_tps').median:.1f} tok/s")
+
+
+def _progress(config: pytest.Config, figures: str) -> None:
     """With -v, a line per finished case: key figures and the estimated time left."""
     bench = config.stash[session_key]
     bench.finished += 1
@@ -851,15 +859,15 @@ def pytest_mlxvlm_case_finished(config: pytest.Config, result: Any) -> None:
     if reporter is None or config.get_verbosity() < 1:
         return
     elapsed = time.perf_counter() - bench.started
-    left = max(bench.measured_total - bench.finished, 0)
-    eta = elapsed / bench.finished * left
-    speed = result.summary("end_to_end_tps").median
-    ttft = result.summary("ttft_s").median
-    reporter.write_line(
-        f"mlxvlm: {result.model} {result.resolution}: {speed:.1f} tok/s, TTFT {ttft * 1000:.0f} ms, "
-        f"decode {result.summary('generation_tps').median:.1f} tok/s "
-        f"[{bench.finished}/{bench.measured_total}, ~{eta:.0f}s left]"
-    )
+    total = max(bench.measured_total, bench.finished)
+    eta = elapsed / bench.finished * (total - bench.finished)
+    reporter.write_line(f"mlxvlm: {figures} [{bench.finished}/{total}, ~{eta:.0f}s left]")
+
+
+def pytest_mlxvlm_case_finished(config: pytest.Config, result: Any) -> None:
+    """The progress line (on a pytest-xdist worker, the controller writes it from the report)."""
+    if not _is_worker(config):
+        _progress(config, _figures(result))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -897,6 +905,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
             extra.append((f"mlxvlm:{result.resolution}:end_to_end_tps", round(med, 3)))
             if result.comparison is not None:
                 extra.append((f"mlxvlm:{result.resolution}:baseline", result.comparison.status))
+        if _is_worker(item.config):
+            extra.extend(("mlxvlm:progress", _figures(result)) for result in results)
 
 
 # -- reports -----------------------------------------------------------------------------------
@@ -917,6 +927,21 @@ class MlxReporter:
         """pytest-xdist: tell each worker how the controller schedules."""
         node.workerinput["mlxvlm_dist"] = getattr(self.config.option, "dist", "no")
         node.workerinput["mlxvlm_lock"] = str(_measure_lock())
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """pytest-xdist: the measured tests a worker collected (grouped ones), for the ETA."""
+        if self.bench.started == 0.0:
+            self.bench.started = time.perf_counter()
+        grouped = sum(i.endswith(f"@{XDIST_GROUP}") for i in ids)
+        self.bench.measured_total = max(self.bench.measured_total, grouped)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """pytest-xdist: the progress lines of cases measured on workers."""
+        if report.when == "teardown" and hasattr(report, "node"):
+            for name, figures in report.user_properties:
+                if name == "mlxvlm:progress":
+                    _progress(self.config, figures)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
