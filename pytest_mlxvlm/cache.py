@@ -237,7 +237,7 @@ class StepResult:
     def message(self) -> str:
         """Why the step failed, naming the step, the expected and actual outcome and the evidence."""
         if self.error:
-            return f"step {self.step!r} ({self.description}): the engine raised {self.error}"
+            return f"step {self.step!r} ({self.description}): {self.error}"
         parts = [f"step {self.step!r} ({self.description}): expected {self.expected}, got {self.actual}"
                  f" - engine reported {self.cached_tokens} of {self.prompt_tokens} prompt tokens cached,"
                  f" TTFT {self.ttft_s * 1000:.1f} ms vs {self.cold_ttft_s * 1000:.1f} ms cold"]
@@ -320,21 +320,25 @@ class CacheSession:
         With ``expect`` None the step only has to answer as the cold run does; ``judge`` can
         hold it to an outcome afterwards."""
         result = StepResult(step=name, description=description or name, expected="-")
+        base = GenerationRequest(image=image, prompt=prompt, max_tokens=self.max_tokens,
+                                 capture_logprobs=True)
         try:
-            base = GenerationRequest(image=image, prompt=prompt, max_tokens=self.max_tokens,
-                                     capture_logprobs=True)
             cold = self._run(base)
-            ids = cold.input_ids
+        except Exception as exc:  # noqa: BLE001 - bad input fails this step only
+            result.error = f"the input could not be run (cold, without the engine): {type(exc).__name__}: {exc}"
+            self.steps.append(result)
+            return result
+        try:
             request = GenerationRequest(
                 image=image, prompt=prompt, max_tokens=self.max_tokens, capture_logprobs=True,
-                generate_kwargs=self.engine.generate_kwargs(base, ids),
+                generate_kwargs=self.engine.generate_kwargs(base, cold.input_ids),
             )
             try:
                 sample = self._run(request)
             finally:
                 getattr(self.engine, "finish", lambda: None)()
         except Exception as exc:  # noqa: BLE001 - an engine's failure fails this step only
-            result.error = f"{type(exc).__name__}: {exc}"
+            result.error = f"the engine raised {type(exc).__name__}: {exc}"
             self.steps.append(result)
             return result
         result.cached_tokens = sample.cached_tokens

@@ -157,7 +157,7 @@ def pytest_mlxvlm_cache_engines(config):
     doc = json.loads((pytester.path / "out.json").read_text())
     steps = doc["cache"][0]["steps"]
     assert len(steps) == 5
-    assert steps[1]["error"] == "RuntimeError: cache store unavailable"
+    assert steps[1]["error"] == "the engine raised RuntimeError: cache store unavailable"
     result.stdout.fnmatch_lines(["*step 'repeat' (image A, prompt 1 again): the engine raised "
                                  "RuntimeError: cache store unavailable*"])
 
@@ -180,3 +180,22 @@ def test_repeat(mlx_cache, mlx_cache_image):
         "*step 'again' (again): expected HIT, got MISS - engine reported 0 of 88 prompt tokens cached*"])
     result.stdout.fnmatch_lines(["FAILED test_mine.py::test_repeat[[]tiny-never-hit[]]*"])
     result.stdout.fnmatch_lines(["| test_repeat: again * | HIT * | HIT * | 87/88 * | ok * |"])
+
+
+def test_an_image_that_cannot_be_opened_fails_its_step_naming_the_file(pytester: pytest.Pytester):
+    pytester.makepyfile(test_bad="""
+def test_bad(mlx_cache, mlx_cache_image, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    mlx_cache.step("broken", bad, "Describe.", "MISS")
+    mlx_cache.step("fine", mlx_cache_image(224, seed=1), "Describe.", "MISS")
+    mlx_cache.check()
+""")
+    result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-suite", "off", "-p", "no:benchmark",
+                                "--mlx-cache-engine", "apc")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "1 of 2 cache steps failed for engine 'apc':",
+        "  step 'broken' (broken): the input could not be run (cold, without the engine): "
+        "ValueError: Failed to load image from */broken.png: cannot identify image file*",
+    ])
