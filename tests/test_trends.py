@@ -66,3 +66,29 @@ def test_a_dip_just_before_a_real_step_leaves_only_the_step():
     detect(speed, 0.10)
     assert [(cp.index, cp.regression) for cp in speed.change_points] == [(7, True)]
     assert speed.change_points[0].p_value < 0.05
+
+
+def test_report_and_compare_as_commands(tmp_path):
+    """The installed command, in its own process, on the committed history of real sessions."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    history = Path(__file__).parents[1] / "docs" / "results" / "history" / "history.jsonl"
+    run = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "report", str(history),
+                          "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr  # the injected slowdown is the newest change point
+    assert run.stdout.count("new regression:") == 4
+    assert all("between commits c07 and c08" in line for line in run.stdout.splitlines()
+               if line.startswith("new regression:"))
+    assert (tmp_path / "r" / "plot-001.png").stat().st_size > 1000
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    for name, rec in (("before.json", records[6]), ("after.json", records[7])):
+        doc = {"machine": rec["machine"], "results": [  # history samples: metric -> values
+            {**case, "samples": [dict(zip(case["samples"], values))
+                                 for values in zip(*case["samples"].values())]}
+            for case in rec["cases"]]}
+        (tmp_path / name).write_text(json.dumps(doc))
+    cmp = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "compare", str(tmp_path / "before.json"),
+                          str(tmp_path / "after.json")], capture_output=True, text=True)
+    assert cmp.returncode == 1 and "regressed" in cmp.stdout, cmp.stderr
