@@ -203,8 +203,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args.append(str(SUITE_DIR))  # unselected suites are ignored at collection
     if not _is_worker(config) and getattr(config.option, "numprocesses", None):
         # Measured tests share one worker (an xdist group) so that they never run beside
-        # each other; --dist load, xdist's default, becomes loadgroup for that.
-        if getattr(config.option, "dist", None) == "load":
+        # each other; --dist load, xdist's default, becomes loadgroup for that when this
+        # session measures (a model named, or a built-in suite), so that other projects'
+        # xdist runs keep their scheduling (measured tests stay serialised by a lock anyway).
+        measuring = bool(config.option.mlx_model or _ini(config, "mlx_model") or settings.suites)
+        if measuring and getattr(config.option, "dist", None) == "load":
             config.option.dist = "loadgroup"
     if not _is_worker(config):
         reporter = MlxReporter(config)

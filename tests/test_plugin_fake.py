@@ -270,3 +270,12 @@ def test_progress_line_per_case_in_verbose_mode(fake: pytest.Pytester):
     ], consecutive=False)
     quiet = fake.runpytest("--mlx-model", "fake:a", "--quick", "--mlx-rounds", "1")
     assert "left]" not in quiet.stdout.str()
+
+
+def test_xdist_scheduling_of_other_projects_is_left_alone(pytester: pytest.Pytester):
+    """Installed but not measuring (no model, no suite): xdist schedules as it would without us."""
+    pytester.makepyfile(test_ordinary=ORDINARY_TESTS)
+    result = pytester.runpytest("-n", "2", "-v")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["scheduling tests via LoadScheduling"])
+    assert "pytest-xdist worker" not in result.stdout.str()
