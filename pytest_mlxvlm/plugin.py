@@ -767,8 +767,12 @@ class MlxBench:
             ))
 
     def _pytest_benchmark(self) -> Any:
-        """pytest-benchmark's fixture, when that plugin is active and enabled for this test."""
-        if self.results or not self.request.config.pluginmanager.has_plugin("benchmark"):
+        """pytest-benchmark's fixture, when that plugin is active and enabled for this test.
+
+        Not on pytest-xdist workers: pytest-benchmark disables itself there, and a disabled
+        fixture that was requested warns that it was never used."""
+        config = self.request.config
+        if self.results or _is_worker(config) or not config.pluginmanager.has_plugin("benchmark"):
             return None
         try:
             benchmark = self.request.getfixturevalue("benchmark")

@@ -193,6 +193,7 @@ def test_xdist_measured_tests_share_one_worker_and_results_merge(fake: pytest.Py
     result = fake.runpytest(*args, "--mlx-update-baselines")
     result.assert_outcomes(passed=10)
     result.stdout.fnmatch_lines(["*mlxvlm: tests that use mlx_model run on one pytest-xdist worker*"])
+    assert "Benchmark fixture was not used" not in result.stdout.str()
     result.stdout.fnmatch_lines([  # progress lines from the workers' reports, in the controller
         "mlxvlm: fake:a 224x224: 88.* tok/s, TTFT 91 ms, decode 100.0 tok/s [[]1/4, ~*s left[]]",
         "mlxvlm: fake:a 1024x1024: * tok/s, TTFT * ms, decode 100.0 tok/s [[]4/4, ~0s left[]]",
