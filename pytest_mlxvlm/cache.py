@@ -8,12 +8,12 @@ own evidence (the cached tokens the generation reports): HIT, PARTIAL (n tokens)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .runner import GenerationRequest, Sample, measure_generation
+from .runner import GenerationRequest, Sample, from_fields, measure_generation
 
 OUTCOMES = ("HIT", "PARTIAL", "MISS")
 # Max |difference| of first-token log-probabilities vs a cold run of the same input. GPU
@@ -68,10 +68,7 @@ class APCEngine:
     def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
         if self.manager is None:
             self.reset()
-        return {"apc_manager": self.manager}
-
-    def finish(self) -> None:
-        """mlx-vlm harvests the blocks itself."""
+        return {"apc_manager": self.manager}  # mlx-vlm harvests the blocks itself
 
 
 @dataclass
@@ -91,10 +88,7 @@ class PromptCacheStateEngine:
     def generate_kwargs(self, request: GenerationRequest, input_ids: list[int]) -> dict[str, Any]:
         if self.state is None:
             self.reset()
-        return {"prompt_cache_state": self.state}
-
-    def finish(self) -> None:
-        """mlx-vlm updates the state itself."""
+        return {"prompt_cache_state": self.state}  # mlx-vlm updates the state itself
 
 
 VLLM_MLX_INSTALL = "pip install --no-deps vllm-mlx (its prefix cache needs no other package)"
@@ -256,7 +250,7 @@ class StepResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepResult:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return from_fields(cls, data)
 
 
 def classify(cached: int, prompt: int, slack: int) -> str:

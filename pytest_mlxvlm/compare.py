@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from statistics import median
 from typing import Any, Sequence
 
@@ -91,7 +91,9 @@ class MetricComparison:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MetricComparison:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        from .runner import from_fields
+
+        return from_fields(cls, data)
 
 
 def _relative_change(base: float, cur: float) -> float:

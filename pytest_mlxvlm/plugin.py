@@ -845,9 +845,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         "results": [r.to_dict() for r in bench.results],
         "load_times": bench.load_times,
         "load_errors": bench.load_errors,
-        "cache": [{**rec, "steps": [st.to_dict() for st in rec["steps"]]}
-                  for rec in config.stash.get(cache_key, [])],
+        "cache": _cache_dicts(config),
     })
+
+
+def _cache_dicts(config: pytest.Config) -> list[dict[str, Any]]:
+    """The session's cache records with their steps as dicts (JSON report, xdist hand-over)."""
+    return [{**rec, "steps": [st.to_dict() for st in rec["steps"]]}
+            for rec in config.stash.get(cache_key, [])]
 
 
 def _figures(result: Any) -> str:
@@ -1047,11 +1052,7 @@ class MlxReporter:
             extra={
                 "load_times_s": bench.load_times,
                 "errors": bench.load_errors,
-                "cache": [
-                    {**{k: v for k, v in rec.items() if k != "steps"},
-                     "steps": [st.to_dict() for st in rec["steps"]]}
-                    for rec in self.config.stash.get(cache_key, [])
-                ],
+                "cache": _cache_dicts(self.config),
             },
         )
         write_json(path, document)

@@ -50,6 +50,11 @@ class GenerationRequest:
     capture_logprobs: bool = False  # keep the first token's log-probabilities (cache checks)
 
 
+def from_fields(cls: Any, data: dict[str, Any]) -> Any:
+    """A dataclass from a dict that may hold more keys than its fields (a ``to_dict`` output)."""
+    return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
 @dataclass
 class Sample:
     """Everything measured in one generation."""
@@ -76,7 +81,7 @@ class Sample:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sample:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return from_fields(cls, data)
 
 
 @dataclass

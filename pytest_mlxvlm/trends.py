@@ -77,28 +77,26 @@ def detect(series: Series, tolerance: float, penalty: float = 3.0, alpha: float 
     breaks = rpt.Pelt(model="l2", min_size=2, jump=1).fit(signal / scale).predict(pen=penalty * math.log(len(values)))
     cuts = list(breaks[:-1])
 
-    def judged(k: int) -> tuple[float, float]:
-        """(change, p) of cut k against the segments beside it, as the cuts stand now."""
+    def judged(k: int) -> tuple[float, float, float, float]:
+        """(before, after, change, p) of cut k against the segments beside it, as the cuts stand."""
         start = cuts[k - 1] if k else 0
         end = cuts[k + 1] if k + 1 < len(cuts) else len(values)
         left, right = values[start:cuts[k]], values[cuts[k]:end]
         before, after = float(np.median(left)), float(np.median(right))
         change = (after - before) / before if before else 0.0
-        return change, float(mannwhitneyu(left, right, alternative="two-sided").pvalue)
+        return before, after, change, float(mannwhitneyu(left, right, alternative="two-sided").pvalue)
 
     # Drop the weakest unconvincing cut and judge the rest again on the merged segments.
+    verdicts: list[tuple[float, float, float, float]] = []
     while cuts:
         verdicts = [judged(k) for k in range(len(cuts))]
-        weak = [k for k, (change, p) in enumerate(verdicts) if abs(change) <= tolerance or not p < alpha]
+        weak = [k for k, (_, _, change, p) in enumerate(verdicts)
+                if abs(change) <= tolerance or not p < alpha]
         if not weak:
             break
-        cuts.pop(max(weak, key=lambda k: (verdicts[k][1], -abs(verdicts[k][0]))))
+        cuts.pop(max(weak, key=lambda k: (verdicts[k][3], -abs(verdicts[k][2]))))
     higher = METRICS[series.metric].better == "higher"
-    edges = [0, *cuts, len(values)]
-    for k, cut in enumerate(cuts):
-        change, p_value = judged(k)
-        before = float(np.median(values[edges[k]:cut]))
-        after = float(np.median(values[cut:edges[k + 2]]))
+    for cut, (before, after, change, p_value) in zip(cuts, verdicts):
         worse = change < 0 if higher else change > 0
         series.change_points.append(ChangePoint(
             index=cut, before=before, after=after, change=change, regression=worse, p_value=p_value,
