@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu.sh build MODEL...          build synthetic checkpoints into /root/cache
 #   bash benchmarks/gpu.sh sweep MODEL...          full sweep, 5 rounds, JSON + baselines to $OUT
 #   bash benchmarks/gpu.sh overhead MODEL          plugin runner vs bare stream_generate
-#   bash benchmarks/gpu.sh sensitivity MODEL LEVELS SESSIONS [SECONDS]   gated sessions vs slowdowns
+#   bash benchmarks/gpu.sh sensitivity MODEL LEVELS SESSIONS [SECONDS [BASELINE_SESSIONS [WORKDIR]]]
+#                                                  gated sessions vs slowdowns
 set -euo pipefail
 export PYTHONPATH=/root/site:$PWD${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 export PYTEST_MLXVLM_CACHE=${PYTEST_MLXVLM_CACHE:-/root/cache}
@@ -37,10 +38,10 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
   sensitivity)
     # --quick's resolutions and output length; levels take turns; resumable (see the script)
     python3 benchmarks/sensitivity.py --model "$1" --levels "$2" --sessions "$3" --interleave \
-      --time-limit "${4:-400}" --resolutions 224x224,448x448,768x768,1024x1024 \
-      --max-tokens 64 --workdir /root/sens | grep -v '^\(|\|$\|Average\|Aggregate\|synthetic\)' \
+      --time-limit "${4:-400}" --baseline-sessions "${5:-5}" \
+      --resolutions 224x224,448x448,768x768,1024x1024 --max-tokens 64 --workdir "${6:-/root/sens}" | grep -v '^\(|\|$\|Average\|Aggregate\|synthetic\)' \
       | tee -a "$OUT/sensitivity.txt"
-    mkdir -p "$OUT/sens" && cp /root/sens/*.json "$OUT/sens/" ;;
+    tar czf "$OUT/sensitivity-sessions.tgz" -C "${6:-/root/sens}" . ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 find "$OUT" -name '.*.lock' -delete

@@ -6,7 +6,8 @@ Two kinds of extra work, both kept in the graph (added times zero) so MLX cannot
   (hidden x N) matrix: hidden x N multiply-adds and the reads of that matrix per token.
   Suits tiny models whose decode is dominated by the LM head.
 - ``mlp:F``: the first F x layers decoder layers run their MLP twice: the same kind of work
-  the model already does (weight reads and kernel launches), for realistic models.
+  the model already does (weight reads and kernel launches), for realistic models. F above 1
+  wraps around (``mlp:2``: every layer runs its MLP three times).
 
 ``SlowdownInjector(level)`` is a pytest plugin applying it after each model load;
 ``inject(model, level)`` applies it directly and returns a function that undoes it.
@@ -64,19 +65,25 @@ def inject(model: Any, level: str) -> Any:
     if kind == "mlp":
         layers = inner_model.layers
         count = round(float(amount) * len(layers))
-        originals = [layer.mlp for layer in layers[:count]]
+        # mlp:F with F > 1 wraps around: mlp:2 runs every layer's MLP three times.
+        extra = [count // len(layers) + (i < count % len(layers)) for i in range(len(layers))]
+        originals = [layer.mlp for layer in layers]
 
-        class TwiceMLP(nn.Module):
-            def __init__(self, inner: Any) -> None:
+        class ExtraMLP(nn.Module):
+            def __init__(self, inner: Any, times: int) -> None:
                 super().__init__()
                 self.inner = inner
+                self.times = times
 
             def __call__(self, x: Any) -> Any:
                 y = self.inner(x)
-                return y + 0 * self.inner(x * 0.5)
+                for k in range(self.times):
+                    y = y + 0 * self.inner(x * (0.5 + 0.125 * k))
+                return y
 
-        for layer, mlp in zip(layers, originals):
-            layer.mlp = TwiceMLP(mlp)
+        for layer, mlp, times in zip(layers, originals, extra):
+            if times:
+                layer.mlp = ExtraMLP(mlp, times)
 
         def undo() -> None:
             for layer, mlp in zip(layers, originals):

@@ -80,6 +80,7 @@ class MetricComparison:
     sessions: int = 1  # sessions behind the baseline
     drift: float | None = None  # session-to-session spread of the baseline (log sd)
     allowed: float = 0.0  # the change the baseline's own drift allows (prediction interval)
+    drift_alpha: float | None = None  # the level of the drift allowance (family-wise share)
 
     @property
     def worse_by(self) -> float:
@@ -144,6 +145,15 @@ def detectable_regression(
     return max(tolerance, effect)
 
 
+def per_comparison_alpha(alpha: float, comparisons: int) -> float:
+    """The level of each of a session's drift allowances, so that a session of unchanged code
+    fails on drift with chance at most ``alpha`` (Bonferroni over its ``comparisons``).
+
+    A regression needs the drift allowance exceeded *and* the other conditions, so bounding
+    the chance of the first bounds the session's false alarms."""
+    return alpha / max(1, comparisons)
+
+
 def drift_allowance(session_medians: Sequence[float], alpha: float, higher: bool) -> tuple[float | None, float]:
     """How far one new session's median may fall from the baseline sessions by drift alone.
 
@@ -168,14 +178,17 @@ def compare_metric(
     tolerance: float,
     alpha: float = DEFAULT_ALPHA,
     reference: bool = False,
+    drift_alpha: float | None = None,
 ) -> MetricComparison:
     """Compare one metric's samples against the baseline's.
 
     ``base`` is a list of samples, or a list of sessions' samples. Regressed: worse by more
     than the tolerance and than the baseline sessions' own drift allows (a prediction
-    interval over their medians), and, unless the baseline is a single published reference
-    figure, significant (one-sided Mann-Whitney p < ``alpha`` against all baseline samples).
+    interval over their medians at ``drift_alpha``, default ``alpha``), and, unless the
+    baseline is a single published reference figure, significant (one-sided Mann-Whitney
+    p < ``alpha`` against all baseline samples).
     """
+    drift_alpha = alpha if drift_alpha is None else drift_alpha
     sessions = [list(g) for g in base] if base and isinstance(base[0], (list, tuple)) else [list(base)]
     pooled = [v for g in sessions for v in g]
     session_medians = [float(median(g)) for g in sessions]
@@ -184,7 +197,7 @@ def compare_metric(
     c_med = float(median(cur))
     change = _relative_change(b_med, c_med)
     worse_by = -change if higher else change
-    drift, allowed = (None, 0.0) if reference else drift_allowance(session_medians, alpha, higher)
+    drift, allowed = (None, 0.0) if reference else drift_allowance(session_medians, drift_alpha, higher)
     limit = max(tolerance, allowed)
     if reference:
         p_worse = p_better = None
@@ -216,6 +229,7 @@ def compare_metric(
         sessions=len(sessions),
         drift=drift,
         allowed=allowed,
+        drift_alpha=drift_alpha if drift is not None else None,
     )
 
 

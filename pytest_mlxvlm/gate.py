@@ -31,6 +31,7 @@ def evaluate(
     alpha: float,
     libraries: dict[str, Any],
     reference: dict[str, Any] | None = None,
+    drift_alpha: float | None = None,
 ) -> CaseComparison:
     """Compare a case's samples with its stored baseline (None: a new case)."""
     if stored is None:
@@ -57,7 +58,7 @@ def evaluate(
                 note="token counts changed: the work itself changed, speed is not compared",
             )
         metrics = [
-            compare_metric(m, stored.sessions[m], current[m], tol, alpha)
+            compare_metric(m, stored.sessions[m], current[m], tol, alpha, drift_alpha=drift_alpha)
             for m, tol in tolerances.items()
             if m in stored.sessions and m in current
         ]
@@ -79,6 +80,7 @@ def check(
     libraries: dict[str, Any],
     reference: dict[str, Any] | None = None,
     remeasure: Callable[[], list[Sample]] | None = None,
+    drift_alpha: float | None = None,
 ) -> CaseComparison:
     """Evaluate a case; a regression is measured again once and kept only if confirmed.
 
@@ -86,7 +88,8 @@ def check(
     against the baseline, and the second measurement alone is also worse than tolerance.
     The second measurement's samples are added to ``result``.
     """
-    kw = dict(tolerances=tolerances, alpha=alpha, libraries=libraries, reference=reference)
+    kw = dict(tolerances=tolerances, alpha=alpha, libraries=libraries, reference=reference,
+              drift_alpha=drift_alpha)
     first = evaluate(key, _samples(result.samples), result.workload, stored, **kw)
     if first.status != "regressed" or remeasure is None or reference:
         return first
@@ -133,8 +136,9 @@ def describe_metric(m: Any) -> str:
     )
     change = "n/a" if math.isinf(m.change) else f"{m.change * 100:+.1f}%"
     if m.drift is not None:
+        level = f" at level {m.drift_alpha:.2g}" if m.drift_alpha is not None else ""
         allowance = (f"tolerance {m.tolerance * 100:.0f}%, drift over {m.sessions} baseline "
-                     f"sessions allows {m.allowed * 100:.0f}%")
+                     f"sessions allows {m.allowed * 100:.0f}%{level}")
     else:
         allowance = f"tolerance {m.tolerance * 100:.0f}%"
     return (

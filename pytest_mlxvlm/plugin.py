@@ -126,7 +126,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 "defaults: end_to_end_tps=10 generation_tps=10 ttft_s=15 peak_memory=5",
                 ini_type="linelist", action="append", default=None, metavar="METRIC=PCT")
     gate_option("--mlx-alpha", "mlx_alpha",
-                "significance level of the one-sided Mann-Whitney test (default 0.05)",
+                "significance level of the gate (default 0.05): each metric's Mann-Whitney test "
+                "is judged at P, and the baseline's drift allowance at P / (measured tests x "
+                "gated metrics), so a session of unchanged code fails on drift with chance <= P",
                 default=None, metavar="P")
     gate.addoption("--mlx-no-confirm", dest="mlx_no_confirm", action="store_true", default=False,
                    help="fail on the first measurement instead of measuring a regressed case again")
@@ -412,6 +414,13 @@ class BenchSession:
     _weight_bytes: dict[str, tuple[int, int]] = field(default_factory=dict)
     update_messages: list[str] = field(default_factory=list)
     gate_counts: dict[str, int] = field(default_factory=dict)
+
+    def drift_alpha(self, tolerances: dict[str, float]) -> float:
+        """The level of one metric's drift allowance: ``--mlx-alpha`` is the chance that a
+        session of unchanged code fails on drift, split over its measured tests x gated metrics."""
+        from .compare import per_comparison_alpha
+
+        return per_comparison_alpha(self.settings.alpha, max(1, self.measured_total) * len(tolerances))
 
     @property
     def bandwidth_gbps(self) -> float | None:
@@ -725,6 +734,7 @@ class MlxBench:
             stored,
             tolerances=settings.tolerances,
             alpha=settings.alpha,
+            drift_alpha=bench.drift_alpha(settings.tolerances),
             libraries=bench.libraries,
             reference=reference,
             remeasure=remeasure if settings.confirm and not settings.update else None,

@@ -81,6 +81,22 @@ def test_session_drift_widens_the_allowance():
     assert compare_metric("end_to_end_tps", [BASE], drop, 0.10).verdict == "regressed"
 
 
+def test_drift_allowance_is_a_family_wise_share():
+    from pytest_mlxvlm.compare import per_comparison_alpha
+
+    assert per_comparison_alpha(0.05, 16) == pytest.approx(0.003125)
+    assert per_comparison_alpha(0.05, 0) == 0.05
+    sessions = [[v * f for v in BASE] for f in (1.0, 0.8, 1.05, 0.95, 1.1)]
+    drop = [v * 0.7 for v in BASE]  # 30% below the middle session
+    one = compare_metric("end_to_end_tps", sessions, drop, 0.10)
+    family = compare_metric("end_to_end_tps", sessions, drop, 0.10, drift_alpha=0.05 / 16)
+    assert one.verdict == "regressed" and one.drift_alpha == 0.05
+    # Judged as one of 16 comparisons, the same drift allows more: no false alarm from drift.
+    assert family.verdict == "ok" and family.allowed > one.allowed > 0.2
+    assert family.drift_alpha == pytest.approx(0.003125) and family.p_value < 0.05
+    assert compare_metric("end_to_end_tps", [BASE], drop, 0.10, drift_alpha=0.001).drift_alpha is None
+
+
 def test_reference_uses_tolerance_only():
     c = compare_metric("end_to_end_tps", [74.8], [40.0] * 5, 0.30, reference=True)
     assert c.verdict == "regressed" and c.p_value is None and c.detectable is None
