@@ -1,7 +1,7 @@
 """Does pinning the process to CPUs steady a launch-bound decode loop? Blocks of rounds, interleaved.
 
 One process, the model loaded once. Cycle after cycle, each CPU set takes a turn: every thread
-of the process is pinned to it (``pytest_mlxvlm.cpus.pin``, as ``--mlx-cpus`` does), one
+of the process is pinned to it (``sched_setaffinity`` on each thread; Linux only), one
 unmeasured generation, then ``--rounds`` measured ones (the plugin's runner) and a launch probe
 (tiny kernels, each evaluated). Drift over time hits every set alike, so the sets' spreads of
 block medians compare fairly. Writes one JSON line per block and prints, per set, the median
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -24,10 +25,52 @@ sys.path.insert(0, str(Path(__file__).parent))
 from drift_probe import launch_probe  # noqa: E402
 
 from pytest_mlxvlm import models  # noqa: E402
-from pytest_mlxvlm.cpus import allowed, format_cpu_list, pin, topology  # noqa: E402
 from pytest_mlxvlm.images import image_file  # noqa: E402
 from pytest_mlxvlm.runner import GenerationRequest, measure_generation  # noqa: E402
 from pytest_mlxvlm.settings import DEFAULT_PROMPT, parse_resolution  # noqa: E402
+
+
+def format_cpu_list(cpus: set[int] | frozenset[int]) -> str:
+    """The short form of a CPU set: ``{2, 3, 4, 8}`` -> ``"2-4,8"``."""
+    out: list[str] = []
+    for cpu in sorted(cpus):
+        if out and cpu == int(out[-1].rpartition("-")[2]) + 1:
+            out[-1] = f"{out[-1].partition('-')[0]}-{cpu}"
+        else:
+            out.append(str(cpu))
+    return ",".join(out)
+
+
+def allowed() -> frozenset[int]:
+    """The CPUs this process may run on now."""
+    if not hasattr(os, "sched_getaffinity"):
+        return frozenset(range(os.cpu_count() or 1))
+    return frozenset(os.sched_getaffinity(0))
+
+
+def pin(cpus: frozenset[int]) -> None:
+    """Run every thread of this process (and the threads it starts later) on ``cpus`` only."""
+    tasks = Path("/proc/self/task")
+    threads = [int(t) for t in os.listdir(tasks)] if tasks.is_dir() else [0]
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
+def topology(cpus: frozenset[int] | None = None) -> dict[int, tuple[int, int]]:
+    """CPU -> (package, core) from sysfs; CPUs sharing a core are hyperthread siblings."""
+    out: dict[int, tuple[int, int]] = {}
+    for cpu in sorted(allowed() if cpus is None else cpus):
+        base = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = int((base / "physical_package_id").read_text())
+            core = int((base / "core_id").read_text())
+        except (OSError, ValueError):
+            package, core = 0, cpu
+        out[cpu] = (package, core)
+    return out
 
 
 def cpu_sets() -> dict[str, frozenset[int]]:
