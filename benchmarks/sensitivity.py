@@ -150,10 +150,14 @@ def main() -> None:
 
     rows = [(level, summary) for level in levels if (summary := summarize(work, level))]
     # Slowdowns are measured against the unchanged sessions (level 0) when they ran, else
-    # against the last baseline session.
+    # against the median of the baseline sessions' medians.
+    baseline_medians: dict[tuple[str, str], list[float]] = {}
+    for path in work.glob("baseline-*.json"):
+        for r in json.loads(path.read_text())["results"]:
+            for m in ("end_to_end_tps", "generation_tps"):
+                baseline_medians.setdefault((r["case_key"], m), []).append(r["summary"][m]["median"])
     reference = next((r[1]["per_case"] for r in rows if r[0] == "0"), None) or {
-        (r["case_key"], m): r["summary"][m]["median"]
-        for r in base["doc"]["results"] for m in ("end_to_end_tps", "generation_tps")}
+        key: statistics.median(v) for key, v in baseline_medians.items()}
 
     def slower(per_case: dict[tuple[str, str], float], metric: str) -> str:
         return ", ".join(f"{key[0].rpartition('[')[2].rstrip(']')} {(1 - v / reference[key]) * 100:.1f}%"
