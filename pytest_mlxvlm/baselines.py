@@ -30,6 +30,7 @@ class BaselineCase:
     sessions: dict[str, list[list[float]]]  # metric -> one list of samples per session
     libraries: dict[str, Any] = field(default_factory=dict)
     workload: dict[str, Any] = field(default_factory=dict)
+    recorded: list[str] = field(default_factory=list)  # when each session ran (UTC, ISO 8601)
 
     @property
     def metrics(self) -> dict[str, list[float]]:
@@ -50,7 +51,10 @@ class BaselineCase:
         """This case with another session's samples appended (keeping the last sessions)."""
         merged = {name: (self.sessions.get(name, []) + groups)[-MAX_SESSIONS:]
                   for name, groups in other.sessions.items()}
-        return BaselineCase(other.test, other.resolution, merged, other.libraries, other.workload)
+        known = len(self.recorded) == self.n_sessions  # files written before dates were kept
+        recorded = (self.recorded + other.recorded)[-MAX_SESSIONS:] if known else []
+        return BaselineCase(other.test, other.resolution, merged, other.libraries, other.workload,
+                            recorded)
 
 
 @dataclass
@@ -85,6 +89,7 @@ class BaselineFile:
                 "libraries": dict(sorted(case.libraries.items())),
                 "workload": dict(sorted(case.workload.items())),
                 "sessions": case.n_sessions,
+                **({"recorded": case.recorded} if case.recorded else {}),
                 "metrics": {
                     name: {
                         "median": _round(case.median(name)),
@@ -167,12 +172,18 @@ def read(path: Path, *, expect_chip: str | None = None) -> BaselineFile:
             metrics[name] = [[float(v) for v in group] for group in groups]
         if not metrics:
             raise _fail(path, f"{where} has no metrics")
+        recorded = raw.get("recorded")
+        sessions = max(len(groups) for groups in metrics.values())
+        if not (isinstance(recorded, list) and len(recorded) == sessions
+                and all(isinstance(r, str) for r in recorded)):
+            recorded = []  # informational only: a missing or odd list is not an error
         cases[key] = BaselineCase(
             test=str(raw.get("test", key)),
             resolution=str(raw.get("resolution", "")),
             sessions=metrics,
             libraries=dict(raw.get("libraries") or {}),
             workload=dict(raw.get("workload") or {}),
+            recorded=recorded,
         )
     return BaselineFile(
         path=path,
@@ -186,13 +197,42 @@ def read(path: Path, *, expect_chip: str | None = None) -> BaselineFile:
 
 
 def case_from_result(result: CaseResult, libraries: dict[str, Any]) -> BaselineCase:
+    from datetime import datetime, timezone
+
     return BaselineCase(
         test=result.test_name,
         resolution=result.resolution,
         sessions={name: [result.values(name)] for name in METRICS},
         libraries=libraries,
         workload=dict(result.workload),
+        recorded=[datetime.now(timezone.utc).isoformat(timespec="seconds")],
     )
+
+
+BURST_SECONDS = 3600.0  # baseline sessions closer together than this saw little of the drift
+
+
+def burst_note(stored: BaselineFile) -> str | None:
+    """A note when all sessions of a measured baseline were recorded within an hour.
+
+    Their spread is then the drift of minutes, not of hours and days (other load, thermal
+    state, reboots), and the gate's drift allowance is narrower than the machine's drift."""
+    from datetime import datetime
+
+    dated = [c for c in stored.cases.values() if c.n_sessions >= 2 and c.recorded]
+    if stored.kind != "measured" or not dated:
+        return None
+    case = max(dated, key=lambda c: c.n_sessions)
+    try:
+        times = [datetime.fromisoformat(r) for r in case.recorded]
+        span = (max(times) - min(times)).total_seconds()
+    except (ValueError, TypeError):
+        return None
+    if span >= BURST_SECONDS:
+        return None
+    return (f"the {case.n_sessions} baseline sessions in {stored.path} were recorded within "
+            f"{max(1, round(span / 60))} min: the drift allowance knows only this short a spread; "
+            "add sessions at other times (--mlx-update-baselines=add, e.g. nightly)")
 
 
 @contextmanager

@@ -1070,7 +1070,7 @@ class MlxReporter:
 
     def _finish_baselines(self, exitstatus: int) -> None:
         """Count the verdicts, list unused baselines, and write updates from a passed session."""
-        from .baselines import BaselineError, case_from_result, update
+        from .baselines import BaselineError, burst_note, case_from_result, update
         from .report import by_model, gate_counts
 
         bench = self.bench
@@ -1087,6 +1087,9 @@ class MlxReporter:
                 unused = sorted(set(stored.cases) - keys)
                 if unused:
                     bench.unused[spec] = unused
+                note = burst_note(stored) if not settings.update else None
+                if note:
+                    bench.update_messages.append(f"{spec}: {note}")
         written = 0
         if settings.update:
             if exitstatus != 0:

@@ -179,6 +179,7 @@ def test_baselines_of_several_sessions_allow_for_drift(fake, monkeypatch):
     case = doc["cases"]["pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]"]
     assert case["sessions"] == 4
     assert [len(g) for g in case["metrics"]["end_to_end_tps"]["samples"]] == [5, 5, 5, 5]
+    assert len(case["recorded"]) == 4 and case["recorded"][0].endswith("+00:00")
     # 20% slower than the baseline's middle is within the drift these sessions showed ...
     monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "1.25")
     result = fake.runpytest(*RUN, *TWO, "--mlx-json", "o.json")
@@ -188,6 +189,9 @@ def test_baselines_of_several_sessions_allow_for_drift(fake, monkeypatch):
     assert speed["sessions"] == 4 and speed["allowed"] > 0.2
     # the allowance is a family-wise share: 0.05 over 2 measured tests x 4 gated metrics
     assert speed["drift_alpha"] == pytest.approx(0.05 / 8)
+    # all four sessions ran within a minute: the gate says the allowance saw only that
+    result.stdout.fnmatch_lines(["*fake:a: the 4 baseline sessions in *fake-a.json were recorded "
+                                 "within 1 min*--mlx-update-baselines=add*"])
     # ... four times as slow is not (four sessions that drift this much, judged at the
     # session's family-wise level 0.05 / (2 tests x 4 metrics), allow about 60%)
     monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "4.0")
@@ -333,3 +337,31 @@ def test_two_sessions_updating_at_once(fake):
         assert p.returncode == 0, out
     cases = json.loads((fake.path / FILE).read_text())["cases"]
     assert len(cases) == 3
+
+
+def test_session_dates_are_kept_in_step_with_the_sessions(tmp_path):
+    path = tmp_path / "chip" / "m.json"
+
+    def case(day: int, samples: list[float]) -> baselines.BaselineCase:
+        return baselines.BaselineCase("t", "224x224", {"end_to_end_tps": [samples]},
+                                      recorded=[f"2026-11-{day:02d}T02:00:00+00:00"])
+
+    baselines.update(path, model="m", chip="chip", machine={}, cases={"k": case(1, [10.0])})
+    assert baselines.burst_note(baselines.read(path)) is None  # one session: nothing to say
+    baselines.update(path, model="m", chip="chip", machine={}, cases={"k": case(1, [11.0])},
+                     mode="add")
+    note = baselines.burst_note(baselines.read(path))
+    assert note and "2 baseline sessions" in note and "within 1 min" in note
+    for day in range(2, 12):  # nightly: 12 sessions, the last 10 kept with their dates
+        baselines.update(path, model="m", chip="chip", machine={}, cases={"k": case(day, [12.0])},
+                         mode="add")
+    stored = baselines.read(path).cases["k"]
+    assert stored.n_sessions == 10 and stored.recorded[0].startswith("2026-11-02")
+    assert baselines.burst_note(baselines.read(path)) is None
+    # A file from before dates were kept: read as it is, no note, and no dates invented
+    doc = json.loads(path.read_text())
+    del doc["cases"]["k"]["recorded"]
+    path.write_text(json.dumps(doc))
+    old = baselines.read(path)
+    assert old.cases["k"].recorded == [] and baselines.burst_note(old) is None
+    assert old.cases["k"].added(case(20, [13.0])).recorded == []
