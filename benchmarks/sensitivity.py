@@ -55,13 +55,14 @@ def session(args: list[str], cache: ModelCache, json_path: Path) -> dict[str, An
     return {"exit": int(code), "doc": doc, "seconds": time.perf_counter() - start}
 
 
-def level_file(work: Path, level: str, i: int) -> Path:
+def level_file(work: Path, level: str, i: int | str) -> Path:
+    """A level's session report (``i`` may be ``*``, a glob of all of them)."""
     return work / f"level{level.replace(':', '-')}-{i}.json"
 
 
 def summarize(work: Path, level: str) -> dict[str, Any] | None:
     """What the finished sessions of one level (their JSON files) show."""
-    docs = [json.loads(p.read_text()) for p in sorted(work.glob(f"level{level.replace(':', '-')}-*.json"))]
+    docs = [json.loads(p.read_text()) for p in sorted(work.glob(level_file(work, level, "*").name))]
     if not docs:
         return None
     failed = regressed = 0

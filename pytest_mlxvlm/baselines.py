@@ -172,19 +172,19 @@ def read(path: Path, *, expect_chip: str | None = None) -> BaselineFile:
             metrics[name] = [[float(v) for v in group] for group in groups]
         if not metrics:
             raise _fail(path, f"{where} has no metrics")
-        recorded = raw.get("recorded")
-        sessions = max(len(groups) for groups in metrics.values())
-        if not (isinstance(recorded, list) and len(recorded) == sessions
-                and all(isinstance(r, str) for r in recorded)):
-            recorded = []  # informational only: a missing or odd list is not an error
-        cases[key] = BaselineCase(
+        case = BaselineCase(
             test=str(raw.get("test", key)),
             resolution=str(raw.get("resolution", "")),
             sessions=metrics,
             libraries=dict(raw.get("libraries") or {}),
             workload=dict(raw.get("workload") or {}),
-            recorded=recorded,
         )
+        recorded = raw.get("recorded")
+        # informational only: a missing or odd list is not an error, it is left out
+        if (isinstance(recorded, list) and len(recorded) == case.n_sessions
+                and all(isinstance(r, str) for r in recorded)):
+            case.recorded = list(recorded)
+        cases[key] = case
     return BaselineFile(
         path=path,
         model=str(doc["model"]),

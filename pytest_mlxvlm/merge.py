@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .report import model_section
+from .report import by_model, model_section
 from .runner import CaseResult
 
 SCHEMA = "pytest-mlxvlm-merged/1"
@@ -82,10 +82,7 @@ def markdown(reports: Sequence[Report]) -> str:
                   f"{machine.get('chip', chip)}, {machine.get('backend', '?')}, "
                   f"mlx {machine.get('mlx', '?')}, mlx-vlm {machine.get('mlx_vlm', '?')}", ""]
         for rep in reps:
-            models: dict[str, list[CaseResult]] = {}
-            for r in rep.results:
-                models.setdefault(r.model, []).append(r)
-            for model, cases in models.items():
+            for model, cases in by_model(rep.results).items():
                 lines += [f"### {model} (`{rep.path.name}`)", ""]
                 lines += model_section(model, cases, rep.load_times.get(model))
                 lines.append("")

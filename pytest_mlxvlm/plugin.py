@@ -412,7 +412,7 @@ class BenchSession:
     finished: int = 0
     started: float = 0.0
     _weight_bytes: dict[str, tuple[int, int]] = field(default_factory=dict)
-    update_messages: list[str] = field(default_factory=list)
+    baseline_messages: list[str] = field(default_factory=list)
     gate_counts: dict[str, int] = field(default_factory=dict)
 
     def drift_alpha(self, tolerances: dict[str, float]) -> float:
@@ -1025,7 +1025,7 @@ class MlxReporter:
             for model, keys in bench.unused.items():
                 for key in keys:
                     tr.write_line(f"unused baseline: {key} ({model}, {bench.baseline_path(model)})")
-            for line in bench.update_messages:
+            for line in bench.baseline_messages:
                 tr.write_line(line)
         for path in self._written:
             tr.write_sep("-", f"mlxvlm: report written to {path}")
@@ -1089,11 +1089,11 @@ class MlxReporter:
                     bench.unused[spec] = unused
                 note = burst_note(stored) if not settings.update else None
                 if note:
-                    bench.update_messages.append(f"{spec}: {note}")
+                    bench.baseline_messages.append(f"{spec}: {note}")
         written = 0
         if settings.update:
             if exitstatus != 0:
-                bench.update_messages.append(
+                bench.baseline_messages.append(
                     f"baselines not updated: the session did not pass (exit status {exitstatus}); "
                     "nothing was written"
                 )
@@ -1107,10 +1107,10 @@ class MlxReporter:
                                       machine=bench.machine, cases=passed,
                                       mode=settings.update)
                     except BaselineError as exc:
-                        bench.update_messages.append(f"baselines not updated: {exc}")
+                        bench.baseline_messages.append(f"baselines not updated: {exc}")
                         continue
                     written += len(keys)
-                    bench.update_messages.append(
+                    bench.baseline_messages.append(
                         f"{len(keys)} baseline case(s) written to {path}"
                         if keys else f"no baseline case written to {path} (all exist)"
                     )

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .compare import DEFAULT_TOLERANCES
+from .report import atomic_write_text
 from .runner import METRICS
 
 MIN_POINTS = 6
@@ -159,8 +160,8 @@ def report(records: Sequence[dict[str, Any]], out: Path,
         plot(group, out / name, f"{model} {case} on {chip}")
         lines.append(f"![{model} {case} on {chip}]({name})")
     markdown = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(markdown)
-    body = "".join(f"<pre>{html.escape(markdown)}</pre>")
+    atomic_write_text(out / "report.md", markdown)
     images = "".join(f'<img src="plot-{i:03d}.png" alt="plot">' for i in range(len(groups)))
-    (out / "report.html").write_text(f"<!doctype html><meta charset=utf-8><title>pytest-mlxvlm</title>{body}{images}")
+    atomic_write_text(out / "report.html", "<!doctype html><meta charset=utf-8><title>pytest-mlxvlm"
+                      f"</title><pre>{html.escape(markdown)}</pre>{images}")
     return markdown, regressions
