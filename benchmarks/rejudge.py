@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlxvlm.baselines import BaselineCase, case_from_result
-from pytest_mlxvlm.compare import DEFAULT_TOLERANCES, per_comparison_alpha
+from pytest_mlxvlm.compare import DEFAULT_TOLERANCES
+from pytest_mlxvlm.stats import per_comparison_alpha
 from pytest_mlxvlm.gate import evaluate
-from pytest_mlxvlm.runner import METRICS, CaseResult
+from pytest_mlxvlm.results import METRICS, CaseResult
 
 
 def _by_number(paths: Any) -> list[Path]:

@@ -1,3 +1,1 @@
-"""pytest-mlxvlm: vision-language-model inference speed on MLX, measured and gated in pytest."""
-
-__version__ = "0.1.0"
+"""pytest-mlxvlm: VLM inference benchmarks on MLX as a pytest plugin."""

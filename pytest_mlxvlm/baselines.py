@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from .report import atomic_write_text
-from .runner import METRICS, CaseResult
-
-SCHEMA_VERSION = 1
+from .files import atomic_write_text, locked
+from .results import BASELINE_SCHEMA, METRICS, CaseResult
 KINDS = ("measured", "reference")
 MAX_SESSIONS = 10  # sessions kept per case by --mlx-update-baselines=add
 
@@ -72,7 +69,7 @@ class BaselineFile:
     def to_json(self) -> str:
         """Stable, reviewable JSON: fixed key order, cases sorted by key."""
         doc: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": BASELINE_SCHEMA,
             "kind": self.kind,
             "model": self.model,
             "chip": self.chip,
@@ -135,8 +132,8 @@ def read(path: Path, *, expect_chip: str | None = None) -> BaselineFile:
     if not isinstance(doc, dict):
         raise _fail(path, "the top level is not an object")
     version = doc.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise _fail(path, f"unknown schema_version {version!r} (this plugin reads {SCHEMA_VERSION})")
+    if version != BASELINE_SCHEMA:
+        raise _fail(path, f"unknown schema_version {version!r} (this plugin reads {BASELINE_SCHEMA})")
     for key in ("model", "chip", "cases"):
         if key not in doc:
             raise _fail(path, f"missing {key!r}")
@@ -233,16 +230,6 @@ def burst_note(stored: BaselineFile) -> str | None:
     return (f"the {case.n_sessions} baseline sessions in {stored.path} were recorded within "
             f"{max(1, round(span / 60))} min: the drift allowance knows only this short a spread; "
             "add sessions at other times (--mlx-update-baselines=add, e.g. nightly)")
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside ``path`` so that concurrent updates do not lose writes."""
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.parent / f".{path.name}.lock"), timeout=120):
-        yield
 
 
 def update(

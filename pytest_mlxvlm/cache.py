@@ -11,11 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-import numpy as np
-
-from .runner import GenerationRequest, Sample, from_fields, measure_generation
-
-OUTCOMES = ("HIT", "PARTIAL", "MISS")
+from .results import OUTCOMES, GenerationRequest, Sample, StepResult
+from .runner import measure_generation
 # Max |difference| of first-token log-probabilities vs a cold run of the same input. GPU
 # kernels are not bit-reproducible (two cold bf16 runs can part ways after a few tokens at
 # a near-tie), so correctness is judged on the first token's whole distribution, which
@@ -188,10 +185,9 @@ def builtin_engines() -> dict[str, Callable[[], CacheEngine]]:
 
 @dataclass
 class Expectation:
-    """What a step should give: an outcome, and for PARTIAL optionally a minimum of reused tokens."""
+    """What a step should give: HIT, PARTIAL or MISS."""
 
     outcome: str
-    min_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -199,58 +195,6 @@ class Expectation:
 
     def __str__(self) -> str:
         return self.outcome
-
-
-@dataclass
-class StepResult:
-    """One step: what was expected, what the engine did, and the evidence."""
-
-    step: str
-    description: str
-    expected: str
-    outcome: str = "ERROR"
-    cached_tokens: int = 0
-    prompt_tokens: int = 0
-    ttft_s: float = 0.0
-    cold_ttft_s: float = 0.0
-    correct: bool | None = None  # output equal to a cold run of the same input
-    difference: str = ""
-    error: str = ""
-    passed: bool = False
-
-    @property
-    def speedup(self) -> float:
-        return self.cold_ttft_s / self.ttft_s if self.ttft_s else 0.0
-
-    @property
-    def actual(self) -> str:
-        if self.error:
-            return "ERROR"
-        return f"PARTIAL ({self.cached_tokens})" if self.outcome == "PARTIAL" else self.outcome
-
-    def message(self) -> str:
-        """Why the step failed, naming the step, the expected and actual outcome and the evidence."""
-        if self.error:
-            return f"step {self.step!r} ({self.description}): {self.error}"
-        parts = [f"step {self.step!r} ({self.description}): expected {self.expected}, got {self.actual}"
-                 f" - engine reported {self.cached_tokens} of {self.prompt_tokens} prompt tokens cached,"
-                 f" TTFT {self.ttft_s * 1000:.1f} ms vs {self.cold_ttft_s * 1000:.1f} ms cold"]
-        if self.correct is False:
-            parts.append(f"WRONG OUTPUT: differs from a cold run of the same input ({self.difference})")
-        return "; ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step, "description": self.description, "expected": self.expected,
-            "actual": self.actual, "outcome": self.outcome, "cached_tokens": self.cached_tokens,
-            "prompt_tokens": self.prompt_tokens, "ttft_s": self.ttft_s,
-            "cold_ttft_s": self.cold_ttft_s, "speedup": self.speedup, "correct": self.correct,
-            "difference": self.difference, "error": self.error, "passed": self.passed,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StepResult:
-        return from_fields(cls, data)
 
 
 def classify(cached: int, prompt: int, slack: int) -> str:
@@ -265,6 +209,8 @@ def classify(cached: int, prompt: int, slack: int) -> str:
 def compare_outputs(cached: Sample, cold: Sample) -> tuple[bool, str]:
     """The same first-token distribution as a cold run (greedy tokens where none is kept)."""
     if cached.first_logprobs is not None and cold.first_logprobs is not None:
+        import numpy as np
+
         diff = float(np.max(np.abs(cached.first_logprobs - cold.first_logprobs)))
         if not diff <= LOGPROB_TOLERANCE:
             same = cached.token_ids == cold.token_ids
@@ -282,8 +228,7 @@ def judge(result: StepResult, expect: Expectation | str) -> bool:
     """Hold a step to an expected outcome (and the cold run's output); sets ``passed``."""
     expected = expect if isinstance(expect, Expectation) else Expectation(expect)
     result.expected = str(expected)
-    matches = not result.error and result.outcome == expected.outcome and (
-        expected.outcome != "PARTIAL" or result.cached_tokens >= expected.min_tokens)
+    matches = not result.error and result.outcome == expected.outcome
     result.passed = matches and result.correct is not False
     return result.passed
 

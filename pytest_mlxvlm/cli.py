@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import baselines
+from .compare import ToleranceError, compare_metric, merge_tolerances, parse_tolerances, token_differences
+from .files import atomic_write_text, locked, write_json
+from .history import read
+from .merge import MergeError, load, markdown, merged_document
 from .machine import slug
 from .models import model_slug
+from .results import METRICS
+from .trends import report
 
 SUITE_KEY = "pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[{}]"
 DEFAULT_REFERENCE_TOLERANCE = 0.30
@@ -102,18 +108,16 @@ def from_vllm_mlx_bench(doc: dict[str, Any], directory: Path, *, chip: str, memo
 
 def write(files: Sequence[baselines.BaselineFile], force: bool) -> None:
     for f in files:
-        with baselines.locked(f.path):
+        with locked(f.path):
             if f.path.exists() and not force:
                 raise ImportError_(f"{f.path} exists; pass --force to replace it")
-            baselines.atomic_write_text(f.path, f.to_json())
+            atomic_write_text(f.path, f.to_json())
         print(f"wrote {f.path} ({len(f.cases)} cases, reference for {f.chip})")
 
 
 def compare_reports(before: dict[str, Any], after: dict[str, Any], tolerances: dict[str, float],
                     alpha: float) -> tuple[list[str], int]:
     """Lines of a Markdown table comparing two --mlx-json reports, and how many regressed."""
-    from .compare import compare_metric, token_differences
-    from .runner import METRICS
 
     def cases(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, list[float]]]:
         return {(r["model"], r.get("case_key") or r["resolution"]):
@@ -196,7 +200,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import ToleranceError, merge_tolerances, parse_tolerances
 
     try:
         before, after = (json.loads(p.read_text()) for p in (args.before, args.after))
@@ -218,8 +221,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .history import read
-    from .trends import report
 
     try:
         history = read(args.history)
@@ -236,8 +237,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .merge import MergeError, load, markdown, merged_document
-    from .report import atomic_write_text, write_json
 
     try:
         reports = [load(path) for path in args.reports]

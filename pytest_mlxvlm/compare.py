@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from statistics import median
 from typing import Any, Sequence
 
-import numpy as np
-from scipy import stats as sps
-
-from .runner import METRICS
+from .results import EXACT_METRICS, METRICS, MetricComparison
+from .stats import detectable_regression, drift_allowance, p_shift, relative_noise
 
 # Relative tolerances; the metrics listed here are gated by default.
 DEFAULT_TOLERANCES: dict[str, float] = {
@@ -20,8 +17,6 @@ DEFAULT_TOLERANCES: dict[str, float] = {
     "peak_memory": 0.05,
 }
 DEFAULT_ALPHA = 0.05
-POWER = 0.8
-EXACT_METRICS = tuple(name for name, m in METRICS.items() if m.better == "exact")
 WORKLOAD_KEYS = ("prompt", "max_tokens", "image")
 
 
@@ -63,112 +58,8 @@ def merge_tolerances(*layers: dict[str, float | None]) -> dict[str, float]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
-@dataclass
-class MetricComparison:
-    """One metric of one case against its baseline."""
-
-    metric: str
-    baseline: float
-    current: float
-    change: float  # (current - baseline) / baseline, signed
-    tolerance: float
-    p_value: float | None
-    verdict: str  # "ok", "regressed", "improved"
-    n_baseline: int
-    n_current: int
-    detectable: float | None  # smallest regression these sample sizes and spread can detect
-    sessions: int = 1  # sessions behind the baseline
-    drift: float | None = None  # session-to-session spread of the baseline (log sd)
-    allowed: float = 0.0  # the change the baseline's own drift allows (prediction interval)
-    drift_alpha: float | None = None  # the level of the drift allowance (family-wise share)
-
-    @property
-    def worse_by(self) -> float:
-        """The change in the bad direction (positive = worse)."""
-        return -self.change if METRICS[self.metric].better == "higher" else self.change
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MetricComparison:
-        from .runner import from_fields
-
-        return from_fields(cls, data)
-
-
 def _relative_change(base: float, cur: float) -> float:
     return (cur - base) / base if base else (0.0 if cur == base else math.inf)
-
-
-def _p_shift(metric: str, base: Sequence[float], cur: Sequence[float], worse: bool) -> float:
-    """One-sided Mann-Whitney U: the chance of a shift this far (towards worse, or better)."""
-    higher = METRICS[metric].better == "higher"
-    lower_now = worse == higher  # worse for a higher-is-better metric means smaller values
-    if len(set(base)) == 1 and len(set(cur)) == 1:
-        # Deterministic metric: any difference is real.
-        moved = cur[0] < base[0] if lower_now else cur[0] > base[0]
-        return 0.0 if moved else 1.0
-    alternative = "less" if lower_now else "greater"
-    return float(sps.mannwhitneyu(cur, base, alternative=alternative).pvalue)
-
-
-def min_p_value(n_a: int, n_b: int) -> float:
-    """The smallest one-sided p-value an exact Mann-Whitney test can reach."""
-    return 1.0 / math.comb(n_a + n_b, n_a)
-
-
-def relative_noise(*sample_sets: Sequence[float]) -> float:
-    """Pooled robust relative spread: 1.4826 x MAD / median of each set, root-mean-squared."""
-    parts = []
-    for samples in sample_sets:
-        data = np.asarray(samples, dtype=float)
-        med = float(np.median(data))
-        if data.size > 1 and med:
-            mad = float(sps.median_abs_deviation(data, scale="normal"))
-            parts.append((mad / med) ** 2)
-    return math.sqrt(sum(parts) / len(parts)) if parts else 0.0
-
-
-def detectable_regression(
-    n_baseline: int, n_current: int, noise: float, tolerance: float, alpha: float
-) -> float | None:
-    """Smallest relative regression the gate catches with 80% power; None if none can be.
-
-    A shift-in-location approximation: (z(1-alpha) + z(power)) x noise x sqrt(1/n + 1/m),
-    scaled by sqrt(pi/3) for the Mann-Whitney test's efficiency, and never below the tolerance.
-    """
-    if min(n_baseline, n_current) < 1 or min_p_value(n_baseline, n_current) >= alpha:
-        return None
-    z = sps.norm.ppf(1 - alpha) + sps.norm.ppf(POWER)
-    effect = z * noise * math.sqrt(1 / n_baseline + 1 / n_current) * math.sqrt(math.pi / 3)
-    return max(tolerance, effect)
-
-
-def per_comparison_alpha(alpha: float, comparisons: int) -> float:
-    """The level of each of a session's drift allowances, so that a session of unchanged code
-    fails on drift with chance at most ``alpha`` (Bonferroni over its ``comparisons``).
-
-    A regression needs the drift allowance exceeded *and* the other conditions, so bounding
-    the chance of the first bounds the session's false alarms."""
-    return alpha / max(1, comparisons)
-
-
-def drift_allowance(session_medians: Sequence[float], alpha: float, higher: bool) -> tuple[float | None, float]:
-    """How far one new session's median may fall from the baseline sessions by drift alone.
-
-    A one-sided prediction interval on log medians: t(1-alpha, K-1) x sd x sqrt(1 + 1/K)
-    for K baseline sessions; returned as (sd of log medians, allowed relative change).
-    Needs K >= 2; with one session the drift is unknown and (None, 0.0) is returned.
-    """
-    k = len(session_medians)
-    if k < 2 or min(session_medians) <= 0:
-        return None, 0.0
-    logs = np.log(np.asarray(session_medians, dtype=float))
-    sd = float(logs.std(ddof=1))
-    bound = float(sps.t.ppf(1 - alpha, k - 1)) * sd * math.sqrt(1 + 1 / k)
-    allowed = 1 - math.exp(-bound) if higher else math.exp(bound) - 1
-    return sd, allowed
 
 
 def compare_metric(
@@ -203,7 +94,7 @@ def compare_metric(
         p_worse = p_better = None
         significant_worse = significant_better = True
     else:
-        p_worse, p_better = _p_shift(metric, pooled, cur, True), _p_shift(metric, pooled, cur, False)
+        p_worse, p_better = p_shift(pooled, cur, higher), p_shift(pooled, cur, not higher)
         significant_worse, significant_better = p_worse < alpha, p_better < alpha
     if worse_by > limit and significant_worse:
         verdict, p = "regressed", p_worse
@@ -231,48 +122,6 @@ def compare_metric(
         allowed=allowed,
         drift_alpha=drift_alpha if drift is not None else None,
     )
-
-
-@dataclass
-class CaseComparison:
-    """All metrics of one case against its baseline, and the verdict."""
-
-    key: str
-    status: str  # "pass", "regressed", "improved", "workload-changed", "not-comparable", "new"
-    metrics: list[MetricComparison] = field(default_factory=list)
-    workload_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    library_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-    confirmed: bool | None = None  # for a regression: did the re-measurement confirm it?
-    note: str = ""
-
-    @property
-    def regressed(self) -> list[MetricComparison]:
-        return [m for m in self.metrics if m.verdict == "regressed"]
-
-    @property
-    def improved(self) -> list[MetricComparison]:
-        return [m for m in self.metrics if m.verdict == "improved"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "status": self.status,
-            "confirmed": self.confirmed,
-            "note": self.note,
-            "workload_changes": {k: list(v) for k, v in self.workload_changes.items()},
-            "library_changes": {k: list(v) for k, v in self.library_changes.items()},
-            "metrics": [m.to_dict() for m in self.metrics],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CaseComparison:
-        return cls(
-            key=data["key"], status=data["status"], confirmed=data.get("confirmed"),
-            note=data.get("note", ""),
-            metrics=[MetricComparison.from_dict(m) for m in data.get("metrics", [])],
-            workload_changes={k: tuple(v) for k, v in data.get("workload_changes", {}).items()},
-            library_changes={k: tuple(v) for k, v in data.get("library_changes", {}).items()},
-        )
 
 
 def workload_differences(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

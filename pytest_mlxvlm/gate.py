@@ -8,13 +8,12 @@ from typing import Any, Callable, Sequence
 
 from .baselines import BaselineCase
 from .compare import (
-    CaseComparison,
     compare_metric,
     library_differences,
     token_differences,
     workload_differences,
 )
-from .runner import METRICS, CaseResult, Sample
+from .results import METRICS, CaseComparison, CaseResult, Sample
 
 
 def _samples(samples: Sequence[Sample]) -> dict[str, list[float]]:

@@ -10,9 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from .runner import METRICS, CaseResult
-
-SCHEMA_VERSION = 1
+from .files import append_line
+from .results import HISTORY_SCHEMA, METRICS, CaseResult
 
 
 def git_state(directory: Path) -> dict[str, str | None]:
@@ -41,7 +40,7 @@ def session_record(
 ) -> dict[str, Any]:
     """Everything one session measured, as one history entry."""
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": HISTORY_SCHEMA,
         "date": (when or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
         **git,
         "machine": machine,
@@ -62,15 +61,7 @@ def session_record(
 
 def append(path: Path, record: dict[str, Any]) -> None:
     """Append one line under an exclusive lock, so concurrent jobs lose nothing."""
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
-    with FileLock(str(path.parent / f".{path.name}.lock"), timeout=120):
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+    append_line(path, json.dumps(record, sort_keys=True, separators=(",", ":")))
 
 
 @dataclass
@@ -93,7 +84,7 @@ def read(path: Path) -> History:
             except json.JSONDecodeError as exc:
                 history.problems.append(f"{path}:{number}: not JSON ({exc.msg}); skipped")
                 continue
-            if not isinstance(record, dict) or record.get("schema_version") != SCHEMA_VERSION:
+            if not isinstance(record, dict) or record.get("schema_version") != HISTORY_SCHEMA:
                 version = record.get("schema_version") if isinstance(record, dict) else None
                 history.problems.append(f"{path}:{number}: unknown schema_version {version!r}; skipped")
                 continue

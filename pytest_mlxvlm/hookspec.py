@@ -8,7 +8,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .models import LoadedModel
-    from .runner import CaseResult, GenerationRequest, Sample
+    from .results import CaseResult, GenerationRequest, Sample
     from .settings import Settings
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
-from PIL import Image, ImageDraw
+from typing import TYPE_CHECKING
 
 from .settings import Resolution
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def synthetic_image(resolution: Resolution, seed: int = 0) -> Image.Image:
     """A reproducible RGB image: gradients, shapes and fine noise (no downloads)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
     w, h = resolution.width, resolution.height
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -40,11 +44,16 @@ class ImageError(ValueError):
 
 def open_image(path: Path) -> Image.Image:
     """Open a user's image as RGB, with a clear error if it is not an image."""
+    from PIL import Image
+
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
     except FileNotFoundError:
         raise ImageError(f"cannot open image {str(path)!r}: no such file") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"cannot open image {str(path)!r}: too many pixels to decode safely "
+                         f"({exc})") from None
     except (OSError, ValueError) as exc:
         reason = "not an image format PIL can read" if "identify" in str(exc) else str(exc)
         raise ImageError(f"cannot open image {str(path)!r}: {reason}") from None
@@ -58,6 +67,8 @@ def image_file(resolution: Resolution, directory: Path, source: Path | None = No
         if source is None:
             image = synthetic_image(resolution)
         else:
+            from PIL import Image
+
             image = open_image(source).resize(
                 (resolution.width, resolution.height), Image.Resampling.BICUBIC
             )

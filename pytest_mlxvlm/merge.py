@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .report import by_model, model_section
-from .runner import CaseResult
-
-SCHEMA = "pytest-mlxvlm-merged/1"
+from .results import MERGED_SCHEMA, REPORT_SCHEMA, CaseResult
 
 
 class MergeError(ValueError):
@@ -38,8 +36,8 @@ def load(path: Path) -> Report:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MergeError(f"cannot read {path}: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("schema_version") != 1 or "results" not in doc:
-        raise MergeError(f"{path} is not a pytest-mlxvlm --mlx-json report (schema_version 1)")
+    if not isinstance(doc, dict) or doc.get("schema_version") != REPORT_SCHEMA or "results" not in doc:
+        raise MergeError(f"{path} is not a pytest-mlxvlm --mlx-json report (schema_version {REPORT_SCHEMA})")
     try:
         results = [CaseResult.from_dict(r) for r in doc["results"]]
         machine = dict(doc["machine"])
@@ -92,7 +90,7 @@ def markdown(reports: Sequence[Report]) -> str:
 def merged_document(reports: Sequence[Report]) -> dict[str, Any]:
     """All reports in one JSON document, grouped by chip."""
     return {
-        "schema": SCHEMA,
+        "schema": MERGED_SCHEMA,
         "chips": {
             chip: {
                 "machine": reps[0].machine,

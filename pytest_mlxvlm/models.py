@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +25,6 @@ class LoadedModel:
     model: Any
     processor: Any
     load_time_s: float = 0.0
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        """A short display name: the last part of an id or path."""
-        return short_name(self.spec)
-
-    @property
-    def source(self) -> str:
-        """``synthetic``, ``local`` or ``hub``."""
-        return source_kind(self.spec)
 
 
 def short_name(spec: str) -> str:
@@ -121,6 +110,11 @@ def load(spec: str) -> LoadedModel:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"model {spec!r}: unreadable config.json ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ModelLoadError(
+            f"model {spec!r}: {path / 'config.json'} has no 'model_type' (a JSON object with "
+            "the model's architecture is expected)"
+        )
     from mlx_vlm import load as mlx_vlm_load
     from mlx_vlm.utils import get_model_and_args
 
@@ -154,5 +148,4 @@ def load(spec: str) -> LoadedModel:
         model=model,
         processor=processor,
         load_time_s=time.perf_counter() - start,
-        config=config,
     )

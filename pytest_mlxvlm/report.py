@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from .runner import METRICS, CaseResult
-
-SCHEMA_VERSION = 1
+from .results import METRICS, REPORT_SCHEMA, CaseResult
+from .stats import detectable_regression, relative_noise
 
 COLUMNS = (
     "Resolution",
@@ -134,7 +130,7 @@ def json_document(
     for model, cases in by_model(results).items():
         models[model] = {"aggregate": aggregate(cases)}
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": REPORT_SCHEMA,
         "tool": "pytest-mlxvlm",
         "settings": settings,
         "machine": machine,
@@ -146,25 +142,6 @@ def json_document(
         "results": [r.to_dict() for r in results],
         **(extra or {}),
     }
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
 def gate_counts(results: Sequence[CaseResult], unused: int = 0, updated: int = 0) -> dict[str, int]:
@@ -199,8 +176,6 @@ def sensitivity(results: Sequence[CaseResult], tolerances: dict[str, float], alp
     With a baseline, from the spread of both sample sets; without one, assuming a baseline
     of the same size and spread as this run.
     """
-    from .compare import detectable_regression, relative_noise
-
     out: dict[str, float | None] = {}
     for metric, tol in tolerances.items():
         worst: float | None = 0.0
@@ -220,12 +195,21 @@ def sensitivity(results: Sequence[CaseResult], tolerances: dict[str, float], alp
     return out
 
 
-def sensitivity_line(detectable: dict[str, float | None], rounds: int) -> str:
+def rounds_label(results: Sequence[CaseResult]) -> str:
+    """The measured rounds of the cases: ``5 rounds`` or ``3-5 rounds`` (markers may differ)."""
+    counts = sorted({r.rounds for r in results}) or [0]
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{span} rounds"
+
+
+def sensitivity_line(detectable: dict[str, float | None], results: Sequence[CaseResult]) -> str:
+    """The smallest regression each gated metric can show, at the rounds the cases used."""
     parts = []
     for metric, value in detectable.items():
         label = METRICS[metric].label
         parts.append(f"{label} {value * 100:.0f}%" if value is not None else f"{label} none")
-    return f"Smallest regression detectable here at {rounds} rounds (80% power): " + ", ".join(parts)
+    return (f"Smallest regression detectable here at {rounds_label(results)} (80% power): "
+            + ", ".join(parts))
 
 
 def _verdict(m: Any) -> str:

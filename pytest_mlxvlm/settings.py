@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from .compare import ToleranceError, merge_tolerances, parse_tolerances
 
 DEFAULT_MODEL = "synthetic:tiny"
 DEFAULT_PROMPT = "Describe this image in detail."
@@ -28,10 +30,6 @@ class Resolution:
     @property
     def id(self) -> str:
         return f"{self.width}x{self.height}"
-
-    @property
-    def pixels(self) -> int:
-        return self.width * self.height
 
     def __str__(self) -> str:
         return self.id
@@ -87,20 +85,23 @@ def parse_resolutions(value: str | list[str] | tuple[Any, ...]) -> tuple[Resolut
     return tuple(dict.fromkeys(parse_resolution(p) for p in parts))
 
 
-def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """An integer setting of at least ``minimum``."""
+MAX_COUNT = 1_000_000  # rounds, tokens, warmups: beyond this a value is a typo
+
+
+def positive_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """An integer setting between ``minimum`` and ``maximum``."""
     try:
         number = int(str(value).strip())
     except ValueError:
         raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
-    if number < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {number}")
+    if not minimum <= number <= maximum:
+        raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {number}")
     return number
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The workload of a session: models, sizes, prompt and how often to measure."""
+class Workload:
+    """What is measured: models, sizes, prompt, output length and how often."""
 
     models: tuple[str, ...] = (DEFAULT_MODEL,)
     resolutions: tuple[Resolution, ...] = QUICK_SWEEP
@@ -110,54 +111,9 @@ class Settings:
     warmup: int = DEFAULT_WARMUP
     prompt: str = DEFAULT_PROMPT
     image: Path | None = None
-    json_path: Path | None = None
-    chip: str | None = None
     suites: tuple[str, ...] = ()  # built-in suites to collect: "images", "cache"
-    baseline_dir: Path = Path("baselines")
-    update: str | None = None  # "all", "new" or "add": write baselines from passing tests
-    missing: str = "warn"  # missing baseline: "warn", "fail" or "skip"
-    tolerances: dict[str, float] = field(default_factory=dict)
-    alpha: float = 0.05
-    confirm: bool = True
-    stale: float | None = None  # report an improvement beyond this fraction as a stale baseline
-    markdown_path: Path | None = None
-    history_path: Path | None = None
-    bandwidth: float | None = None  # GB/s; overrides the published figure of the chip
-
-    def for_marker(self, **overrides: Any) -> Settings:
-        """These settings with a ``mlx_benchmark`` marker's keywords applied."""
-        known = {"rounds", "max_tokens", "warmup", "resolutions", "prompt", "tolerance"}
-        unknown = set(overrides) - known
-        if unknown:
-            raise SettingsError(
-                f"mlx_benchmark marker: unknown keyword(s) {sorted(unknown)}; "
-                f"use {sorted(known)}"
-            )
-        changes: dict[str, Any] = {}
-        if "rounds" in overrides:
-            changes["rounds"] = positive_int("rounds", overrides["rounds"])
-        if "max_tokens" in overrides:
-            changes["max_tokens"] = positive_int("max_tokens", overrides["max_tokens"])
-        if "warmup" in overrides:
-            changes["warmup"] = positive_int("warmup", overrides["warmup"], minimum=0)
-        if "resolutions" in overrides:
-            changes["resolutions"] = parse_resolutions(overrides["resolutions"])
-        if "prompt" in overrides:
-            changes["prompt"] = str(overrides["prompt"])
-        if "tolerance" in overrides:
-            changes["tolerances"] = _merge_tolerance(self.tolerances, overrides["tolerance"])
-        return replace(self, **changes)
 
     def describe(self) -> dict[str, Any]:
-        """The settings as reports and histories record them."""
-        return {
-            "models": list(self.models),
-            "resolutions": [r.id for r in self.resolutions],
-            "quick": self.quick,
-            **self.workload(),
-        }
-
-    def workload(self) -> dict[str, Any]:
         """The settings that define what a measurement means (for reports and baselines)."""
         return {
             "prompt": self.prompt,
@@ -168,9 +124,75 @@ class Settings:
         }
 
 
-def _merge_tolerance(base: dict[str, float], value: Any) -> dict[str, float]:
-    from .compare import ToleranceError, parse_tolerances
+@dataclass(frozen=True)
+class GatePolicy:
+    """How results are judged: baselines, tolerances, significance, confirmation."""
 
+    baseline_dir: Path = Path("baselines")
+    update: str | None = None  # "all", "new" or "add": write baselines from passing tests
+    missing: str = "warn"  # missing baseline: "warn", "fail" or "skip"
+    tolerances: dict[str, float] = field(default_factory=lambda: merge_tolerances())
+    alpha: float = 0.05
+    confirm: bool = True
+    stale: float | None = None  # report an improvement beyond this fraction as a stale baseline
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where results go, and how this machine is named."""
+
+    json_path: Path | None = None
+    markdown_path: Path | None = None
+    history_path: Path | None = None
+    chip: str | None = None
+    bandwidth: float | None = None  # GB/s; overrides the published figure of the chip
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings of a session, grouped by what they govern."""
+
+    workload: Workload = field(default_factory=Workload)
+    gate: GatePolicy = field(default_factory=GatePolicy)
+    outputs: Outputs = field(default_factory=Outputs)
+
+    def for_marker(self, **overrides: Any) -> Settings:
+        """These settings with a ``mlx_benchmark`` marker's keywords applied."""
+        known = {"rounds", "max_tokens", "warmup", "resolutions", "prompt", "tolerance"}
+        unknown = set(overrides) - known
+        if unknown:
+            raise SettingsError(
+                f"mlx_benchmark marker: unknown keyword(s) {sorted(unknown)}; "
+                f"use {sorted(known)}"
+            )
+        work: dict[str, Any] = {}
+        if "rounds" in overrides:
+            work["rounds"] = positive_int("rounds", overrides["rounds"])
+        if "max_tokens" in overrides:
+            work["max_tokens"] = positive_int("max_tokens", overrides["max_tokens"])
+        if "warmup" in overrides:
+            work["warmup"] = positive_int("warmup", overrides["warmup"], minimum=0)
+        if "resolutions" in overrides:
+            work["resolutions"] = parse_resolutions(overrides["resolutions"])
+        if "prompt" in overrides:
+            work["prompt"] = str(overrides["prompt"])
+        gate = self.gate
+        if "tolerance" in overrides:
+            gate = replace(gate, tolerances=_merge_tolerance(gate.tolerances, overrides["tolerance"]))
+        return replace(self, workload=replace(self.workload, **work), gate=gate)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as reports and histories record them."""
+        w = self.workload
+        return {
+            "models": list(w.models),
+            "resolutions": [r.id for r in w.resolutions],
+            "quick": w.quick,
+            **w.describe(),
+        }
+
+
+def _merge_tolerance(base: dict[str, float], value: Any) -> dict[str, float]:
     if isinstance(value, dict):
         entries = [f"{k}={v}" for k, v in value.items()]
     elif isinstance(value, str):
@@ -188,7 +210,7 @@ def _merge_tolerance(base: dict[str, float], value: Any) -> dict[str, float]:
 SUITES = ("images", "cache")
 
 
-def parse_suites(value: str, models_given: bool) -> tuple[str, ...]:
+def parse_suites(value: str, models_given: bool, where: str = "--mlx-suite") -> tuple[str, ...]:
     """``auto`` (images when --mlx-model is given), ``off``, ``all``, or names: ``images,cache``."""
     names = [v.strip() for v in str(value).replace(" ", ",").split(",") if v.strip()] or ["auto"]
     if names == ["auto"]:
@@ -200,102 +222,140 @@ def parse_suites(value: str, models_given: bool) -> tuple[str, ...]:
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         raise SettingsError(
-            f"--mlx-suite: unknown suite {unknown[0]!r}; use auto, off, all, or images, cache"
+            f"{where}: unknown suite {unknown[0]!r}; use auto, off, all, or images, cache"
         )
     return tuple(dict.fromkeys(names))
 
 
-def _given(value: Any, default: Any) -> Any:
-    return default if value is None or value == "" else value
+# A lookup answers a setting's name (the ini name, e.g. "mlx_rounds") with its value and
+# where it came from ("--mlx-rounds", "ini mlx_rounds"), or (None, None) when it is not set.
+Lookup = Callable[[str], "tuple[Any, str | None]"]
+
+FLAGS = {
+    "mlx_model": "--mlx-model", "mlx_quick": "--quick", "mlx_resolutions": "--mlx-resolutions",
+    "mlx_max_tokens": "--mlx-max-tokens", "mlx_rounds": "--mlx-rounds",
+    "mlx_warmup": "--mlx-warmup", "mlx_prompt": "--mlx-prompt", "mlx_image": "--mlx-image",
+    "mlx_json": "--mlx-json", "mlx_chip": "--mlx-chip", "mlx_suite": "--mlx-suite",
+    "mlx_baseline_dir": "--mlx-baseline-dir", "mlx_update_baselines": "--mlx-update-baselines",
+    "mlx_missing_baseline": "--mlx-missing-baseline", "mlx_tolerance": "--mlx-tolerance",
+    "mlx_alpha": "--mlx-alpha", "mlx_no_confirm": "--mlx-no-confirm",
+    "mlx_stale_threshold": "--mlx-stale-threshold", "mlx_markdown": "--mlx-markdown",
+    "mlx_history": "--mlx-history", "mlx_bandwidth": "--mlx-bandwidth",
+}
 
 
-def resolve(
-    *,
-    models: list[str] | None,
-    ini_models: list[str] | None,
-    quick: bool | None,
-    ini_quick: bool,
-    resolutions: str | None,
-    ini_resolutions: str | None,
-    max_tokens: Any,
-    rounds: Any,
-    warmup: Any,
-    prompt: str | None,
-    image: str | None,
-    json_path: str | None,
-    chip: str | None,
-    suite: str,
-    base_dir: Path,
-    baseline_dir: str | None = None,
-    rootdir: Path | None = None,
-    update: str | None = None,
-    missing: str | None = None,
-    tolerances: list[str] | None = None,
-    alpha: Any = None,
-    confirm: bool = True,
-    stale: Any = None,
-    markdown_path: str | None = None,
-    history_path: str | None = None,
-    bandwidth: Any = None,
-) -> Settings:
-    """Resolve command-line values (``None`` when absent) over ini values over defaults.
+def mapping_lookup(values: dict[str, Any], source: str = "command line") -> Lookup:
+    """A lookup over a plain dict of ini names (for tests and scripts)."""
+    def lookup(name: str) -> tuple[Any, str | None]:
+        value = values.get(name)
+        if value is None or value == "" or value == []:
+            return None, None
+        return value, FLAGS.get(name, name) if source == "command line" else f"ini {name}"
+    return lookup
 
-    Ini values arrive as the second argument of each pair, or inside the scalar arguments
-    already merged by the caller (``option if not None else ini``).
+
+def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> Settings:
+    """Resolve every setting through ``lookup`` (option over ini), then the defaults.
+
+    Errors name where the bad value came from: the flag, or the ini key.
     """
-    chosen_models = tuple(dict.fromkeys(models or ini_models or [DEFAULT_MODEL]))
-    is_quick = bool(quick) if quick is not None else ini_quick
-    res_text = resolutions if resolutions is not None else ini_resolutions
-    if res_text:
-        sweep = parse_resolutions(res_text)
+    def get(name: str, default: Any = None) -> tuple[Any, str]:
+        value, where = lookup(name)
+        return (default, FLAGS.get(name, name)) if value is None else (value, where or name)
+
+    def path_of(name: str) -> Path | None:
+        value, _ = get(name)
+        return base_dir / str(value) if value else None
+
+    models, where_models = lookup("mlx_model")
+    chosen_models = tuple(dict.fromkeys(models or [DEFAULT_MODEL]))
+    quick, _ = get("mlx_quick", False)
+    is_quick = _boolean("mlx_quick", quick)
+    res_text, where = lookup("mlx_resolutions")
+    if res_text is not None:
+        try:
+            sweep = parse_resolutions(res_text)
+        except SettingsError as exc:
+            raise SettingsError(_from_ini(where, exc)) from None
     else:
         sweep = QUICK_SWEEP if is_quick else FULL_SWEEP
+    image, where = lookup("mlx_image")
     image_path = None
     if image:
         image_path = Path(image)
         if not image_path.is_absolute():
             image_path = base_dir / image_path
         if not image_path.is_file():
-            raise SettingsError(f"--mlx-image {image!r}: no such file")
-    run_suite = parse_suites(suite, bool(models))
+            raise SettingsError(f"{where} {image!r}: no such file")
+    suite, where = get("mlx_suite", "auto")
+    run_suite = parse_suites(suite, bool(models) and where_models == FLAGS["mlx_model"], where)
+    update, _ = lookup("mlx_update_baselines")
     if update not in (None, "all", "new", "add"):
         raise SettingsError(f"--mlx-update-baselines takes all, new or add, got {update!r}")
-    missing = missing or "warn"
+    missing, where = get("mlx_missing_baseline", "warn")
     if missing not in ("warn", "fail", "skip"):
-        raise SettingsError(f"--mlx-missing-baseline must be warn, fail or skip, got {missing!r}")
-    from .compare import ToleranceError, merge_tolerances, parse_tolerances
-
+        raise SettingsError(f"{where} must be warn, fail or skip, got {missing!r}")
+    tolerances, where = get("mlx_tolerance", [])
     try:
-        tolerance_map = merge_tolerances(parse_tolerances(tolerances or []))
+        tolerance_map = merge_tolerances(parse_tolerances(tolerances))
     except ToleranceError as exc:
-        raise SettingsError(str(exc)) from None
-    alpha_value = _fraction("--mlx-alpha", _given(alpha, 0.05), upper=0.5)
-    stale_value = None if stale in (None, "") else _fraction("--mlx-stale-threshold", stale, 1000) / 100
+        raise SettingsError(_from_ini(where, exc)) from None
+    stale, where_stale = lookup("mlx_stale_threshold")
+    bandwidth, where_bw = lookup("mlx_bandwidth")
     root = rootdir or base_dir
-    bdir = Path(baseline_dir or "baselines")
-    return Settings(
+    baseline_dir, _ = get("mlx_baseline_dir", "baselines")
+    bdir = Path(baseline_dir)
+    no_confirm, _ = get("mlx_no_confirm", False)
+    chip, _ = lookup("mlx_chip")
+    workload = Workload(
         models=chosen_models,
         resolutions=sweep,
         quick=is_quick,
-        max_tokens=positive_int("--mlx-max-tokens", _given(max_tokens, DEFAULT_MAX_TOKENS)),
-        rounds=positive_int("--mlx-rounds", _given(rounds, DEFAULT_ROUNDS)),
-        warmup=positive_int("--mlx-warmup", _given(warmup, DEFAULT_WARMUP), minimum=0),
-        prompt=prompt or DEFAULT_PROMPT,
+        max_tokens=positive_int(*_named("mlx_max_tokens", get, DEFAULT_MAX_TOKENS)),
+        rounds=positive_int(*_named("mlx_rounds", get, DEFAULT_ROUNDS)),
+        warmup=positive_int(*_named("mlx_warmup", get, DEFAULT_WARMUP), minimum=0),
+        prompt=get("mlx_prompt", DEFAULT_PROMPT)[0],
         image=image_path,
-        json_path=base_dir / json_path if json_path else None,
-        chip=chip or None,
         suites=run_suite,
+    )
+    gate = GatePolicy(
         baseline_dir=bdir if bdir.is_absolute() else root / bdir,
         update=update,
         missing=missing,
         tolerances=tolerance_map,
-        alpha=alpha_value,
-        confirm=confirm,
-        stale=stale_value,
-        markdown_path=base_dir / markdown_path if markdown_path else None,
-        history_path=base_dir / history_path if history_path else None,
-        bandwidth=None if bandwidth in (None, "") else _fraction("--mlx-bandwidth", bandwidth, 1e6),
+        alpha=_fraction(*_named("mlx_alpha", get, 0.05), upper=0.5),
+        confirm=not no_confirm,
+        stale=None if stale is None else _fraction(where_stale or "", stale, 1000) / 100,
     )
+    outputs = Outputs(
+        json_path=path_of("mlx_json"),
+        markdown_path=path_of("mlx_markdown"),
+        history_path=path_of("mlx_history"),
+        chip=chip or None,
+        bandwidth=None if bandwidth is None else _fraction(where_bw or "", bandwidth, 1e6),
+    )
+    return Settings(workload=workload, gate=gate, outputs=outputs)
+
+
+def _from_ini(where: str | None, exc: Exception) -> str:
+    """An error message that names the ini key when the value came from the ini file."""
+    return f"{where}: {exc}" if where and where.startswith("ini ") else str(exc)
+
+
+def _named(name: str, get: Callable[..., tuple[Any, str]], default: Any) -> tuple[str, Any]:
+    value, where = get(name, default)
+    return where, value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"ini {name} must be true or false, got {value!r}")
 
 
 def _fraction(name: str, value: Any, upper: float) -> float:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from .models import LoadedModel
-from .runner import GenerationRequest, Sample
+from .results import GenerationRequest, Sample
 
 PREFIX = "fake:"
 TEXT_TOKENS = 26

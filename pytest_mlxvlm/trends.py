@@ -12,8 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .compare import DEFAULT_TOLERANCES
-from .report import atomic_write_text
-from .runner import METRICS
+from .files import atomic_write_text
+from .results import METRICS
 
 MIN_POINTS = 6
 

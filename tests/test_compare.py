@@ -8,14 +8,13 @@ from pytest_mlxvlm.compare import (
     DEFAULT_TOLERANCES,
     ToleranceError,
     compare_metric,
-    detectable_regression,
     library_differences,
     merge_tolerances,
-    min_p_value,
     parse_tolerances,
     token_differences,
     workload_differences,
 )
+from pytest_mlxvlm.stats import detectable_regression, min_p_value
 
 BASE = [100.0, 102.0, 98.0, 101.0, 99.0]
 
@@ -68,7 +67,7 @@ def test_deterministic_metric_any_change_beyond_tolerance_counts():
 
 
 def test_session_drift_widens_the_allowance():
-    from pytest_mlxvlm.compare import drift_allowance
+    from pytest_mlxvlm.stats import drift_allowance
 
     sd, allowed = drift_allowance([100.0, 80.0, 105.0, 95.0, 110.0], 0.05, higher=True)
     assert sd > 0.1 and 0.2 < allowed < 0.5
@@ -82,7 +81,7 @@ def test_session_drift_widens_the_allowance():
 
 
 def test_drift_allowance_is_a_family_wise_share():
-    from pytest_mlxvlm.compare import per_comparison_alpha
+    from pytest_mlxvlm.stats import per_comparison_alpha
 
     assert per_comparison_alpha(0.05, 16) == pytest.approx(0.003125)
     assert per_comparison_alpha(0.05, 0) == 0.05

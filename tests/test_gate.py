@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mlxvlm import baselines
-from pytest_mlxvlm.runner import METRICS
+from pytest_mlxvlm.results import METRICS
 
 CONFTEST = """
 from pytest_mlxvlm.testing import FakeEngine

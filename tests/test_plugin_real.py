@@ -74,7 +74,7 @@ def test_real_model_under_xdist(pytester: pytest.Pytester):
     [
         (["--mlx-resolutions", "0x5"], "*pytest-mlxvlm: bad resolution '0x5'*between 1 and*"),
         (["--mlx-resolutions", "abc"], "*pytest-mlxvlm: bad resolution 'abc': write WIDTHxHEIGHT*"),
-        (["--mlx-max-tokens", "0"], "*pytest-mlxvlm: --mlx-max-tokens must be at least 1, got 0*"),
+        (["--mlx-max-tokens", "0"], "*pytest-mlxvlm: --mlx-max-tokens must be between 1 and 1000000, got 0*"),
         (["--mlx-rounds", "two"], "*pytest-mlxvlm: --mlx-rounds must be a whole number*"),
         (["--mlx-image", "nope.png"], "*pytest-mlxvlm: --mlx-image 'nope.png': no such file*"),
     ],

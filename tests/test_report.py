@@ -6,13 +6,13 @@ import pytest
 
 from pytest_mlxvlm.report import (
     aggregate,
-    atomic_write_text,
     case_row,
     json_document,
     model_section,
     render_table,
 )
-from pytest_mlxvlm.runner import METRICS, CaseResult, Sample
+from pytest_mlxvlm.files import atomic_write_text
+from pytest_mlxvlm.results import METRICS, CaseResult, Sample
 
 
 def sample(time_s: float, tokens: int = 10) -> Sample:

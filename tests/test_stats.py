@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_mlxvlm.stats import summarize
+from pytest_mlxvlm.results import summarize
 
 
 def test_summary_of_known_values():

@@ -8,13 +8,13 @@ from typing import Any
 def test_image_generation(mlx_bench: Any) -> None:
     """Measure a fixed-length greedy generation on the sweep's image; check the workload held."""
     result = mlx_bench.run()
-    settings = mlx_bench.settings
+    work = mlx_bench.settings.workload
     # a regression the gate measured again to confirm adds a second set of rounds
-    assert len(result.samples) in (settings.rounds, 2 * settings.rounds)
+    assert len(result.samples) in (work.rounds, 2 * work.rounds)
     first = result.samples[0]
     assert first.image_tokens > 0, "the image produced no image tokens"
     for sample in result.samples:
-        assert sample.generation_tokens == settings.max_tokens
+        assert sample.generation_tokens == work.max_tokens
         assert (sample.prompt_tokens, sample.image_tokens) == (
             first.prompt_tokens,
             first.image_tokens,

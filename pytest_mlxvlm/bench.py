@@ -1,0 +1,219 @@
+"""The ``mlx_bench`` fixture's object: measure a case, record it, and hold it to its baseline."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from . import gate
+from .baselines import BaselineError
+from .results import METRICS, CaseResult, GenerationRequest, Sample
+from .runner import run_case
+from .session import BenchSession, session_key
+from .settings import Resolution, Settings
+from .xdist import is_worker, nodeid
+
+results_key = pytest.StashKey[list]()  # on an item: the cases its test measured
+
+_THIS_TEST = object()
+
+
+class MlxStaleBaselineWarning(pytest.PytestWarning):
+    """A metric improved well beyond its tolerance: the stored baseline is out of date."""
+
+
+def describe_image(image: Any, default: str) -> str:
+    """The image of a workload, as baselines record it: a path, a PIL image's size, or none."""
+    if image is _THIS_TEST:
+        return default
+    if image is None:
+        return "none"
+    if isinstance(image, (list, tuple)):
+        return ", ".join(describe_image(i, default) for i in image)
+    if isinstance(image, (str, Path)):
+        return str(image)
+    size = getattr(image, "size", None)
+    return f"PIL image {size[0]}x{size[1]}" if size else type(image).__name__
+
+
+class MlxBench:
+    """Runs measured generations for one test and records them for the reports."""
+
+    def __init__(self, request: pytest.FixtureRequest, model: Any, resolution: Resolution,
+                 image: Path, settings: Settings) -> None:
+        self.request = request
+        self.model = model
+        self.resolution = resolution
+        self.image = image
+        self.settings = settings
+        self.results: list[CaseResult] = []
+
+    @property
+    def session(self) -> BenchSession:
+        return self.request.config.stash[session_key]
+
+    def run(
+        self,
+        image: Any = _THIS_TEST,
+        prompt: str | None = None,
+        *,
+        max_tokens: int | None = None,
+        rounds: int | None = None,
+        warmup: int | None = None,
+        **generate_kwargs: Any,
+    ) -> CaseResult:
+        """Warm up, then measure ``rounds`` generations of this test's image.
+
+        ``image`` replaces the image (a path or PIL image; None for a text-only prompt);
+        the other keywords replace the session's settings; further keywords go to
+        ``mlx_vlm.stream_generate`` (e.g. ``prompt_cache_state``).
+        """
+        work = self.settings.workload
+        request = GenerationRequest(
+            image=self.image if image is _THIS_TEST else image,
+            prompt=work.prompt if prompt is None else prompt,
+            max_tokens=work.max_tokens if max_tokens is None else max_tokens,
+            generate_kwargs=generate_kwargs,
+        )
+        n_rounds = work.rounds if rounds is None else rounds
+        n_warmup = work.warmup if warmup is None else warmup
+        hook = self.request.config.hook
+
+        def measure() -> Sample:
+            return hook.pytest_mlxvlm_measure(model=self.model, request=request)
+
+        samples, warm = self._measure(measure, n_rounds, n_warmup)
+        session = self.session
+        result = CaseResult(
+            model=self.model.spec,
+            resolution=self.resolution.id if request.image is not None else "text",
+            samples=samples,
+            warmup=warm,
+            workload={
+                **work.describe(),
+                "prompt": request.prompt,
+                "max_tokens": request.max_tokens,
+                "rounds": n_rounds,
+                "warmup": n_warmup,
+                "image": describe_image(image, work.describe()["image"]),
+            },
+            load_time_s=session.load_times.get(self.model.spec, 0.0),
+            test_id=nodeid(self.request.node),
+            case_key=self._case_key(),
+        )
+        result.bandwidth = session.decode_limit(self.model, result)
+        self.results.append(result)
+        self.request.node.stash.setdefault(results_key, []).append(result)
+        try:
+            self._gate(result, lambda: run_case(measure, rounds=n_rounds, warmup=0)[0])
+        finally:
+            hook.pytest_mlxvlm_case_finished(config=self.request.config, result=result)
+        return result
+
+    def _measure(self, measure: Callable[[], Sample], rounds: int, warmup: int
+                 ) -> tuple[list[Sample], list[Sample]]:
+        """Warmup and measured rounds; through pytest-benchmark when it is active."""
+        benchmark = self._pytest_benchmark()
+        if benchmark is None:
+            return run_case(measure, rounds=rounds, warmup=warmup)
+        collected: list[Sample] = []
+        benchmark.group = self.model.spec
+        benchmark.pedantic(lambda: collected.append(measure()), rounds=rounds,
+                           warmup_rounds=warmup, iterations=1)
+        samples = collected[warmup:]
+        medians = CaseResult(model="", resolution="", samples=samples)
+        benchmark.extra_info.update({f"mlxvlm_{m}": medians.summary(m).median for m in METRICS})
+        return samples, collected[:warmup]
+
+    def _case_key(self) -> str:
+        """The test's module, name and parameters without the model: its baseline's key.
+
+        ``pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]``: the
+        module's import name keeps the key the same wherever the tests live on disk.
+        """
+        node = self.request.node
+        module = getattr(getattr(node, "module", None), "__name__", None)
+        path_part, _, rest = nodeid(node).partition("::")
+        name, _, params = rest.partition("[")
+        params = params.rstrip("]")
+        model_id = self.session.model_ids.get(self.model.spec, "")
+        if model_id and params.startswith(model_id):
+            params = params[len(model_id):].lstrip("-")
+        elif model_id:
+            params = params.replace(f"-{model_id}", "", 1)
+        key = f"{module or path_part}::{name}" + (f"[{params}]" if params else "")
+        if self.results:
+            key += f"#{len(self.results) + 1}"
+        return key
+
+    def _gate(self, result: CaseResult, remeasure: Callable[[], list[Sample]]) -> None:
+        """Compare with the stored baseline; fail, skip or warn as the settings say."""
+        session = self.session
+        policy = self.settings.gate
+        try:
+            stored_file = session.baselines.get(self.model.spec)
+        except BaselineError as exc:
+            error = str(exc)
+        else:
+            error = None
+        if error is not None:
+            pytest.fail(error, pytrace=False)
+        stored = stored_file.cases.get(result.case_key) if stored_file else None
+        reference = stored_file.reference if stored_file and stored_file.kind == "reference" else None
+        comparison = gate.check(
+            result,
+            result.case_key,
+            stored,
+            tolerances=policy.tolerances,
+            alpha=policy.alpha,
+            drift_alpha=session.drift_alpha(policy.tolerances),
+            libraries=session.libraries,
+            reference=reference,
+            remeasure=remeasure if policy.confirm and not policy.update else None,
+        )
+        result.comparison = comparison
+        path = stored_file.path if stored_file else session.baselines.path(self.model.spec)
+        if policy.update:
+            return
+        if comparison.status == "new":
+            message = f"no baseline for {result.case_key} in {path}"
+            if policy.missing == "fail":
+                pytest.fail(f"mlxvlm: {message}; create it with --mlx-update-baselines=new",
+                            pytrace=False)
+            if policy.missing == "skip":
+                pytest.skip(f"mlxvlm: {message}")
+            return
+        if comparison.status in ("regressed", "workload-changed"):
+            node = self.request.node
+            selector = node.callspec.id if hasattr(node, "callspec") else node.name
+            command = gate.update_command(self.request.config.invocation_params.args, selector)
+            pytest.fail(
+                gate.failure_message(comparison, model=self.model.spec, chip=session.machine["key"],
+                                     baseline_path=str(path), command=command),
+                pytrace=False,
+            )
+        stale = policy.stale
+        improved = [m for m in comparison.metrics if stale is not None and -m.worse_by > stale]
+        if improved:
+            changes = ", ".join(f"{m.metric} {m.change * 100:+.1f}%" for m in improved)
+            warnings.warn(MlxStaleBaselineWarning(
+                f"{result.case_key} improved beyond {stale * 100:.0f}%: {changes}; the baseline "
+                f"in {path} is stale, refresh it with --mlx-update-baselines"
+            ))
+
+    def _pytest_benchmark(self) -> Any:
+        """pytest-benchmark's fixture, when that plugin is active and enabled for this test.
+
+        Not on pytest-xdist workers: pytest-benchmark disables itself there, and a disabled
+        fixture that was requested warns that it was never used."""
+        config = self.request.config
+        if self.results or is_worker(config) or not config.pluginmanager.has_plugin("benchmark"):
+            return None
+        try:
+            benchmark = self.request.getfixturevalue("benchmark")
+        except pytest.FixtureLookupError:
+            return None
+        return None if getattr(benchmark, "disabled", True) else benchmark

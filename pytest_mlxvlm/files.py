@@ -1,0 +1,84 @@
+"""Writing files safely: atomic replacement, appends that start on a new line, and locks.
+
+Every file the plugin writes (baselines, history, JSON and Markdown reports, trend reports)
+goes through here: readers see the old or the new content, never a part; concurrent writers
+of one file take turns; written files get the permissions the umask gives, as ``open`` would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+LOCK_TIMEOUT_S = 120.0
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def lock_path(path: Path) -> Path:
+    """Where the lock of ``path`` lives: the temp folder, not beside the file (no litter)."""
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "pytest-mlxvlm-locks"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{digest}.lock"
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` so that concurrent updates of it do not lose writes."""
+    from filelock import FileLock
+
+    with FileLock(str(lock_path(path)), timeout=LOCK_TIMEOUT_S):
+        yield
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory")
+    mode = path.stat().st_mode & 0o777 if path.exists() else _umask_mode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """A JSON document, indented, written atomically."""
+    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line under the file's lock; it starts on a new line whatever the file's state
+    (a previous writer killed mid-line leaves its fragment on a line of its own)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        with open(path, "a+b") as fh:
+            fh.seek(0, os.SEEK_END)
+            prefix = b""
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    prefix = b"\n"
+            fh.write(prefix + line.rstrip("\n").encode("utf-8") + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())

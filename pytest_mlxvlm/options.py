@@ -1,0 +1,153 @@
+"""Options and ini settings, and the one lookup that resolves them into Settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .settings import FLAGS, Settings, SettingsError, resolve
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Every option and its ini setting of the same name."""
+    group = parser.getgroup("mlxvlm", "VLM inference benchmarks on MLX (pytest-mlxvlm)")
+    gate = parser.getgroup("mlxvlm-baselines", "pytest-mlxvlm baselines and regression gate")
+
+    def mirrored(to: Any, flag: str, ini: str, help: str, *, ini_type: str = "string",
+                 **kw: Any) -> None:
+        """An option of group ``to`` and the ini setting of the same name."""
+        to.addoption(flag, dest=ini, help=f"{help} [ini: {ini}]", **kw)
+        parser.addini(ini, help.replace("%%", "%"), type=ini_type)  # type: ignore[arg-type]
+
+    def option(flag: str, ini: str, help: str, **kw: Any) -> None:
+        mirrored(group, flag, ini, help, **kw)
+
+    def gate_option(flag: str, ini: str, help: str, **kw: Any) -> None:
+        mirrored(gate, flag, ini, help, **kw)
+
+    option(
+        "--mlx-model",
+        "mlx_model",
+        "model to benchmark: Hugging Face id, local path or synthetic:<name> "
+        "(repeatable; default synthetic:tiny)",
+        ini_type="linelist",
+        action="append",
+        default=None,
+        metavar="MODEL",
+    )
+    option(
+        "--quick",
+        "mlx_quick",
+        "quick sweep 224², 448², 768², 1024² instead of the full ten sizes",
+        ini_type="bool",
+        action="store_true",
+        default=None,
+    )
+    option(
+        "--mlx-resolutions",
+        "mlx_resolutions",
+        "image sizes to sweep, e.g. 448x448,1920x1080 (overrides --quick)",
+        default=None,
+        metavar="WxH,...",
+    )
+    option("--mlx-max-tokens", "mlx_max_tokens", "fixed output length (default 64)",
+           default=None, metavar="N")
+    option("--mlx-rounds", "mlx_rounds", "measured rounds per case (default 5)",
+           default=None, metavar="N")
+    option("--mlx-warmup", "mlx_warmup", "unmeasured warmup runs per case (default 1)",
+           default=None, metavar="N")
+    option("--mlx-prompt", "mlx_prompt", "prompt sent with each image", default=None,
+           metavar="TEXT")
+    option("--mlx-image", "mlx_image",
+           "your own image, resized to each resolution (default: a synthetic pattern)",
+           default=None, metavar="PATH")
+    option("--mlx-json", "mlx_json", "write every sample, the settings and the machine to PATH",
+           default=None, metavar="PATH")
+    option("--mlx-history", "mlx_history",
+           "append this session's results (commit, branch, date, machine, settings, every "
+           "sample) as one line to a history file", default=None, metavar="PATH")
+    option("--mlx-chip", "mlx_chip",
+           "override the chip key of this machine (also $PYTEST_MLXVLM_CHIP)",
+           default=None, metavar="KEY")
+    option("--mlx-bandwidth", "mlx_bandwidth",
+           "memory bandwidth of this machine in GB/s, for the '%% of BW limit' column "
+           "(default: the published figure of a known Apple or NVIDIA chip)",
+           default=None, metavar="GBPS")
+    option("--mlx-suite", "mlx_suite",
+           "built-in suites to run: auto (the image benchmark when --mlx-model is given), "
+           "images, cache, all (images,cache) or off", default=None, metavar="SUITES")
+
+    option("--mlx-cache-engine", "mlx_cache_engine",
+           "prefix-cache engines for the cache suite: apc, prompt-cache, vllm-mlx, your own "
+           "(hook), or all available (default); repeatable", ini_type="linelist",
+           action="append", default=None, metavar="NAME")
+    parser.addini("mlx_cache_expect",
+                  "override expected cache outcomes: lines 'ENGINE: STEP = HIT|PARTIAL|MISS'",
+                  type="linelist")
+
+    gate_option("--mlx-baseline-dir", "mlx_baseline_dir",
+                "where baselines live, one folder per chip (default: baselines/ in the rootdir)",
+                default=None, metavar="DIR")
+    gate.addoption(
+        "--mlx-update-baselines", dest="mlx_update_baselines", nargs="?", const="all",
+        default=None, choices=("all", "new", "add"), metavar="all|new|add",
+        help="write the results of passing tests as baselines once the whole session passed: "
+        "'all' replaces, 'new' writes only cases that have none, 'add' appends this session "
+        "(repeat it to give the gate the session-to-session drift of this machine)",
+    )
+    gate_option("--mlx-missing-baseline", "mlx_missing_baseline",
+                "a case without a baseline: warn (default), fail or skip",
+                default=None, choices=("warn", "fail", "skip"))
+    gate_option("--mlx-tolerance", "mlx_tolerance",
+                "tolerance per metric in percent, e.g. ttft_s=20 or peak_memory=off (repeatable); "
+                "defaults: end_to_end_tps=10 generation_tps=10 ttft_s=15 peak_memory=5",
+                ini_type="linelist", action="append", default=None, metavar="METRIC=PCT")
+    gate_option("--mlx-alpha", "mlx_alpha",
+                "significance level of the gate (default 0.05): each metric's Mann-Whitney test "
+                "is judged at P, and the baseline's drift allowance at P / (measured tests x "
+                "gated metrics), so a session of unchanged code fails on drift with chance <= P",
+                default=None, metavar="P")
+    gate.addoption("--mlx-no-confirm", dest="mlx_no_confirm", action="store_true", default=False,
+                   help="fail on the first measurement instead of measuring a regressed case again")
+    gate_option("--mlx-stale-threshold", "mlx_stale_threshold",
+                "warn that a baseline is stale when a metric improved by more than PCT percent",
+                default=None, metavar="PCT")
+    gate_option("--mlx-markdown", "mlx_markdown",
+                "write a pull-request comment (Markdown) to PATH; also appended to "
+                "$GITHUB_STEP_SUMMARY when set", default=None, metavar="PATH")
+
+
+def ini_value(config: pytest.Config, name: str) -> Any:
+    """An ini setting's value, None when unset or unreadable."""
+    try:
+        value = config.getini(name)
+    except ValueError:
+        return None
+    return value if value not in ("", [], None) else None
+
+
+def lookup(config: pytest.Config) -> Any:
+    """The lookup of a setting: the command line over the ini file, with where it came from."""
+    def find(name: str) -> tuple[Any, str | None]:
+        value = getattr(config.option, name, None)
+        if value is not None and value is not False:
+            return value, FLAGS.get(name, name)
+        if name in ("mlx_update_baselines", "mlx_no_confirm"):
+            return None, None  # command line only
+        try:
+            raw = config.getini(name)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"ini {name}: {exc}") from None
+        if raw in ("", [], None) or (name == "mlx_quick" and raw is False):
+            return None, None
+        return raw, f"ini {name}"
+    return find
+
+
+def settings_from_config(config: pytest.Config) -> Settings:
+    """The session's settings; a bad value stops the run with one line that says what to write."""
+    try:
+        return resolve(lookup(config), base_dir=config.invocation_params.dir, rootdir=config.rootpath)
+    except SettingsError as exc:
+        raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None

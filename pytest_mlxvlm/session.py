@@ -1,0 +1,298 @@
+"""One session's state, and the one place that finishes it: baselines, history and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .bandwidth import decode_limit, decode_weight_bytes, kv_bytes_per_position, lookup_gbps
+from .baselines import (
+    BaselineError,
+    BaselineFile,
+    baseline_path,
+    burst_note,
+    case_from_result,
+    read,
+    reference_path,
+    update,
+)
+from .files import atomic_write_text, write_json
+from .history import append, git_state, session_record
+from .machine import identity
+from .models import model_slug
+from .report import by_model, gate_counts, json_document, markdown_report
+from .results import CaseResult, StepResult
+from .settings import Settings
+from .stats import per_comparison_alpha
+
+settings_key = pytest.StashKey[Settings]()
+session_key = pytest.StashKey["BenchSession"]()
+
+
+class BaselineStore:
+    """The baselines of one chip under one directory: ``<dir>/<chip>/<model>.json``."""
+
+    def __init__(self, directory: Path, chip: str) -> None:
+        self.directory = directory
+        self.chip = chip
+        self._files: dict[str, BaselineFile | None | BaselineError] = {}
+
+    def path(self, spec: str) -> Path:
+        """Where the measured baseline of a model lives."""
+        return baseline_path(self.directory, self.chip, model_slug(spec))
+
+    def get(self, spec: str) -> BaselineFile | None:
+        """The stored file of a model (measured, else a reference): None if there is none.
+
+        Raises BaselineError (naming the file) if it cannot be read; read once per session.
+        """
+        if spec not in self._files:
+            measured = self.path(spec)
+            reference = reference_path(self.directory, self.chip, model_slug(spec))
+            path = measured if measured.exists() or not reference.exists() else reference
+            try:
+                self._files[spec] = read(path, expect_chip=self.chip) if path.exists() else None
+            except BaselineError as exc:
+                self._files[spec] = exc
+        value = self._files[spec]
+        if isinstance(value, BaselineError):
+            raise value
+        return value
+
+    def write(self, spec: str, cases: list[CaseResult], *, machine: dict[str, Any],
+              libraries: dict[str, Any], mode: str) -> list[str]:
+        """Write a model's passed cases under the file's lock; returns the keys written."""
+        passed = {r.case_key: case_from_result(r, libraries) for r in cases if r.outcome == "passed"}
+        return update(self.path(spec), model=spec, chip=self.chip, machine=machine,
+                      cases=passed, mode=mode)
+
+
+@dataclass
+class BenchSession:
+    """What one pytest session measured, and how it ends."""
+
+    config: pytest.Config
+    settings: Settings
+    results: list[CaseResult] = field(default_factory=list)
+    load_times: dict[str, float] = field(default_factory=dict)
+    load_errors: dict[str, str] = field(default_factory=dict)
+    model_ids: dict[str, str] = field(default_factory=dict)
+    cache_records: list[dict[str, Any]] = field(default_factory=list)
+    unused: dict[str, list[str]] = field(default_factory=dict)
+    measured_total: int = 0
+    finished: int = 0
+    started: float = 0.0
+    baseline_messages: list[str] = field(default_factory=list)
+    gate_counts: dict[str, int] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    output_errors: list[str] = field(default_factory=list)
+    _machine: dict[str, Any] | None = None
+    _store: BaselineStore | None = None
+    _weight_bytes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    # -- identity and baselines ---------------------------------------------------------------
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        if self._machine is None:
+            info = identity(self.settings.outputs.chip)
+            self.config.hook.pytest_mlxvlm_update_machine_info(config=self.config, machine=info)
+            self._machine = info
+        return self._machine
+
+    @property
+    def libraries(self) -> dict[str, Any]:
+        m = self.machine
+        return {"mlx": m.get("mlx"), "mlx_vlm": m.get("mlx_vlm"), "python": m.get("python")}
+
+    @property
+    def baselines(self) -> BaselineStore:
+        if self._store is None:
+            self._store = BaselineStore(self.settings.gate.baseline_dir, self.machine["key"])
+        return self._store
+
+    def drift_alpha(self, tolerances: dict[str, float]) -> float:
+        """The level of one metric's drift allowance: ``--mlx-alpha`` is the chance that a
+        session of unchanged code fails on drift, split over its measured tests x gated metrics."""
+        return per_comparison_alpha(self.settings.gate.alpha,
+                                    max(1, self.measured_total) * len(tolerances))
+
+    # -- bandwidth bound ----------------------------------------------------------------------
+
+    @property
+    def bandwidth_gbps(self) -> float | None:
+        return self.settings.outputs.bandwidth or lookup_gbps(self.machine)
+
+    def decode_limit(self, loaded: Any, result: CaseResult) -> dict[str, float] | None:
+        """The bandwidth bound of decode for a case, and how close the measurement came."""
+        gbps = self.bandwidth_gbps
+        if not gbps or getattr(loaded, "model", None) is None or not result.samples:
+            return None
+        if loaded.spec not in self._weight_bytes:
+            self._weight_bytes[loaded.spec] = (
+                decode_weight_bytes(loaded.model), kv_bytes_per_position(loaded.model)
+            )
+        weights, kv = self._weight_bytes[loaded.spec]
+        limit = decode_limit(
+            gbps, weights, kv,
+            int(result.summary("prompt_tokens").median),
+            int(result.summary("generation_tokens").median),
+        )
+        limit["fraction"] = result.summary("generation_tps").median / limit["limit_tps"]
+        return limit
+
+    # -- progress -----------------------------------------------------------------------------
+
+    def case_done(self) -> tuple[int, int, float]:
+        """Count a finished case: (finished, total, estimated seconds left)."""
+        self.finished += 1
+        elapsed = time.perf_counter() - self.started
+        total = max(self.measured_total, self.finished)
+        return self.finished, total, elapsed / self.finished * (total - self.finished)
+
+    # -- pytest-xdist hand-over ---------------------------------------------------------------
+
+    def cache_dicts(self) -> list[dict[str, Any]]:
+        """The cache records with their steps as dicts (JSON report, xdist hand-over)."""
+        return [{**rec, "steps": [st.to_dict() for st in rec["steps"]]} for rec in self.cache_records]
+
+    def worker_payload(self) -> str:
+        """What a pytest-xdist worker measured, for the controller."""
+        return json.dumps({
+            "results": [r.to_dict() for r in self.results],
+            "load_times": self.load_times,
+            "load_errors": self.load_errors,
+            "cache": self.cache_dicts(),
+        })
+
+    def absorb(self, payload: str) -> None:
+        """Take a worker's payload into this (the controller's) session."""
+        data = json.loads(payload)
+        self.results.extend(CaseResult.from_dict(r) for r in data["results"])
+        self.load_times.update(data["load_times"])
+        self.load_errors.update(data["load_errors"])
+        self.cache_records.extend(
+            {**rec, "steps": [StepResult.from_dict(st) for st in rec["steps"]]}
+            for rec in data["cache"]
+        )
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def finish(self, exitstatus: int) -> None:
+        """Baselines, Markdown, history and JSON: each attempted on its own, so that one that
+        cannot be written (read-only, a directory, a full disk) is reported and loses nothing else."""
+        self.written = []
+        interrupted = exitstatus == int(pytest.ExitCode.INTERRUPTED)
+        outputs = self.settings.outputs
+        if self.results:
+            self._attempt("baselines", None, lambda: self._finish_baselines(exitstatus))
+        if outputs.markdown_path is not None and self.results:
+            self._attempt("Markdown report", outputs.markdown_path,
+                          lambda: self._write_markdown(outputs.markdown_path, interrupted))
+        if outputs.history_path is not None and self.results and not interrupted:
+            self._attempt("history", outputs.history_path,
+                          lambda: self._append_history(outputs.history_path))
+        if outputs.json_path is not None:
+            self._attempt("JSON report", outputs.json_path,
+                          lambda: self._write_json(outputs.json_path, interrupted))
+
+    def _attempt(self, what: str, path: Path | None, write: Any) -> None:
+        try:
+            written = write()
+        except (OSError, BaselineError, ValueError) as exc:
+            where = f" to {path}" if path is not None else ""
+            self.output_errors.append(f"{what} not written{where}: {type(exc).__name__}: {exc}")
+            return
+        if written is not None:
+            self.written.append(written)
+
+    def _finish_baselines(self, exitstatus: int) -> None:
+        """Count the verdicts, list unused baselines, and write updates from a passed session."""
+        gate = self.settings.gate
+        measured: dict[str, set[str]] = {}
+        for r in self.results:
+            measured.setdefault(r.model, set()).add(r.case_key)
+        for spec, keys in measured.items():
+            try:
+                stored = self.baselines.get(spec)
+            except BaselineError:
+                continue
+            if stored is not None:
+                unused = sorted(set(stored.cases) - keys)
+                if unused:
+                    self.unused[spec] = unused
+                note = burst_note(stored) if not gate.update else None
+                if note:
+                    self.baseline_messages.append(f"{spec}: {note}")
+        written = 0
+        if gate.update and exitstatus != 0:
+            self.baseline_messages.append(
+                f"baselines not updated: the session did not pass (exit status {exitstatus}); "
+                "nothing was written"
+            )
+        elif gate.update:
+            for spec, cases in by_model(self.results).items():
+                path = self.baselines.path(spec)
+                try:
+                    keys = self.baselines.write(spec, cases, machine=self.machine,
+                                                libraries=self.libraries, mode=gate.update)
+                except (BaselineError, OSError) as exc:
+                    self.baseline_messages.append(f"baselines not updated: {exc}")
+                    continue
+                written += len(keys)
+                self.baseline_messages.append(
+                    f"{len(keys)} baseline case(s) written to {path}" if keys
+                    else f"no baseline case written to {path} (all exist)")
+        self.gate_counts = gate_counts(
+            self.results, unused=sum(len(v) for v in self.unused.values()), updated=written
+        )
+
+    def _append_history(self, path: Path) -> Path:
+        record = session_record(
+            self.results,
+            machine=self.machine,
+            settings=self.settings.describe(),
+            git=git_state(self.config.rootpath),
+        )
+        append(path, record)
+        return path
+
+    def _write_markdown(self, path: Path, interrupted: bool) -> Path:
+        text = markdown_report(self.results, machine=self.machine,
+                               counts=self.gate_counts, unused=self.unused)
+        if interrupted:
+            text = "> ⚠️ interrupted: this report holds only the cases measured before Ctrl-C\n\n" + text
+        path = _partial_path(path) if interrupted and path.exists() else path
+        atomic_write_text(path, text)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(text)
+        return path
+
+    def _write_json(self, path: Path, interrupted: bool) -> Path:
+        document = json_document(
+            self.results,
+            settings=self.settings.describe(),
+            machine=self.machine,
+            extra={
+                "load_times_s": self.load_times,
+                "errors": self.load_errors,
+                "cache": self.cache_dicts(),
+                **({"interrupted": True} if interrupted else {}),
+            },
+        )
+        path = _partial_path(path) if interrupted and path.exists() else path
+        write_json(path, document)
+        return path
+
+
+def _partial_path(path: Path) -> Path:
+    """Where an interrupted session's report goes when a complete one would be replaced."""
+    return path.with_name(f"{path.stem}.interrupted{path.suffix}")
