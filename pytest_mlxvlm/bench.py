@@ -9,9 +9,13 @@ from typing import Any, Callable
 import pytest
 
 from . import gate
+from .abmode import judge_pairs, run_pairs
 from .baselines import BaselineError
+from .paired import format_change
 from .results import METRICS, CaseResult, GenerationRequest, Sample
 from .runner import run_case
+from .stats import per_comparison_alpha
+from .workers import WorkerError
 from .session import BenchSession, session_key
 from .settings import Resolution, Settings
 from .xdist import is_worker, nodeid
@@ -80,6 +84,11 @@ class MlxBench:
         )
         n_rounds = work.rounds if rounds is None else rounds
         n_warmup = work.warmup if warmup is None else warmup
+        workload = {**work.describe(), "prompt": request.prompt, "max_tokens": request.max_tokens,
+                    "rounds": n_rounds, "warmup": n_warmup,
+                    "image": describe_image(image, work.describe()["image"])}
+        if getattr(self.model, "ab", None) is not None:
+            return self._run_ab(request, n_warmup, workload)
         hook = self.request.config.hook
 
         def measure() -> Sample:
@@ -92,14 +101,7 @@ class MlxBench:
             resolution=self.resolution.id if request.image is not None else "text",
             samples=samples,
             warmup=warm,
-            workload={
-                **work.describe(),
-                "prompt": request.prompt,
-                "max_tokens": request.max_tokens,
-                "rounds": n_rounds,
-                "warmup": n_warmup,
-                "image": describe_image(image, work.describe()["image"]),
-            },
+            workload=workload,
             load_time_s=session.load_times.get(self.model.spec, 0.0),
             test_id=nodeid(self.request.node),
             case_key=self._case_key(),
@@ -112,6 +114,55 @@ class MlxBench:
         finally:
             hook.pytest_mlxvlm_case_finished(config=self.request.config, result=result)
         return result
+
+    def _run_ab(self, request: GenerationRequest, warmup: int, workload: dict) -> CaseResult:
+        """Base and head side by side in their workers, pair by pair; fail on a regression."""
+        if request.image is not None and not isinstance(request.image, (str, Path)):
+            path = Path(self.request.config._tmp_path_factory.mktemp("mlxvlm-ab-images")) / "image.png"  # type: ignore[attr-defined]
+            request.image.save(path)
+            request = GenerationRequest(image=path, prompt=request.prompt, max_tokens=request.max_tokens)
+        session = self.session
+        plan, policy = self.settings.ab, self.settings.gate
+        key = self._case_key()
+        alpha = per_comparison_alpha(policy.alpha, max(1, session.measured_total) * len(policy.ab_tolerances))
+
+        def judge(base: list[Sample], head: list[Sample]) -> Any:
+            return judge_pairs(key, base, head, tolerances=policy.ab_tolerances, alpha=alpha)
+
+        ab_model = self.model.ab
+        try:
+            ab_model.ensure_loaded()
+            run = run_pairs(ab_model.measure, request, warmup=warmup, plan=plan, judge=judge)
+        except WorkerError as exc:
+            error = f"mlxvlm: {self.model.spec} {self.resolution.id}: {exc}"
+        else:
+            error = None
+        if error is not None:
+            pytest.fail(error, pytrace=False)
+        comparison = judge(run.base, run.head)
+        comparison.note = (f"{len(run.head)} pairs in {run.seconds:.0f} s, stopped: {run.stopped}; "
+                           f"base {session.ab.base.label}, head {session.ab.head.label}")
+        sides = {}
+        for side, samples, warm in (("base", run.base, run.base_warmup), ("head", run.head, run.head_warmup)):
+            sides[side] = CaseResult(
+                model=self.model.spec, resolution=self.resolution.id if request.image is not None else "text",
+                samples=samples, warmup=warm, workload={**workload, "pairs": len(samples)},
+                load_time_s=ab_model.load_times.get(side, 0.0), test_id=nodeid(self.request.node),
+                case_key=key, side=side, comparison=comparison if side == "head" else None,
+            )
+        head = sides["head"]
+        self.results.append(head)
+        self.request.node.stash.setdefault(results_key, []).extend([sides["base"], head])
+        self.request.config.hook.pytest_mlxvlm_case_finished(config=self.request.config, result=head)
+        if comparison.status in ("regressed", "workload-changed"):
+            lines = [f"mlxvlm: A/B {comparison.status} in {key} ({self.model.spec} on "
+                     f"{session.machine['key']}): base {session.ab.base.label}, head {session.ab.head.label}"]
+            if comparison.status == "workload-changed":
+                lines += [f"  {k}: base {a}, head {b}" for k, (a, b) in comparison.workload_changes.items()]
+            lines += [f"  {format_change(m)} (tolerance {m.tolerance * 100:.0f}%)" for m in comparison.regressed]
+            lines.append(f"  {comparison.note}")
+            pytest.fail("\n".join(lines), pytrace=False)
+        return head
 
     def _measure(self, measure: Callable[[], Sample], rounds: int, warmup: int
                  ) -> tuple[list[Sample], list[Sample]]:

@@ -25,6 +25,7 @@ class LoadedModel:
     model: Any
     processor: Any
     load_time_s: float = 0.0
+    ab: Any = None  # in the paired A/B mode: the base and head workers (abmode.ABModel)
 
 
 def short_name(spec: str) -> str:

@@ -113,6 +113,28 @@ def add_options(parser: pytest.Parser) -> None:
     gate_option("--mlx-stale-threshold", "mlx_stale_threshold",
                 "warn that a baseline is stale when a metric improved by more than PCT percent",
                 default=None, metavar="PCT")
+    ab = parser.getgroup("mlxvlm-ab", "pytest-mlxvlm paired A/B gating (base and head side by side)")
+
+    def ab_option(flag: str, ini: str, help: str, **kw: Any) -> None:
+        mirrored(ab, flag, ini, help, **kw)
+
+    ab_option("--mlx-ab-base", "mlx_ab_base",
+              "gate against this git revision of the repository under test (e.g. origin/main), "
+              "measured side by side with the working tree in two worker processes, round by "
+              "round (ABBA); no stored baseline needed", default=None, metavar="REV")
+    ab_option("--mlx-ab-python", "mlx_ab_python",
+              "the base side's Python interpreter or virtual environment (other mlx / mlx-vlm "
+              "versions); alone: the same code under another environment", default=None,
+              metavar="PATH")
+    ab_option("--mlx-ab-pairs", "mlx_ab_pairs",
+              "pairs of rounds per case: at least MIN, at most MAX, stopping once the verdict is "
+              "clear (default 10:40)", default=None, metavar="MIN:MAX")
+    ab_option("--mlx-ab-budget", "mlx_ab_budget",
+              "seconds one case may measure before it decides on the pairs it has (default 480)",
+              default=None, metavar="SECONDS")
+    ab_option("--mlx-ab-timeout", "mlx_ab_timeout",
+              "seconds one generation may take before its worker counts as hung and is stopped "
+              "(default 600)", default=None, metavar="SECONDS")
     gate_option("--mlx-markdown", "mlx_markdown",
                 "write a pull-request comment (Markdown) to PATH; also appended to "
                 "$GITHUB_STEP_SUMMARY when set", default=None, metavar="PATH")

@@ -9,14 +9,17 @@ from typing import Any, Iterator
 import pytest
 
 from . import hookspec
+from .abmode import ABSetupError, validate
 from .bench import MlxBench, results_key
 from .cachefixture import MlxCache, choose_engines, engines_key, expect_key, parse_expectations, start_session
 from .images import ImageError, image_file, synthetic_image
-from .models import ModelLoadError, short_name
+from .models import LoadedModel, ModelLoadError, short_name
+from .paired import format_change
 from .options import add_options, ini_value, settings_from_config
 from .session import BenchSession, session_key, settings_key
 from .settings import Resolution, Settings, SettingsError
 from .terminal import PROGRESS, MlxReporter, figures, progress
+from .workers import WorkerError
 from .xdist import group_measured, is_worker, lock_for, measure_lock, nodeid, use_loadgroup
 
 SUITE_DIR = Path(__file__).with_name("builtin")
@@ -42,6 +45,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "tolerance=None): per-test settings for pytest-mlxvlm measurements",
     )
     settings = settings_from_config(config)
+    if settings.ab.active:
+        if settings.gate.update:
+            raise pytest.UsageError("pytest-mlxvlm: --mlx-update-baselines cannot be used with the "
+                                    "A/B mode (--mlx-ab-base / --mlx-ab-python): it has no stored baselines")
+        try:
+            validate(settings.ab, config.rootpath)
+        except ABSetupError as exc:
+            raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None
     config.stash[settings_key] = settings
     config.stash[session_key] = BenchSession(config, settings)
     try:
@@ -68,6 +79,9 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    bench = config.stash.get(session_key, None)
+    if bench is not None:
+        bench.close()
     reporter = config.pluginmanager.get_plugin(REPORTER)
     if reporter is not None:
         config.pluginmanager.unregister(reporter)
@@ -173,9 +187,14 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         result.outcome = outcome
         bench.results.append(result)
         med = result.summary("end_to_end_tps").median
-        item.user_properties.append((f"mlxvlm:{result.resolution}:end_to_end_tps", round(med, 3)))
-        if result.comparison is not None:
-            item.user_properties.append((f"mlxvlm:{result.resolution}:baseline", result.comparison.status))
+        prefix = f"mlxvlm:{result.resolution}" + (f":{result.side}" if result.side else "")
+        item.user_properties.append((f"{prefix}:end_to_end_tps", round(med, 3)))
+        comparison = result.comparison
+        if comparison is not None and result.side == "head":
+            item.user_properties.append((f"{prefix}:ab", comparison.status))
+            item.user_properties.extend((f"{prefix}:ab:{m.metric}", format_change(m)) for m in comparison.metrics)
+        elif comparison is not None:
+            item.user_properties.append((f"{prefix}:baseline", comparison.status))
     if is_worker(item.config):
         item.user_properties.extend((PROGRESS, figures(result)) for result in results)
 
@@ -206,6 +225,9 @@ def mlx_model(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> It
     """The model under test, loaded once per session (parametrized over ``--mlx-model``)."""
     spec = getattr(request, "param", None) or pytestconfig.stash[settings_key].workload.models[0]
     bench = pytestconfig.stash[session_key]
+    if bench.settings.ab.active:
+        yield _ab_model(bench, spec)
+        return
     start = time.perf_counter()
     try:
         loaded = pytestconfig.hook.pytest_mlxvlm_load_model(spec=spec, settings=bench.settings)
@@ -223,6 +245,23 @@ def mlx_model(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> It
         mx.clear_cache()
     except ImportError:
         pass
+
+
+def _ab_model(bench: BenchSession, spec: str) -> LoadedModel:
+    """In the A/B mode: no model in this process, but base and head workers that hold one."""
+    try:
+        ab_model = bench.ab.model(spec)  # type: ignore[union-attr]
+        ab_model.ensure_loaded()
+    except (WorkerError, ABSetupError) as exc:
+        bench.load_errors[spec] = f"{spec}: {exc}"
+        error = bench.load_errors[spec]
+    else:
+        error = None
+    if error is not None:
+        pytest.fail(error, pytrace=False)
+    bench.load_times[spec] = ab_model.load_times.get("head", 0.0)
+    return LoadedModel(spec=spec, path=None, model=None, processor=None,
+                       load_time_s=bench.load_times[spec], ab=ab_model)
 
 
 @pytest.fixture
@@ -259,6 +298,8 @@ def mlx_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_resolution: Re
 def mlx_cache(request: pytest.FixtureRequest, mlx_model: Any, pytestconfig: pytest.Config) -> Iterator[MlxCache]:
     """A fresh prefix-cache engine on ``mlx_model``: ``step(...)`` then ``check()``, or
     ``expect(run(image, prompt), "HIT")``."""
+    if mlx_model.ab is not None:
+        pytest.skip("the cache suite measures in this process; it does not run in the A/B mode")
     hook = pytestconfig.hook
     session = start_session(pytestconfig, request.param, mlx_model,
                             lambda req: hook.pytest_mlxvlm_measure(model=mlx_model, request=req))

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from .abmode import ABSession
+from .abreport import ab_markdown
 from .bandwidth import decode_limit, decode_weight_bytes, kv_bytes_per_position, lookup_gbps
 from .baselines import (
     BaselineError,
@@ -95,6 +97,22 @@ class BenchSession:
     _machine: dict[str, Any] | None = None
     _store: BaselineStore | None = None
     _weight_bytes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _ab: ABSession | None = None
+
+    # -- paired A/B runs ----------------------------------------------------------------------
+
+    @property
+    def ab(self) -> ABSession | None:
+        """The A/B session (worktree, workers), set up on first use; None when not A/B."""
+        if self._ab is None and self.settings.ab.active:
+            self._ab = ABSession(self.settings.ab, self.config.rootpath)
+        return self._ab
+
+    def close(self) -> None:
+        """Stop the workers and remove the base worktree (every path out, Ctrl-C included)."""
+        if self._ab is not None:
+            self._ab.close()
+            self._ab = None
 
     # -- identity and baselines ---------------------------------------------------------------
 
@@ -215,6 +233,9 @@ class BenchSession:
     def _finish_baselines(self, exitstatus: int) -> None:
         """Count the verdicts, list unused baselines, and write updates from a passed session."""
         gate = self.settings.gate
+        if self.settings.ab.active:  # judged against the base side, not stored baselines
+            self.gate_counts = gate_counts([r for r in self.results if r.side == "head"])
+            return
         measured: dict[str, set[str]] = {}
         for r in self.results:
             measured.setdefault(r.model, set()).add(r.case_key)
@@ -255,7 +276,7 @@ class BenchSession:
 
     def _append_history(self, path: Path) -> Path:
         record = session_record(
-            self.results,
+            [r for r in self.results if r.side != "base"],
             machine=self.machine,
             settings=self.settings.describe(),
             git=git_state(self.config.rootpath),
@@ -264,8 +285,11 @@ class BenchSession:
         return path
 
     def _write_markdown(self, path: Path, interrupted: bool) -> Path:
-        text = markdown_report(self.results, machine=self.machine,
-                               counts=self.gate_counts, unused=self.unused)
+        if self.settings.ab.active:
+            text = ab_markdown(self.results, machine=self.machine, counts=self.gate_counts)
+        else:
+            text = markdown_report(self.results, machine=self.machine,
+                                   counts=self.gate_counts, unused=self.unused)
         if interrupted:
             text = "> ⚠️ interrupted: this report holds only the cases measured before Ctrl-C\n\n" + text
         path = _partial_path(path) if interrupted and path.exists() else path

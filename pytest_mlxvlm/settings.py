@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .compare import ToleranceError, merge_tolerances, parse_tolerances
+from .paired import AB_TOLERANCES
 
 DEFAULT_MODEL = "synthetic:tiny"
 DEFAULT_PROMPT = "Describe this image in detail."
@@ -135,6 +136,7 @@ class GatePolicy:
     alpha: float = 0.05
     confirm: bool = True
     stale: float | None = None  # report an improvement beyond this fraction as a stale baseline
+    ab_tolerances: dict[str, float] = field(default_factory=lambda: dict(AB_TOLERANCES))
 
 
 @dataclass(frozen=True)
@@ -149,12 +151,29 @@ class Outputs:
 
 
 @dataclass(frozen=True)
+class ABPlan:
+    """What the A/B mode compares and how long it may measure a case."""
+
+    base_rev: str | None = None
+    base_python: str | None = None
+    min_pairs: int = 10
+    max_pairs: int = 40
+    budget_s: float = 480.0  # per case, warmup included
+    timeout_s: float = 600.0  # one generation; a worker silent this long is stopped
+
+    @property
+    def active(self) -> bool:
+        return bool(self.base_rev or self.base_python)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The resolved settings of a session, grouped by what they govern."""
 
     workload: Workload = field(default_factory=Workload)
     gate: GatePolicy = field(default_factory=GatePolicy)
     outputs: Outputs = field(default_factory=Outputs)
+    ab: ABPlan = field(default_factory=lambda: ABPlan())
 
     def for_marker(self, **overrides: Any) -> Settings:
         """These settings with a ``mlx_benchmark`` marker's keywords applied."""
@@ -178,7 +197,8 @@ class Settings:
             work["prompt"] = str(overrides["prompt"])
         gate = self.gate
         if "tolerance" in overrides:
-            gate = replace(gate, tolerances=_merge_tolerance(gate.tolerances, overrides["tolerance"]))
+            gate = replace(gate, tolerances=_merge_tolerance(gate.tolerances, overrides["tolerance"]),
+                           ab_tolerances=_merge_tolerance(gate.ab_tolerances, overrides["tolerance"]))
         return replace(self, workload=replace(self.workload, **work), gate=gate)
 
     def describe(self) -> dict[str, Any]:
@@ -241,6 +261,9 @@ FLAGS = {
     "mlx_alpha": "--mlx-alpha", "mlx_no_confirm": "--mlx-no-confirm",
     "mlx_stale_threshold": "--mlx-stale-threshold", "mlx_markdown": "--mlx-markdown",
     "mlx_history": "--mlx-history", "mlx_bandwidth": "--mlx-bandwidth",
+    "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
+    "mlx_ab_pairs": "--mlx-ab-pairs", "mlx_ab_budget": "--mlx-ab-budget",
+    "mlx_ab_timeout": "--mlx-ab-timeout",
 }
 
 
@@ -297,7 +320,8 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
         raise SettingsError(f"{where} must be warn, fail or skip, got {missing!r}")
     tolerances, where = get("mlx_tolerance", [])
     try:
-        tolerance_map = merge_tolerances(parse_tolerances(tolerances))
+        user_tolerances = parse_tolerances(tolerances)
+        tolerance_map = merge_tolerances(user_tolerances)
     except ToleranceError as exc:
         raise SettingsError(_from_ini(where, exc)) from None
     stale, where_stale = lookup("mlx_stale_threshold")
@@ -326,6 +350,7 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
         alpha=_fraction(*_named("mlx_alpha", get, 0.05), upper=0.5),
         confirm=not no_confirm,
         stale=None if stale is None else _fraction(where_stale or "", stale, 1000) / 100,
+        ab_tolerances={k: v for k, v in {**AB_TOLERANCES, **user_tolerances}.items() if v is not None},
     )
     outputs = Outputs(
         json_path=path_of("mlx_json"),
@@ -334,7 +359,24 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
         chip=chip or None,
         bandwidth=None if bandwidth is None else _fraction(where_bw or "", bandwidth, 1e6),
     )
-    return Settings(workload=workload, gate=gate, outputs=outputs)
+    return Settings(workload=workload, gate=gate, outputs=outputs, ab=_ab_plan(get, lookup))
+
+
+def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
+    base_rev, _ = lookup("mlx_ab_base")
+    base_python, _ = lookup("mlx_ab_python")
+    pairs, where = get("mlx_ab_pairs", f"{ABPlan.min_pairs}:{ABPlan.max_pairs}")
+    low, sep, high = str(pairs).partition(":")
+    low_n = positive_int(where, low, minimum=2, maximum=10_000)
+    high_n = positive_int(where, high if sep else low, minimum=low_n, maximum=10_000)
+    return ABPlan(
+        base_rev=str(base_rev) if base_rev else None,
+        base_python=str(base_python) if base_python else None,
+        min_pairs=low_n,
+        max_pairs=high_n,
+        budget_s=_fraction(*_named("mlx_ab_budget", get, ABPlan.budget_s), upper=86400),
+        timeout_s=_fraction(*_named("mlx_ab_timeout", get, ABPlan.timeout_s), upper=86400),
+    )
 
 
 def _from_ini(where: str | None, exc: Exception) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from .abreport import ab_section
 from .report import by_model, cache_sections, gate_summary, model_section, sensitivity, sensitivity_line
 from .results import CaseResult
 from .session import BenchSession, session_key
@@ -112,9 +113,17 @@ class MlxReporter:
         if bench.results or bench.load_errors:
             machine = bench.machine
             for model, cases in by_model(bench.results).items():
-                tr.write_sep("=", f"mlxvlm: {model} on {machine['chip']} ({machine['backend']})")
-                for line in model_section(model, cases, bench.load_times.get(model)):
-                    tr.write_line(line)
+                for side in dict.fromkeys(r.side for r in cases):
+                    title = f"mlxvlm: {model} on {machine['chip']} ({machine['backend']})"
+                    tr.write_sep("=", title + (f", {side}: {self._side_label(side)}" if side else ""))
+                    shown = [r for r in cases if r.side == side]
+                    for line in model_section(model, shown, bench.load_times.get(model)):
+                        tr.write_line(line)
+                ab_lines = ab_section(cases)
+                if ab_lines:
+                    tr.write_sep("=", f"mlxvlm A/B: {model}, head against base, pair by pair")
+                    for line in ab_lines:
+                        tr.write_line(line)
             for model, error in bench.load_errors.items():
                 tr.write_sep("=", f"mlxvlm: {model} not measured")
                 tr.write_line(error)
@@ -126,10 +135,12 @@ class MlxReporter:
             self._outputs(tr)
             return
         policy = bench.settings.gate
-        for model, cases in by_model(bench.results).items():
+        for model, cases in by_model([r for r in bench.results if not r.side]).items():
             detect = sensitivity(cases, policy.tolerances, policy.alpha)
             tr.write_line(f"{model}: " + sensitivity_line(detect, cases))
-        if bench.gate_counts:
+        if bench.gate_counts and bench.settings.ab.active:
+            tr.write_sep("-", f"mlxvlm A/B ({bench.machine['key']}): {gate_summary(bench.gate_counts)}")
+        elif bench.gate_counts:
             tr.write_sep("-", f"mlxvlm baselines ({bench.machine['key']}): {gate_summary(bench.gate_counts)}")
             for model, keys in bench.unused.items():
                 for key in keys:
@@ -137,6 +148,12 @@ class MlxReporter:
             for line in bench.baseline_messages:
                 tr.write_line(line)
         self._outputs(tr)
+
+    def _side_label(self, side: str) -> str:
+        ab = self.bench._ab
+        if ab is None:
+            return ""
+        return ab.base.label if side == "base" else ab.head.label
 
     def _outputs(self, tr: Any) -> None:
         for line in self.bench.output_errors:

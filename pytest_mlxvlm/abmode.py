@@ -1,0 +1,281 @@
+"""Paired A/B runs: the base (a git revision, another environment) and the head measured
+side by side in two worker processes, round by round in ABBA order, until the answer is clear.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .paired import compare_paired, settled
+from .results import EXACT_METRICS, CaseComparison, GenerationRequest, Sample
+from .settings import ABPlan
+from .workers import WorkerError, WorkerProcess, plugin_copy
+
+MEMORY_HEADROOM = 1.2  # two copies must fit with this much to spare
+
+
+class ABSetupError(ValueError):
+    """A base that cannot be set up (no such revision, no such interpreter); one line."""
+
+
+def _git(root: Path, *args: str) -> str:
+    run = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise ABSetupError((run.stderr or run.stdout).strip().splitlines()[-1] if (run.stderr or run.stdout).strip()
+                           else f"git {' '.join(args)} failed")
+    return run.stdout.strip()
+
+
+def _import_roots(root: Path) -> list[str]:
+    """A checkout's import roots: its top folder, and ``src/`` in a src layout."""
+    roots = [str(root)]
+    if (root / "src").is_dir():
+        roots.append(str(root / "src"))
+    return roots
+
+
+def resolve_python(value: str) -> str:
+    """An interpreter path, or a virtual environment's folder; ABSetupError if neither."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        for candidate in (path / "bin" / "python", path / "Scripts" / "python.exe"):
+            if candidate.exists():
+                return str(candidate)
+        raise ABSetupError(f"--mlx-ab-python {value}: a folder without bin/python (not a virtual environment)")
+    if not path.exists() or not os.access(path, os.X_OK):
+        raise ABSetupError(f"--mlx-ab-python {value}: no such interpreter")
+    return str(path)
+
+
+def validate(plan: ABPlan, rootdir: Path) -> None:
+    """Check the base before anything runs: the revision exists, the interpreter is there."""
+    if plan.base_python:
+        resolve_python(plan.base_python)
+    if plan.base_rev:
+        try:
+            repo = _git(rootdir, "rev-parse", "--show-toplevel")
+        except (ABSetupError, OSError) as exc:
+            raise ABSetupError(f"--mlx-ab-base {plan.base_rev}: {rootdir} is not in a git repository "
+                               f"({exc})") from None
+        try:
+            _git(Path(repo), "rev-parse", "--verify", "--quiet", f"{plan.base_rev}^{{commit}}")
+        except ABSetupError:
+            raise ABSetupError(f"--mlx-ab-base {plan.base_rev}: no such revision in {repo} "
+                               "(fetch it first, e.g. git fetch origin main)") from None
+
+
+@dataclass
+class Side:
+    """One side of the comparison: how its worker is started, and what it is."""
+
+    name: str
+    python: str
+    path: list[str]
+    cwd: Path | None
+    label: str
+
+
+class ABSession:
+    """The sides of a session's A/B runs, their workers per model, and their clean-up."""
+
+    def __init__(self, plan: ABPlan, rootdir: Path) -> None:
+        self.plan = plan
+        self.rootdir = rootdir
+        self.scratch = Path(tempfile.mkdtemp(prefix="pytest-mlxvlm-ab-"))
+        self.worktree: Path | None = None
+        self.repo: Path | None = None
+        self.models: dict[str, ABModel] = {}
+        try:
+            self.base, self.head = self._sides()
+        except BaseException:
+            self.close()
+            raise
+
+    def _sides(self) -> tuple[Side, Side]:
+        code = [str(plugin_copy(self.scratch))]
+        head_roots: list[str] = []
+        base_roots: list[str] = []
+        base_label = head_label = ""
+        if self.plan.base_rev:
+            try:
+                self.repo = Path(_git(self.rootdir, "rev-parse", "--show-toplevel"))
+            except (ABSetupError, OSError) as exc:
+                raise ABSetupError(f"--mlx-ab-base {self.plan.base_rev}: {self.rootdir} is not in a git "
+                                   f"repository ({exc})") from None
+            try:
+                sha = _git(self.repo, "rev-parse", "--verify", "--quiet", f"{self.plan.base_rev}^{{commit}}")
+            except ABSetupError:
+                raise ABSetupError(f"--mlx-ab-base {self.plan.base_rev}: no such revision in {self.repo} "
+                                   "(fetch it first, e.g. git fetch origin main)") from None
+            self.worktree = self.scratch / "base"
+            _git(self.repo, "worktree", "add", "--detach", str(self.worktree), sha)
+            base_roots = _import_roots(self.worktree)
+            head_roots = _import_roots(self.repo)
+            base_label = f"{self.plan.base_rev} ({sha[:10]})"
+            head_sha = _git(self.repo, "rev-parse", "HEAD")[:10]
+            dirty = _git(self.repo, "status", "--porcelain", "--untracked-files=no")
+            head_label = f"working tree ({head_sha}{', modified' if dirty else ''})"
+        base_python = resolve_python(self.plan.base_python) if self.plan.base_python else sys.executable
+        if self.plan.base_python:
+            base_label = (base_label + " with " if base_label else "") + base_python
+            head_label = (head_label + " with " if head_label else "") + sys.executable
+        base = Side("base", base_python, code + base_roots, self.worktree, base_label)
+        head = Side("head", sys.executable, code + head_roots, self.repo, head_label)
+        return base, head
+
+    def model(self, spec: str) -> ABModel:
+        """Both workers of a model, started and loaded (once per session)."""
+        if spec not in self.models:
+            self.models[spec] = ABModel(spec, self.base, self.head, self.plan, self.scratch)
+        return self.models[spec]
+
+    def close(self) -> None:
+        """Stop every worker and remove the worktree and scratch folder."""
+        for model in self.models.values():
+            model.stop()
+        if self.worktree is not None and self.repo is not None:
+            subprocess.run(["git", "-C", str(self.repo), "worktree", "remove", "--force", str(self.worktree)],
+                           capture_output=True)
+            subprocess.run(["git", "-C", str(self.repo), "worktree", "prune"], capture_output=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _memory_bytes(info: dict[str, Any]) -> int | None:
+    """Memory the workers' device can hold: what MLX reports, else the host's available RAM."""
+    for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
+        if info.get(key):
+            return int(info[key])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclass
+class ABModel:
+    """A model loaded in a base and a head worker."""
+
+    spec: str
+    base_side: Side
+    head_side: Side
+    plan: ABPlan
+    scratch: Path
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load_times: dict[str, float] = field(default_factory=dict)
+    workers: dict[str, WorkerProcess] = field(default_factory=dict)
+
+    def _worker(self, side: Side) -> WorkerProcess:
+        if side.name not in self.workers:
+            self.workers[side.name] = WorkerProcess(
+                name=side.name, python=side.python, path=side.path, cwd=side.cwd,
+                log=self.scratch / f"{side.name}-worker.log", timeout_s=self.plan.timeout_s)
+        return self.workers[side.name]
+
+    def ensure_loaded(self) -> None:
+        """Start and load whichever worker is not running (after a crash, again)."""
+        for side in (self.base_side, self.head_side):
+            worker = self._worker(side)
+            if worker.alive and side.name in self.load_times:
+                continue
+            hello = worker.call({"op": "hello"}, timeout_s=120)
+            if side.name == "head" and "base" in self.info:
+                self._check_memory()
+            answer = worker.call({"op": "load", "spec": self.spec, "side": side.name})
+            self.info[side.name] = {**hello, "weight_bytes": answer.get("weight_bytes", 0)}
+            self.load_times[side.name] = float(answer.get("load_time_s", 0.0))
+
+    def _check_memory(self) -> None:
+        weights = int(self.info["base"].get("weight_bytes") or 0)
+        limit = _memory_bytes(self.info["base"].get("device", {}))
+        if weights and limit and 2 * weights * MEMORY_HEADROOM > limit:
+            raise WorkerError(
+                f"two copies of {self.spec} ({weights / 1e9:.1f} GB each) do not fit beside each "
+                f"other in {limit / 1e9:.1f} GB: the A/B mode keeps base and head loaded at once; "
+                "use a smaller model, or gate against stored baselines instead"
+            )
+
+    def measure(self, side: str, request: GenerationRequest) -> Sample:
+        answer = self.workers[side].call({
+            "op": "measure", "image": None if request.image is None else str(request.image),
+            "prompt": request.prompt, "max_tokens": request.max_tokens,
+        })
+        return Sample.from_dict(answer["sample"])
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+
+
+@dataclass
+class PairedRun:
+    """The rounds of one case: base and head samples in pairs, and why measuring stopped."""
+
+    base: list[Sample]
+    head: list[Sample]
+    base_warmup: list[Sample]
+    head_warmup: list[Sample]
+    stopped: str  # "settled", "max pairs", "time budget"
+    seconds: float
+
+
+def run_pairs(measure: Callable[[str, GenerationRequest], Sample], request: GenerationRequest, *,
+              warmup: int, plan: ABPlan, judge: Callable[[list[Sample], list[Sample]], CaseComparison],
+              check_every: int = 5) -> PairedRun:
+    """Warm both sides, then pairs in ABBA order (base-head, head-base, ...) until the verdict
+    is settled (checked every ``check_every`` pairs from ``min_pairs`` on), ``max_pairs``, or
+    the time budget is spent."""
+    start = time.perf_counter()
+    warm: dict[str, list[Sample]] = {"base": [], "head": []}
+    for i in range(warmup):
+        for side in (("base", "head") if i % 2 == 0 else ("head", "base")):
+            warm[side].append(measure(side, request))
+    rounds: dict[str, list[Sample]] = {"base": [], "head": []}
+    stopped = "max pairs"
+    for i in range(plan.max_pairs):
+        for side in (("base", "head") if i % 2 == 0 else ("head", "base")):
+            rounds[side].append(measure(side, request))
+        n = i + 1
+        if n < plan.min_pairs:
+            continue
+        if time.perf_counter() - start > plan.budget_s:
+            stopped = "time budget"
+            break
+        if (n - plan.min_pairs) % check_every == 0 and n < plan.max_pairs:
+            comparison = judge(rounds["base"], rounds["head"])
+            if comparison.status == "workload-changed" or all(settled(m) for m in comparison.metrics):
+                stopped = "settled"
+                break
+    return PairedRun(rounds["base"], rounds["head"], warm["base"], warm["head"], stopped,
+                     time.perf_counter() - start)
+
+
+def judge_pairs(key: str, base: list[Sample], head: list[Sample], *, tolerances: dict[str, float],
+                alpha: float) -> CaseComparison:
+    """Token counts first (a changed workload is its own verdict), then each gated metric."""
+    changed = {}
+    for name in EXACT_METRICS:
+        before = sorted({int(getattr(s, name)) for s in base})
+        now = sorted({int(getattr(s, name)) for s in head})
+        if before != now:
+            changed[name] = (before[0] if len(before) == 1 else before, now[0] if len(now) == 1 else now)
+    if changed:
+        return CaseComparison(key, "workload-changed", workload_changes=changed,
+                              note="token counts differ between base and head: the work itself "
+                                   "changed, speed is not compared")
+    metrics = [compare_paired(m, [float(getattr(s, m)) for s in base], [float(getattr(s, m)) for s in head],
+                              tol, alpha) for m, tol in tolerances.items()]
+    status = ("regressed" if any(m.verdict == "regressed" for m in metrics)
+              else "improved" if any(m.verdict == "improved" for m in metrics) else "pass")
+    return CaseComparison(key, status, metrics=metrics)

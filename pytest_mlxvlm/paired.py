@@ -1,0 +1,156 @@
+"""The paired A/B decision: base and head rounds that took turns, judged pair by pair.
+
+Each pair gives the log ratio of head to base, signed so that positive means the head is
+worse (slower tok/s, longer TTFT, more memory). The machine's drift moves both rounds of a
+pair alike, so it cancels in the ratio. The change is the Hodges-Lehmann estimate of the
+ratios (the median of their pairwise averages) with the distribution-free interval of the
+Wilcoxon signed-rank test; a metric regressed when the head is significantly worse (the
+interval's lower end above zero) *and* the estimate is worse than the tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import median
+from typing import Sequence
+
+from .results import METRICS, MetricComparison
+
+POWER = 0.8
+METHOD = "paired Wilcoxon signed-rank, Hodges-Lehmann"
+
+# Tolerances of the A/B mode: base and head are measured side by side, so a much smaller
+# change than a stored baseline's tolerance is both visible and worth failing a pull request on.
+AB_TOLERANCES: dict[str, float] = {
+    "end_to_end_tps": 0.03,
+    "generation_tps": 0.03,
+    "ttft_s": 0.05,
+    "peak_memory": 0.05,
+}
+
+
+def worse_log_ratios(metric: str, base: Sequence[float], head: Sequence[float]) -> list[float]:
+    """Per pair, log(head / base) signed so that positive is worse for this metric."""
+    higher = METRICS[metric].better == "higher"
+    out = []
+    for b, h in zip(base, head):
+        if b <= 0 or h <= 0:
+            out.append(0.0 if b == h else (math.inf if (h < b) == higher else -math.inf))
+            continue
+        ratio = math.log(h / b)
+        out.append(-ratio if higher else ratio)
+    return out
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A change in log units, positive = worse, with a two-sided interval and a p-value."""
+
+    n: int
+    estimate: float
+    low: float
+    high: float
+    p_worse: float  # one-sided: the head is worse
+    p_better: float
+    spread: float  # robust sd of the log ratios (1.4826 x MAD)
+
+
+def _walsh(d: Sequence[float]) -> list[float]:
+    return sorted((d[i] + d[j]) / 2 for i in range(len(d)) for j in range(i, len(d)))
+
+
+def estimate(d: Sequence[float], alpha: float) -> Estimate:
+    """Hodges-Lehmann estimate of the log ratios and its (1 - 2 alpha) interval (so each
+    side is a one-sided bound at ``alpha``), with one-sided Wilcoxon p-values."""
+    n = len(d)
+    finite = [x for x in d if math.isfinite(x)]
+    if n == 0:
+        return Estimate(0, 0.0, -math.inf, math.inf, 1.0, 1.0, 0.0)
+    mid = median(finite) if finite else 0.0
+    spread = 1.4826 * median(abs(x - mid) for x in finite) if finite else 0.0
+    if len(set(d)) == 1:  # a deterministic metric (token counts, often peak memory)
+        x = d[0]
+        return Estimate(n, x, x, x, 0.0 if x > 0 else 1.0, 0.0 if x < 0 else 1.0, 0.0)
+    from scipy import stats as sps
+
+    walsh = _walsh([x if math.isfinite(x) else math.copysign(10.0, x) for x in d])
+    m = len(walsh)
+    z = float(sps.norm.ppf(1 - alpha))
+    k = math.floor(m / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24))
+    k = min(max(k, 0), (m - 1) // 2)
+    low, high = walsh[k], walsh[m - 1 - k]
+    if all(x == 0 for x in d):
+        p_worse = p_better = 1.0
+    else:
+        p_worse = float(sps.wilcoxon(d, alternative="greater", zero_method="zsplit").pvalue)
+        p_better = float(sps.wilcoxon(d, alternative="less", zero_method="zsplit").pvalue)
+    return Estimate(n, median(walsh), low, high, p_worse, p_better, spread)
+
+
+def detectable(spread: float, n: int, tolerance: float, alpha: float) -> float | None:
+    """The smallest worsening (relative) these pairs catch with 80% power: beyond the
+    tolerance by the estimate's noise, and significant (Wilcoxon efficiency 3/pi)."""
+    if n < 2:
+        return None
+    from scipy import stats as sps
+
+    se = spread * math.sqrt(math.pi / 3) / math.sqrt(n)
+    z_power = float(sps.norm.ppf(POWER))
+    log_effect = max(math.log1p(tolerance) + z_power * se, (float(sps.norm.ppf(1 - alpha)) + z_power) * se)
+    return math.expm1(log_effect)
+
+
+def compare_paired(metric: str, base: Sequence[float], head: Sequence[float], tolerance: float,
+                   alpha: float) -> MetricComparison:
+    """One metric of the head against the base, from pairs of rounds that took turns."""
+    d = worse_log_ratios(metric, base, head)
+    est = estimate(d, alpha)
+    worse = math.expm1(est.estimate)
+    higher = METRICS[metric].better == "higher"
+    limit = math.log1p(tolerance)
+    if est.low > 0 and est.estimate > limit:
+        verdict, p = "regressed", est.p_worse
+    elif est.high < 0 and -est.estimate > limit:
+        verdict, p = "improved", est.p_better
+    else:
+        verdict, p = "ok", est.p_worse
+    b_med, h_med = float(median(base)), float(median(head))
+    return MetricComparison(
+        metric=metric,
+        baseline=b_med,
+        current=h_med,
+        change=-worse if higher else worse,  # signed change of the metric itself, head vs base
+        tolerance=tolerance,
+        p_value=p,
+        verdict=verdict,
+        n_baseline=len(base),
+        n_current=len(head),
+        detectable=detectable(est.spread, est.n, tolerance, alpha),
+        interval=sorted([_signed(est.low, higher), _signed(est.high, higher)]),
+        method=METHOD,
+    )
+
+
+def _signed(log_worse: float, higher: bool) -> float:
+    """A worse-by log bound as a signed relative change of the metric."""
+    worse = math.expm1(max(-10.0, min(10.0, log_worse)))
+    return -worse if higher else worse
+
+
+def settled(comparison: MetricComparison) -> bool:
+    """Is the answer clear: the whole interval above the tolerance (a regression) or below
+    it (no regression of that size)? Then more pairs would not change the verdict."""
+    low, high = comparison.interval or [-math.inf, math.inf]
+    higher = METRICS[comparison.metric].better == "higher"
+    worse_low, worse_high = (-high, -low) if higher else (low, high)
+    return worse_low > comparison.tolerance or worse_high < comparison.tolerance
+
+
+def format_change(m: MetricComparison) -> str:
+    """``Decode -5.7% [-8.9%, -2.4%], p=0.003, 40 pairs``."""
+    label = METRICS[m.metric].label
+    low, high = m.interval or [math.nan, math.nan]
+    p = f"p={m.p_value:.2g}" if m.p_value is not None else "p=n/a"
+    return (f"{label} {m.change * 100:+.1f}% [{low * 100:+.1f}%, {high * 100:+.1f}%], {p}, "
+            f"{m.n_current} pairs")

@@ -1,0 +1,160 @@
+"""A measuring worker process: loads one model and measures generations on request.
+
+Run as ``python -m pytest_mlxvlm.worker``. It reads one JSON request per line on stdin and
+answers one JSON line on its own channel (the original stdout; anything else the process
+prints goes to stderr, so a library's print cannot break the protocol). It exits at EOF, on
+``{"op": "quit"}``, or when its parent goes away. Requests:
+
+- ``{"op": "hello"}`` -> versions and where ``mlx`` and ``mlx_vlm`` were imported from
+- ``{"op": "load", "spec": "synthetic:tiny"}`` -> ``load_time_s``, ``weight_bytes``
+- ``{"op": "measure", "image": PATH|null, "prompt": ..., "max_tokens": N}`` -> ``sample``
+
+Every answer holds ``"ok"``; a failure answers ``{"ok": false, "error": "one line"}``.
+The paired A/B mode runs two of these (base and head) and so does crash isolation: a
+generation that kills the interpreter kills only the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from importlib import metadata
+from typing import Any, TextIO
+
+from .results import GenerationRequest
+
+PROTOCOL = 1
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def hello() -> dict[str, Any]:
+    """What this worker runs: interpreter, versions and where the libraries come from."""
+    found: dict[str, Any] = {"protocol": PROTOCOL, "python": sys.version.split()[0],
+                             "executable": sys.executable}
+    for module, dist in (("mlx.core", "mlx"), ("mlx_vlm", "mlx-vlm")):
+        try:
+            imported = __import__(module, fromlist=["_"])
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which explains it
+            return {"ok": False, "error": f"cannot import {module.split('.')[0]} "
+                    f"({type(exc).__name__}: {exc}) with {sys.executable}"}
+        found[dist.replace("-", "_")] = _version(dist)
+        found[f"{dist.replace('-', '_')}_path"] = os.path.dirname(
+            getattr(imported, "__file__", "") or "")
+    import mlx.core as mx
+
+    found["backend"] = "metal" if mx.metal.is_available() else (
+        "cuda" if getattr(mx, "cuda", None) is not None and mx.cuda.is_available() else "cpu")
+    info = mx.device_info() if hasattr(mx, "device_info") else {}
+    found["device"] = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
+    return {"ok": True, **found}
+
+
+def fake_engine(side: str) -> Any:
+    """The exact fake engine of ``pytest_mlxvlm.testing`` for worker tests: its time factor is
+    ``SLOWDOWN`` of a module ``fake_mlx_speed`` on this side's path (so that a git revision can
+    change it), else ``$FAKE_MLX_SLOWDOWN``; the head's noise has its own seed."""
+    from .testing import FakeEngine
+
+    engine = FakeEngine()
+    try:
+        import fake_mlx_speed  # type: ignore[import-not-found]
+
+        engine.slowdown = float(fake_mlx_speed.SLOWDOWN)
+    except ImportError:
+        pass
+    if side == "head":
+        engine.seed += 1
+        engine.__post_init__()
+    return engine
+
+
+class Worker:
+    """The worker's state: one loaded model."""
+
+    def __init__(self) -> None:
+        self.loaded: Any = None
+        self.fake: Any = None
+
+    def load(self, spec: str, side: str = "") -> dict[str, Any]:
+        start = time.perf_counter()
+        if spec.startswith("fake:"):
+            self.fake = fake_engine(side)
+            self.loaded = self.fake.pytest_mlxvlm_load_model(spec, None)
+            return {"ok": True, "load_time_s": time.perf_counter() - start, "weight_bytes": 0}
+        from .bandwidth import decode_weight_bytes
+        from .models import ModelLoadError, load
+
+        try:
+            self.loaded = load(spec)
+        except ModelLoadError as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "load_time_s": self.loaded.load_time_s,
+                "weight_bytes": decode_weight_bytes(self.loaded.model)}
+
+    def measure(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.loaded is None:
+            return {"ok": False, "error": "no model loaded"}
+        req = GenerationRequest(image=request.get("image"), prompt=request["prompt"],
+                                max_tokens=int(request["max_tokens"]))
+        if self.fake is not None:
+            sample = self.fake.pytest_mlxvlm_measure(self.loaded, req)
+        else:
+            from .runner import measure_generation
+
+            sample = measure_generation(self.loaded.model, self.loaded.processor, req)
+        return {"ok": True, "sample": sample.to_dict()}
+
+    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "hello":
+            return hello()
+        if op == "load":
+            return self.load(str(message["spec"]), str(message.get("side", "")))
+        if op == "measure":
+            return self.measure(message)
+        if op == "crash":  # for tests of crash isolation: die as MLX does on a fatal error
+            os.abort()
+        if op == "sleep":  # for tests of hang detection
+            time.sleep(float(message.get("seconds", 3600)))
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown request {op!r}"}
+
+
+def serve(requests: TextIO, answers: TextIO) -> None:
+    """Answer requests until EOF or quit; every error becomes a one-line answer."""
+    worker = Worker()
+    for line in requests:
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+            if message.get("op") == "quit":
+                break
+            answer = worker.handle(message)
+        except Exception as exc:  # noqa: BLE001 - the parent decides what an error means
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {text}"}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
+
+
+def main() -> None:
+    """Keep the protocol on the original stdout; send every other print to stderr."""
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    try:
+        serve(sys.stdin, channel)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Measuring workers seen from pytest: start, ask, time out, restart and always stop them.
+
+One ``WorkerProcess`` is one ``python -m pytest_mlxvlm.worker`` with its own interpreter and
+import path (a base revision's worktree, another environment). Its stderr goes to a log file
+whose tail explains a crash or a hang; every worker ever started is stopped at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_LIVE: set[WorkerProcess] = set()
+LOG_TAIL = 1500  # characters of a worker's log quoted in an error
+
+
+class WorkerError(RuntimeError):
+    """A worker that failed, crashed or hung; the message says which, why, and its last output."""
+
+
+def exit_reason(code: int | None) -> str:
+    """``killed by SIGSEGV`` or ``exit status 1``."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code > 128:
+        try:
+            return f"exit status {code} ({signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"exit status {code}"
+
+
+def plugin_copy(directory: Path) -> Path:
+    """A copy of this plugin's code, so that both sides measure with the same code whatever
+    their own import path holds; returns the folder to put first on the path."""
+    source = Path(__file__).parent
+    target = directory / "measuring-code"
+    shutil.copytree(source, target / source.name,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "builtin"))
+    return target
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    """One measuring worker; ``call`` sends a request and waits for its answer."""
+
+    name: str  # "base" or "head"
+    python: str
+    path: list[str] = field(default_factory=list)  # put first on PYTHONPATH
+    cwd: Path | None = None
+    log: Path | None = None
+    timeout_s: float = 600.0
+    env: dict[str, str] = field(default_factory=dict)
+    _proc: subprocess.Popen[str] | None = None
+    _answers: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    _log_fh: Any = None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start the process (stdin: requests, stdout: answers, stderr: the log)."""
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(self.path + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        if self.log is None:
+            fd, name = tempfile.mkstemp(prefix=f"mlxvlm-{self.name}-worker-", suffix=".log")
+            os.close(fd)
+            self.log = Path(name)
+        self._log_fh = open(self.log, "ab")
+        try:
+            self._proc = subprocess.Popen(
+                [self.python, "-m", "pytest_mlxvlm.worker"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self._log_fh, cwd=self.cwd, env=env, text=True,
+                bufsize=1, start_new_session=True,  # Ctrl-C reaches pytest, which stops us
+            )
+        except OSError as exc:
+            self._log_fh.close()
+            raise WorkerError(f"{self.name} worker could not start {self.python}: {exc}") from None
+        self._answers = queue.Queue()
+        threading.Thread(target=self._read, args=(self._proc, self._answers), daemon=True).start()
+        _LIVE.add(self)
+
+    @staticmethod
+    def _read(proc: subprocess.Popen[str], answers: queue.Queue[str | None]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            answers.put(line)
+        answers.put(None)
+
+    def tail(self) -> str:
+        """The last lines of the worker's log, on one line."""
+        if self.log is None or not self.log.exists():
+            return ""
+        text = self.log.read_bytes()[-LOG_TAIL:].decode("utf-8", "replace").strip()
+        return " | ".join(line for line in text.splitlines() if line.strip())[-LOG_TAIL:]
+
+    def call(self, message: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        """Send one request; raise WorkerError on an error answer, a crash or a time-out."""
+        if not self.alive:
+            self.start()
+        assert self._proc is not None and self._proc.stdin is not None
+        op = message.get("op")
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it died: the read below says how
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            line = self._answers.get(timeout=limit)
+        except queue.Empty:
+            self.stop()
+            raise WorkerError(f"{self.name} worker did not answer {op!r} within {limit:.0f} s "
+                              f"and was stopped; last output: {self.tail() or '(none)'}") from None
+        if line is None:
+            code = self._proc.wait()
+            self.stop()
+            raise WorkerError(f"{self.name} worker died during {op!r} ({exit_reason(code)}); "
+                              f"last output: {self.tail() or '(none)'}")
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            raise WorkerError(f"{self.name} worker: {answer.get('error', 'failed')}")
+        return answer
+
+    def stop(self) -> None:
+        """Quit politely, then terminate, then kill; close the log."""
+        proc, self._proc = self._proc, None
+        _LIVE.discard(self)
+        if proc is not None and proc.poll() is None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+            for stop, wait in ((None, 2.0), (proc.terminate, 3.0), (proc.kill, 5.0)):
+                if stop is not None:
+                    stop()
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    if stream is not None:
+                        stream.close()
+                except OSError:
+                    pass
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+
+def stop_all() -> None:
+    """Stop every worker still running (session end, Ctrl-C, interpreter exit)."""
+    for worker in list(_LIVE):
+        worker.stop()
+
+
+atexit.register(stop_all)
