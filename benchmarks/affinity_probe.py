@@ -7,27 +7,20 @@ unmeasured generation, then ``--rounds`` measured ones (the plugin's runner) and
 block medians compare fairly. Writes one JSON line per block and prints, per set, the median
 decode, the per-round CV and the spread of block medians; the steadiest set goes to ``--best``.
 
-    python benchmarks/affinity_probe.py --model synthetic:qwen3-vl-8b-4bit --time-limit 240
+    python -m benchmarks.affinity_probe --model synthetic:qwen3-vl-8b-4bit --time-limit 240
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from drift_probe import launch_probe  # noqa: E402
+from pytest_mlxvlm.runner import measure_generation
 
-from pytest_mlxvlm import models  # noqa: E402
-from pytest_mlxvlm.images import image_file  # noqa: E402
-from pytest_mlxvlm.runner import GenerationRequest, measure_generation  # noqa: E402
-from pytest_mlxvlm.settings import DEFAULT_PROMPT, parse_resolution  # noqa: E402
+from ._common import append_jsonl, launch_probe, parser, prepare
 
 
 def format_cpu_list(cpus: set[int] | frozenset[int]) -> str:
@@ -98,22 +91,20 @@ def cpu_sets() -> dict[str, frozenset[int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="synthetic:tiny")
-    parser.add_argument("--resolution", default="224x224")
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=4, help="measured rounds per block")
-    parser.add_argument("--time-limit", type=float, default=240.0, help="seconds of cycles")
-    parser.add_argument("--out", type=Path, default=Path("affinity.jsonl"))
-    parser.add_argument("--best", type=Path, default=None, help="write the steadiest set here")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--model", default="synthetic:tiny")
+    cli.add_argument("--resolution", default="224x224")
+    cli.add_argument("--max-tokens", type=int, default=64)
+    cli.add_argument("--rounds", type=int, default=4, help="measured rounds per block")
+    cli.add_argument("--time-limit", type=float, default=240.0, help="seconds of cycles")
+    cli.add_argument("--out", type=Path, default=Path("affinity.jsonl"))
+    cli.add_argument("--best", type=Path, default=None, help="write the steadiest set here")
+    args = cli.parse_args()
 
     sets = cpu_sets()
     print("topology (cpu: package, core):", json.dumps(topology(sets["all"])), flush=True)
     print("sets:", {k: format_cpu_list(v) for k, v in sets.items()}, flush=True)
-    loaded = models.load(args.model)
-    image = image_file(parse_resolution(args.resolution), Path(tempfile.mkdtemp()))
-    request = GenerationRequest(image=image, prompt=DEFAULT_PROMPT, max_tokens=args.max_tokens)
+    loaded, _, request = prepare(args.model, args.resolution, args.max_tokens)
     measure_generation(loaded.model, loaded.processor, request)  # compile kernels first
 
     began = time.perf_counter()
@@ -130,8 +121,7 @@ def main() -> None:
                    "speed": [s.end_to_end_tps for s in samples],
                    "launch_us": launch_probe(1000) * 1e6}
             blocks[name].append(row)
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            append_jsonl(args.out, row)
         cycle += 1
         print(f"cycle {cycle}: " + ", ".join(
             f"{n} {statistics.median(b[-1]['decode']):.0f}" for n, b in blocks.items()), flush=True)

@@ -4,21 +4,18 @@ Both generate the same number of greedy tokens from the same model, image and pr
 alternating order (bare first on even rounds, runner first on odd ones), and both compute
 decode tok/s the same way: (tokens - 1) / (time of last token - time of first token).
 
-    python benchmarks/overhead.py --model synthetic:tiny --rounds 30
+    python -m benchmarks.overhead --model synthetic:tiny --rounds 30
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from pytest_mlxvlm import models
-from pytest_mlxvlm.images import image_file
-from pytest_mlxvlm.runner import GenerationRequest, format_prompt, measure_generation
-from pytest_mlxvlm.settings import DEFAULT_PROMPT, parse_resolution
+from pytest_mlxvlm.runner import format_prompt, measure_generation
+from pytest_mlxvlm.settings import DEFAULT_PROMPT
+
+from ._common import parser, prepare
 
 
 def bare_loop(model, processor, prompt: str, image: str, max_tokens: int) -> dict[str, float]:
@@ -48,18 +45,16 @@ def bare_loop(model, processor, prompt: str, image: str, max_tokens: int) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="synthetic:tiny")
-    parser.add_argument("--resolution", default="224x224")
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=2)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--model", default="synthetic:tiny")
+    cli.add_argument("--resolution", default="224x224")
+    cli.add_argument("--max-tokens", type=int, default=128)
+    cli.add_argument("--rounds", type=int, default=30)
+    cli.add_argument("--warmup", type=int, default=2)
+    args = cli.parse_args()
 
-    loaded = models.load(args.model)
-    image = image_file(parse_resolution(args.resolution), Path(tempfile.mkdtemp()))
+    loaded, image, request = prepare(args.model, args.resolution, args.max_tokens)
     prompt = format_prompt(loaded.model, loaded.processor, DEFAULT_PROMPT, 1)
-    request = GenerationRequest(image=image, prompt=DEFAULT_PROMPT, max_tokens=args.max_tokens)
 
     def plugin() -> dict[str, float]:
         s = measure_generation(loaded.model, loaded.processor, request)

@@ -12,47 +12,19 @@ smallest detectable regression the plugin reported. With ``--interleave`` the le
 turns session by session. Sessions already in ``--workdir`` are kept, so a run stopped by
 ``--time-limit`` resumes where it stopped.
 
-    python benchmarks/sensitivity.py --model synthetic:tiny --levels 0,cols:45000 --sessions 20
+    python -m benchmarks.sensitivity --model synthetic:tiny --levels 0,cols:45000 --sessions 20
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from slowdown import inject  # noqa: E402
-
-from pytest_mlxvlm import models  # noqa: E402
-
-
-class ModelCache:
-    """Load each model once for all sessions of this process."""
-
-    def __init__(self) -> None:
-        self.loaded: dict[str, Any] = {}
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_mlxvlm_load_model(self, spec: str, settings: Any) -> Any:
-        if spec not in self.loaded:
-            self.loaded[spec] = models.load(spec)
-        return self.loaded[spec]
-
-
-def session(args: list[str], cache: ModelCache, json_path: Path) -> dict[str, Any]:
-    start = time.perf_counter()
-    code = pytest.main([*args, "--mlx-json", str(json_path), "-q", "-p", "no:benchmark",
-                        "-p", "no:cacheprovider"], plugins=[cache])
-    doc = json.loads(json_path.read_text())
-    return {"exit": int(code), "doc": doc, "seconds": time.perf_counter() - start}
+from ._common import BUILTIN_SUITE, ModelCache, parser, run_session, workdir
+from .slowdown import inject
 
 
 def level_file(work: Path, level: str, i: int | str) -> Path:
@@ -86,41 +58,40 @@ def summarize(work: Path, level: str) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="synthetic:tiny")
-    parser.add_argument("--resolutions", default="224x224,448x448")
-    parser.add_argument("--rounds", default="5")
-    parser.add_argument("--max-tokens", default="32")
-    parser.add_argument("--levels", default="0,cols:45000", help="slowdown levels, see slowdown.py")
-    parser.add_argument("--sessions", type=int, default=20)
-    parser.add_argument("--baseline-sessions", type=int, default=5)
-    parser.add_argument("--warm-sessions", type=int, default=1,
-                        help="discarded sessions at each start (kernel compilation, caches)")
-    parser.add_argument("--interleave", action="store_true",
-                        help="alternate the levels session by session, so drift hits all alike")
-    parser.add_argument("--time-limit", type=float, default=None,
-                        help="start no session after this many seconds; run again to resume")
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("--extra", default="", help="more pytest arguments, space-separated")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--model", default="synthetic:tiny")
+    cli.add_argument("--resolutions", default="224x224,448x448")
+    cli.add_argument("--rounds", default="5")
+    cli.add_argument("--max-tokens", default="32")
+    cli.add_argument("--levels", default="0,cols:45000",
+                     help="slowdown levels, see benchmarks/slowdown.py")
+    cli.add_argument("--sessions", type=int, default=20)
+    cli.add_argument("--baseline-sessions", type=int, default=5)
+    cli.add_argument("--warm-sessions", type=int, default=1,
+                     help="discarded sessions at each start (kernel compilation, caches)")
+    cli.add_argument("--interleave", action="store_true",
+                     help="alternate the levels session by session, so drift hits all alike")
+    cli.add_argument("--time-limit", type=float, default=None,
+                     help="start no session after this many seconds; run again to resume")
+    cli.add_argument("--workdir", default=None)
+    cli.add_argument("--extra", default="", help="more pytest arguments, space-separated")
+    args = cli.parse_args()
 
     began = time.perf_counter()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="mlxvlm-sensitivity-"))
-    work.mkdir(parents=True, exist_ok=True)
-    common = ["--pyargs", "pytest_mlxvlm.builtin.test_mlxvlm_images", "--mlx-model", args.model,
+    work = workdir(args.workdir, "sensitivity")
+    common = [*BUILTIN_SUITE, "--mlx-model", args.model,
               "--mlx-resolutions", args.resolutions, "--mlx-rounds", args.rounds,
               "--mlx-max-tokens", args.max_tokens, "--mlx-chip", "sensitivity",
-              "--mlx-baseline-dir", str(work / "baselines"), "--mlx-suite", "off",
-              *args.extra.split()]
+              "--mlx-baseline-dir", str(work / "baselines"), *args.extra.split()]
     cache = ModelCache()
     for i in range(args.warm_sessions):  # every start: this process compiles its kernels
-        session(common, cache, work / f"warm-{i}.partial")
+        run_session(common, cache, work / f"warm-{i}.partial")
     if (work / "baseline.json").exists():  # a later call on the same work folder
         base = {"doc": json.loads((work / "baseline.json").read_text()), "seconds": 0.0}
     else:
         for i in range(args.baseline_sessions):
             mode = "--mlx-update-baselines" + ("=add" if i else "")
-            base = session([*common, mode], cache, work / f"baseline-{i}.json")
+            base = run_session([*common, mode], cache, work / f"baseline-{i}.json")
             if base["exit"] != 0:
                 raise SystemExit(f"baseline session {i + 1} failed (exit {base['exit']})")
         (work / "baseline.json").write_text(json.dumps(base["doc"]))
@@ -137,11 +108,9 @@ def main() -> None:
         if args.time_limit is not None and time.perf_counter() - began > args.time_limit:
             print("time limit reached: run again with the same --workdir to resume", flush=True)
             break
-        if args.model not in cache.loaded:
-            cache.loaded[args.model] = models.load(args.model)
-        undo = inject(cache.loaded[args.model].model, level)
+        undo = inject(cache.get(args.model).model, level)
         try:
-            out = session(common, cache, path.with_suffix(".partial"))
+            out = run_session(common, cache, path.with_suffix(".partial"))
         finally:
             undo()
         path.with_suffix(".partial").replace(path)

@@ -10,7 +10,11 @@ Two kinds of extra work, both kept in the graph (added times zero) so MLX cannot
   wraps around (``mlp:2``: every layer runs its MLP three times).
 
 ``SlowdownInjector(level)`` is a pytest plugin applying it after each model load;
-``inject(model, level)`` applies it directly and returns a function that undoes it.
+``inject(model, level)`` applies it directly and returns a function that undoes it. As a
+plugin module, from the repository root (``$MLXVLM_SLOWDOWN`` is the level):
+
+    MLXVLM_SLOWDOWN=cols:200000 python -m pytest -p benchmarks.slowdown --pyargs \
+        pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off --mlx-model synthetic:tiny
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ class SlowdownInjector:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """With ``-p slowdown`` (benchmarks/ on sys.path), inject ``$MLXVLM_SLOWDOWN``."""
+    """With ``-p benchmarks.slowdown``, inject ``$MLXVLM_SLOWDOWN`` into each loaded model."""
     import os
 
     level = os.environ.get("MLXVLM_SLOWDOWN", "0")

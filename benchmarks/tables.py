@@ -1,13 +1,15 @@
 """Markdown tables from --mlx-json reports, beside vllm-mlx's published figures.
 
-    python benchmarks/tables.py docs/results/h200/sweep-*.json --reference ../shared/reference/vllm-mlx-image-benchmarks.json
+    python -m benchmarks.tables docs/results/h200/sweep-*.json \
+        --reference docs/reference/vllm-mlx-image-benchmarks.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+from ._common import parser
 
 
 def table(doc: dict) -> list[str]:
@@ -49,10 +51,11 @@ def references(doc: dict) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("reports", nargs="+", type=Path)
-    parser.add_argument("--reference", type=Path)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("reports", nargs="+", type=Path, help="--mlx-json reports")
+    cli.add_argument("--reference", type=Path,
+                     help="published figures to print beside them (docs/reference/*.json)")
+    args = cli.parse_args()
     for path in args.reports:
         doc = json.loads(path.read_text())
         m = doc["machine"]
