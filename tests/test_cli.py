@@ -1,4 +1,5 @@
-"""The pytest-mlxvlm command: importing published results as reference baselines."""
+"""The pytest-mlxvlm command: importing published results as reference baselines, comparing two
+reports. (``merge`` is tested in test_merge.py, ``report`` in test_trends.py.)"""
 
 import json
 import subprocess
@@ -79,44 +80,3 @@ def test_compare_two_reports(tmp_path, capsys):
     assert "changed: image_tokens: 64 -> 80" in capsys.readouterr().out
     assert main(["compare", a, _report(tmp_path, "e.json", 50.0, chip="other")]) == 2
     assert "results of different chips are not compared" in capsys.readouterr().err
-
-
-H200 = Path(__file__).parents[1] / "docs" / "results" / "h200"
-
-
-def test_merge_groups_reports_of_several_machines_by_chip(pytester, tmp_path):
-    """Real reports: the committed H200 sweeps and a CPU session of the fake engine, merged."""
-    pytester.makeconftest("from pytest_mlxvlm.testing import FakeEngine\n\n"
-                          "def pytest_configure(config):\n"
-                          "    config.pluginmanager.register(FakeEngine(), 'fake-engine')\n")
-    pytester.runpytest("--mlx-model", "fake:a", "--quick", "--mlx-rounds", "2", "-p", "no:benchmark",
-                       "--mlx-chip", "ci-runner", "--mlx-json", "cpu.json").assert_outcomes(passed=4)
-    sweeps = sorted(str(p) for p in H200.glob("sweep-*.json"))
-    out, merged = tmp_path / "merged.md", tmp_path / "merged.json"
-    run = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "merge", *sweeps,
-                          str(pytester.path / "cpu.json"), "--out", str(out), "--json", str(merged)],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    text = out.read_text()
-    assert text.startswith("# pytest-mlxvlm: 4 report(s) from 2 chip(s)")
-    assert "| Model | Case | ci-runner | nvidia-h200 |" in text
-    # a case measured on both chips sits on one row, a chip without it shows "-"
-    assert "| fake:a | `test_image_generation[224x224]` | 88.8 | - |" in text
-    assert text.index("## ci-runner") < text.index("## nvidia-h200")
-    assert "### synthetic:qwen3-vl-8b-4bit (`sweep-qwen3-vl-8b-4bit.json`)" in text
-    assert "| 1920x1080 " in text and "Aggregate: 10 configs" in text
-    doc = json.loads(merged.read_text())
-    assert sorted(doc["chips"]) == ["ci-runner", "nvidia-h200"]
-    assert len(doc["chips"]["nvidia-h200"]["reports"]) == 3
-    assert {r["machine"]["key"] for c in doc["chips"].values() for r in c["reports"]} == set(doc["chips"])
-
-
-def test_merge_bad_input_names_the_file(tmp_path, capsys):
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    assert main(["merge", str(bad)]) == 2
-    assert f"cannot merge: cannot read {bad}" in capsys.readouterr().err
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps({"results": []}))
-    assert main(["merge", str(other)]) == 2
-    assert "is not a pytest-mlxvlm --mlx-json report" in capsys.readouterr().err

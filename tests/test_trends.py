@@ -69,12 +69,13 @@ def test_a_dip_just_before_a_real_step_leaves_only_the_step():
 
 
 def test_report_and_compare_as_commands(tmp_path):
-    """The installed command, in its own process, on the committed history of real sessions."""
+    """The installed command, in its own process, on a history of real sessions (12 sessions of
+    synthetic:tiny on a CPU, a slowdown injected from c08 on; samples kept for c07 and c08)."""
     import subprocess
     import sys
     from pathlib import Path
 
-    history = Path(__file__).parents[1] / "docs" / "results" / "history" / "history.jsonl"
+    history = Path(__file__).parent / "data" / "history-demo.jsonl"
     run = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "report", str(history),
                           "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert run.returncode == 1, run.stderr  # the injected slowdown is the newest change point
