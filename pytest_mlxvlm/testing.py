@@ -29,6 +29,14 @@ from .results import GenerationRequest, Sample
 PREFIX = "fake:"
 TEXT_TOKENS = 26
 
+# The conftest.py shown above, as text: ``pytester.makeconftest(CONFTEST)``.
+CONFTEST = """
+from pytest_mlxvlm.testing import FakeEngine
+
+def pytest_configure(config):
+    config.pluginmanager.register(FakeEngine(), "fake-engine")
+"""
+
 
 def _image_size(image: Any) -> tuple[int, int]:
     if image is None:

@@ -16,12 +16,8 @@ from typing import Any
 
 import pytest
 
-FAKE_CONFTEST = """
-from pytest_mlxvlm.testing import FakeEngine
+from pytest_mlxvlm.testing import CONFTEST
 
-def pytest_configure(config):
-    config.pluginmanager.register(FakeEngine(), "fake-engine")
-"""
 
 # The identity of a Mac, as machine.detect() reports it there.
 MAC = {
@@ -77,7 +73,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fake(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester whose sessions measure with the exact fake engine (``--mlx-model fake:a``)."""
-    pytester.makeconftest(FAKE_CONFTEST)
+    pytester.makeconftest(CONFTEST)
     return pytester
 
 

@@ -27,6 +27,7 @@ def test_decode_limit():
     assert limit["limit_tps"] == pytest.approx(400e9 / 4.1e9)
 
 
+@pytest.mark.slow  # loads synthetic:tiny
 def test_tiny_model_weight_bytes():
     from pytest_mlxvlm import models
     from pytest_mlxvlm.bandwidth import decode_weight_bytes, kv_bytes_per_position

@@ -1,4 +1,6 @@
-"""Prefix-cache checks through the real engines, and broken engines failing the right steps."""
+"""Prefix-cache checks through the real engines, and broken engines failing the right steps.
+
+Tests that generate with synthetic:tiny are marked slow."""
 
 import json
 
@@ -41,6 +43,7 @@ def test_classify():
         Expectation("MAYBE")
 
 
+@pytest.mark.slow
 def test_broken_engines_fail_the_right_steps_and_only_those(pytester: pytest.Pytester):
     pytester.makeconftest(BROKEN)
     result = pytester.runpytest(*SUITE, "-k", "basic", "--mlx-cache-engine",
@@ -68,6 +71,7 @@ def test_broken_engines_fail_the_right_steps_and_only_those(pytester: pytest.Pyt
                                  " Speedup vs cold | Status *|"], consecutive=False)
 
 
+@pytest.mark.slow
 def test_real_engines_run_the_whole_suite(pytester: pytest.Pytester):
     """mlx-vlm 0.7.10's engines, as they really behave (see the README's findings)."""
     result = pytester.runpytest(*SUITE, "--mlx-cache-engine", "apc,prompt-cache")
@@ -90,6 +94,7 @@ def test_real_engines_run_the_whole_suite(pytester: pytest.Pytester):
     result.assert_outcomes(failed=15, passed=3)
 
 
+@pytest.mark.slow
 def test_vllm_mlx_engine_runs_the_whole_suite(pytester: pytest.Pytester):
     """vllm-mlx 0.6.0's MLLMPrefixCacheManager, its stored KV state reused in generation."""
     pytest.importorskip("vllm_mlx.mllm_cache", reason="./run.sh installs vllm-mlx (--no-deps)")
@@ -107,6 +112,7 @@ def test_vllm_mlx_engine_runs_the_whole_suite(pytester: pytest.Pytester):
     result.assert_outcomes(failed=16, passed=11)
 
 
+@pytest.mark.slow
 def test_expectations_are_data(pytester: pytest.Pytester):
     pytester.makeconftest(BROKEN + """
 def pytest_mlxvlm_cache_expectations(engine, expectations):
@@ -129,6 +135,7 @@ def test_bad_engine_names(pytester: pytest.Pytester, monkeypatch, engine, messag
     result.stderr.fnmatch_lines([message])
 
 
+@pytest.mark.slow
 def test_an_engine_that_raises_fails_that_step_and_the_rest_still_run(pytester: pytest.Pytester):
     pytester.makeconftest("""
 from dataclasses import dataclass
@@ -162,6 +169,7 @@ def pytest_mlxvlm_cache_engines(config):
                                  "RuntimeError: cache store unavailable*"])
 
 
+@pytest.mark.slow
 def test_run_then_expect_in_a_users_own_test(pytester: pytest.Pytester):
     pytester.makeconftest(BROKEN)
     pytester.makepyfile(test_mine="""
@@ -182,6 +190,7 @@ def test_repeat(mlx_cache, mlx_cache_image):
     result.stdout.fnmatch_lines(["| test_repeat: again * | HIT * | HIT * | 87/88 * | ok * |"])
 
 
+@pytest.mark.slow
 def test_an_image_that_cannot_be_opened_fails_its_step_naming_the_file(pytester: pytest.Pytester):
     pytester.makepyfile(test_bad="""
 def test_bad(mlx_cache, mlx_cache_image, tmp_path):

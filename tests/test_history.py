@@ -6,29 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm import history
-
-CONFTEST = """
-from pytest_mlxvlm.testing import FakeEngine
-
-def pytest_configure(config):
-    config.pluginmanager.register(FakeEngine(), "fake-engine")
-"""
+from pytest_mlxvlm import history, machine
 
 
-def test_sessions_append_lines(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
-    pytester.makeconftest(CONFTEST)
+def test_sessions_append_lines(fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("GITHUB_SHA", "abc123")
     monkeypatch.setenv("GITHUB_REF_NAME", "main")
     args = ["--mlx-model", "fake:a", "--mlx-resolutions", "224x224,448x448", "--mlx-rounds", "3",
             "--mlx-history", "hist/history.jsonl", "-p", "no:benchmark"]
-    pytester.runpytest(*args).assert_outcomes(passed=2)
-    pytester.runpytest(*args).assert_outcomes(passed=2)
-    read = history.read(pytester.path / "hist" / "history.jsonl")
+    fake.runpytest(*args).assert_outcomes(passed=2)
+    fake.runpytest(*args).assert_outcomes(passed=2)
+    read = history.read(fake.path / "hist" / "history.jsonl")
     assert read.problems == [] and len(read.records) == 2
     rec = read.records[0]
     assert (rec["commit"], rec["branch"]) == ("abc123", "main")
-    assert rec["machine"]["backend"] == "cpu" and rec["settings"]["max_tokens"] == 64
+    assert rec["machine"] == machine.identity() and rec["settings"]["max_tokens"] == 64
     assert [c["resolution"] for c in rec["cases"]] == ["224x224", "448x448"]
     assert len(rec["cases"][0]["samples"]["end_to_end_tps"]) == 3
     assert rec["cases"][0]["medians"]["image_tokens"] == 64

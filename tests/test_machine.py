@@ -1,6 +1,14 @@
-"""Machine identity."""
+"""Machine identity: the chip key, backend and library versions, on any machine."""
+
+import platform
+from importlib import metadata
+
+import pytest
 
 from pytest_mlxvlm import machine
+
+# The detection itself, bound before any test replaces it (--simulate-mac, simulated_mac).
+DETECT = machine.detect
 
 
 def test_slug():
@@ -10,10 +18,32 @@ def test_slug():
 
 
 def test_identity_on_this_machine_names_chip_backend_and_versions():
-    info = machine.identity()
-    assert info["backend"] == "cpu"
-    assert info["key"].startswith("cpu-") and info["key"].endswith(f"-{info['cores']}c")
-    assert info["mlx"] and info["mlx_vlm"] and info["python"]
+    info = DETECT()
+    assert info["backend"] in ("metal", "cuda", "cpu")
+    assert info["chip"] and info["key"] == machine.slug(info["key"])
+    if info["backend"] == "cpu":
+        assert info["key"].startswith("cpu-") and info["key"].endswith(f"-{info['cores']}c")
+    assert info["mlx"] == metadata.version("mlx")
+    assert info["mlx_vlm"] == metadata.version("mlx-vlm")
+    assert info["python"] == platform.python_version()
+    assert DETECT() is DETECT()  # detected once per process
+
+
+@pytest.mark.parametrize("backend, chip, key", [
+    ("metal", ("Apple M4 Max", 128), "apple-m4-max-128gb"),
+    ("metal", ("Apple M2", None), "apple-m2"),
+    ("cuda", ("NVIDIA H200", 140), "nvidia-h200"),
+    ("cpu", ("AMD EPYC 7B13", 2), "cpu-amd-epyc-7b13-2c"),
+])
+def test_the_key_on_each_backend(monkeypatch, backend, chip, key):
+    monkeypatch.setattr(machine, "backend", lambda: backend)
+    monkeypatch.setattr(machine, "_apple_chip", lambda: chip)
+    monkeypatch.setattr(machine, "_nvidia_chip", lambda: chip)
+    monkeypatch.setattr(machine, "_cpu_chip", lambda: chip)
+    monkeypatch.setattr(machine.sys, "platform", "linux")  # a Mac would take its Apple chip
+    info = DETECT.__wrapped__()  # uncached
+    assert (info["backend"], info["chip"], info["key"]) == (backend, chip[0], key)
+    assert info["mlx"] == metadata.version("mlx")
 
 
 def test_chip_key_override(monkeypatch):
@@ -22,3 +52,9 @@ def test_chip_key_override(monkeypatch):
     assert info["detected_key"] == machine.detect()["key"]
     monkeypatch.setenv(machine.CHIP_ENV, "ci-runner")
     assert machine.identity()["key"] == "ci-runner"
+    assert machine.identity("option wins")["key"] == "option-wins"
+
+
+def test_a_simulated_mac_is_what_sessions_see(simulated_mac):
+    info = machine.identity()
+    assert info == simulated_mac and info["backend"] == "metal" and info["mlx"] == "0.99.0"
