@@ -1,47 +1,60 @@
 #!/usr/bin/env bash
-# Stages of the GPU benchmarks, run on the borrowed GPU machine from the repo root after
-# ../shared/gpu/prepare.sh's wheels are installed into /root/site (see docs/benchmarks.md).
-#   bash benchmarks/gpu.sh build MODEL...          build synthetic checkpoints into /root/cache
+# Stages of the GPU benchmarks (docs/benchmarks.md), run from the repository root of a checkout
+# on the GPU machine:
+#   bash benchmarks/gpu.sh build MODEL...          build synthetic checkpoints into $PYTEST_MLXVLM_CACHE
 #   bash benchmarks/gpu.sh sweep MODEL...          full sweep, 5 rounds, JSON + baselines to $OUT
-#   bash benchmarks/gpu.sh overhead MODEL          plugin runner vs bare stream_generate
+#   bash benchmarks/gpu.sh overhead MODEL [ROUNDS] plugin runner vs bare stream_generate
 #   bash benchmarks/gpu.sh sensitivity MODEL LEVELS SESSIONS [SECONDS [BASELINE_SESSIONS [WORKDIR]]]
-#                                                  gated sessions vs slowdowns
+#                                                  gated sessions vs slowdowns (resumable in WORKDIR)
+# Paths come from the environment (defaults in brackets):
+#   OUT                   where results go [./gpu-out]
+#   MLXVLM_SITE           a folder of installed wheels (pip install --target) put first on
+#                         PYTHONPATH, for a machine where MLX's GPU build is not installed in the
+#                         running Python [none]
+#   PYTEST_MLXVLM_CACHE   synthetic checkpoints [the plugin's default: the user cache folder]
+#   SENSITIVITY_WORKDIR   the sensitivity stage's work folder when WORKDIR is not given
+#                         [${TMPDIR:-/tmp}/mlxvlm-sensitivity]
+#   PYTHON                the interpreter [python3]
 set -euo pipefail
-export PYTHONPATH=/root/site:$PWD${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-export PYTEST_MLXVLM_CACHE=${PYTEST_MLXVLM_CACHE:-/root/cache}
-OUT=${OUT:-/tmp/out}
+[ -f benchmarks/__init__.py ] || { echo "gpu.sh: run it from the repository root" >&2; exit 2; }
+export PYTHONPATH=${MLXVLM_SITE:+$MLXVLM_SITE:}$PWD${PYTHONPATH:+:$PYTHONPATH}
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+stage=${1:?usage: gpu.sh build|sweep|overhead|sensitivity ARGS... (see the comment at the top)}
+shift
+py=${PYTHON:-python3}
+OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-# The package is not installed there: load the plugin by name unless its entry point exists.
-if ! python3 -c "import importlib.metadata as m, sys; \
+# Where the package is not installed, load the plugin by name unless its entry point exists.
+if ! "$py" -c "import importlib.metadata as m, sys; \
 sys.exit(0 if any(e.name == 'mlxvlm' for e in m.entry_points(group='pytest11')) else 1)"; then
   export PYTEST_PLUGINS=pytest_mlxvlm.plugin
 fi
-stage=$1; shift
 case "$stage" in
   build)
     for model in "$@"; do
-      python3 -c "import sys, time; from pytest_mlxvlm import synthetic as s; t=time.time(); \
+      "$py" -c "import sys, time; from pytest_mlxvlm import synthetic as s; t=time.time(); \
 p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {time.time()-t:.0f}s')" "$model"
     done ;;
   sweep)
     for model in "$@"; do
       slug=${model#synthetic:}
-      python3 -m pytest -p no:cacheprovider -p no:benchmark \
+      "$py" -m pytest -p no:cacheprovider -p no:benchmark \
         --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off \
         --mlx-model "$model" --mlx-rounds 5 --mlx-warmup 1 \
         --mlx-json "$OUT/sweep-$slug.json" --mlx-baseline-dir "$OUT/baselines" \
         --mlx-update-baselines -q
     done ;;
   overhead)
-    python3 benchmarks/overhead.py --model "$1" --rounds "${2:-30}" --max-tokens 128 \
+    "$py" -m benchmarks.overhead --model "$1" --rounds "${2:-30}" --max-tokens 128 \
       --resolution 448x448 | tee "$OUT/overhead.txt" ;;
   sensitivity)
     # --quick's resolutions and output length; levels take turns; resumable (see the script)
-    python3 benchmarks/sensitivity.py --model "$1" --levels "$2" --sessions "$3" --interleave \
+    work=${6:-${SENSITIVITY_WORKDIR:-${TMPDIR:-/tmp}/mlxvlm-sensitivity}}
+    "$py" -m benchmarks.sensitivity --model "$1" --levels "$2" --sessions "$3" --interleave \
       --time-limit "${4:-400}" --baseline-sessions "${5:-5}" \
-      --resolutions 224x224,448x448,768x768,1024x1024 --max-tokens 64 --workdir "${6:-/root/sens}" | grep -v '^\(|\|$\|Average\|Aggregate\|synthetic\)' \
-      | tee -a "$OUT/sensitivity.txt"
-    tar czf "$OUT/sensitivity-sessions.tgz" -C "${6:-/root/sens}" . ;;
+      --resolutions 224x224,448x448,768x768,1024x1024 --max-tokens 64 --workdir "$work" \
+      | grep -v '^\(|\|$\|Average\|Aggregate\|synthetic\)' | tee -a "$OUT/sensitivity.txt"
+    tar czf "$OUT/sensitivity-sessions.tgz" -C "$work" . ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 find "$OUT" -name '.*.lock' -delete
