@@ -1,0 +1,139 @@
+"""Writing files safely: atomic replacement with the usual permissions, appends, locks, no litter."""
+
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from pytest_mlxvlm import files
+from pytest_mlxvlm.files import append_line, atomic_write_text, lock_path, locked, write_json
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, and put the caller's back."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+
+    def set_mask(mask: int) -> None:
+        os.umask(mask)
+
+    yield set_mask
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_a_new_file_gets_the_permissions_the_umask_gives(tmp_path, umask, mask, mode):
+    umask(mask)
+    target = tmp_path / "new" / "out.json"  # folders are made as needed
+    atomic_write_text(target, "x")
+    assert target.read_text() == "x" and _mode(target) == mode
+    with open(tmp_path / "plain", "w") as fh:  # as open() would
+        fh.write("x")
+    assert _mode(tmp_path / "plain") == mode
+
+
+def test_an_existing_file_keeps_its_mode(tmp_path, umask):
+    umask(0o022)
+    target = tmp_path / "out.md"
+    target.write_text("old")
+    target.chmod(0o640)
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and _mode(target) == 0o640
+
+
+def test_a_directory_is_refused_and_left_alone(tmp_path):
+    target = tmp_path / "out.json"
+    target.mkdir()
+    (target / "inside").write_text("kept")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        atomic_write_text(target, "x")
+    assert target.is_dir() and (target / "inside").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_failed_replace_leaves_the_old_content_and_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "out.json"
+    atomic_write_text(target, "old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_write_json_is_indented_with_a_final_newline(tmp_path):
+    write_json(tmp_path / "d.json", {"b": 1, "a": [1, 2]})
+    text = (tmp_path / "d.json").read_text()
+    assert text == json.dumps({"b": 1, "a": [1, 2]}, indent=2) + "\n"
+
+
+def test_append_line_adds_one_line_each_time(tmp_path):
+    path = tmp_path / "sub" / "h.jsonl"
+    append_line(path, "one")
+    append_line(path, "two\n")  # a trailing newline is not doubled
+    assert path.read_text() == "one\ntwo\n"
+
+
+def test_append_line_starts_on_a_new_line_after_a_cut_line(tmp_path):
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"complete": 1}\n{"cut": ')  # a writer killed mid-line
+    append_line(path, '{"next": 2}')
+    assert path.read_text().splitlines() == ['{"complete": 1}', '{"cut": ', '{"next": 2}']
+
+
+def test_append_line_to_an_empty_file(tmp_path):
+    path = tmp_path / "h.jsonl"
+    path.write_text("")
+    append_line(path, "first")
+    assert path.read_text() == "first\n"
+
+
+def test_no_lock_or_temp_file_is_left_beside_written_files(tmp_path):
+    atomic_write_text(tmp_path / "a.md", "a")
+    write_json(tmp_path / "b.json", {})
+    append_line(tmp_path / "c.jsonl", "c")
+    with locked(tmp_path / "d.json"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "b.json", "c.jsonl"]
+
+
+def test_locks_live_in_the_temp_folder_one_per_file(tmp_path):
+    a, b = lock_path(tmp_path / "a.json"), lock_path(tmp_path / "b.json")
+    assert a != b and a.parent == b.parent and a.parent.is_dir()
+    assert tmp_path not in a.parents
+    assert lock_path(tmp_path / "x" / ".." / "a.json") == a  # the same file, however named
+
+
+def test_locked_excludes_a_second_holder(tmp_path, monkeypatch):
+    target = tmp_path / "f.json"
+    monkeypatch.setattr(files, "LOCK_TIMEOUT_S", 0.2)
+    from filelock import Timeout
+
+    with locked(target):
+        errors = []
+
+        def second() -> None:
+            try:
+                with locked(target):
+                    pass
+            except Timeout as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1
+    with locked(target):  # released
+        pass

@@ -1,0 +1,85 @@
+"""The measuring loop and the fixed output length, with stand-ins for the model and tokenizer."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from pytest_mlxvlm.results import Sample
+from pytest_mlxvlm.runner import fixed_output_length, run_case
+
+
+class Counter:
+    """A stand-in for one measured generation: numbered samples, one per call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> Sample:
+        self.calls += 1
+        return Sample(time_s=float(self.calls), ttft_s=0.1, preprocess_s=0.01, prefill_s=0.09,
+                      prompt_tokens=90, cached_tokens=0, image_tokens=64, generation_tokens=8,
+                      prompt_tps=1000.0, generation_tps=100.0, end_to_end_tps=8.0 / self.calls,
+                      peak_memory=1.0)
+
+
+@pytest.mark.parametrize("rounds, warmup", [(5, 1), (3, 0), (1, 2), (0, 0)])
+def test_run_case_warms_up_then_measures(rounds, warmup):
+    measure = Counter()
+    samples, warm = run_case(measure, rounds=rounds, warmup=warmup)
+    assert measure.calls == rounds + warmup
+    assert len(samples) == rounds and len(warm) == warmup
+    # warmup runs come first and are kept apart from the measured ones
+    assert [s.time_s for s in warm] == [float(i) for i in range(1, warmup + 1)]
+    assert [s.time_s for s in samples] == [float(i) for i in range(warmup + 1, warmup + rounds + 1)]
+
+
+def test_run_case_stops_at_the_first_error():
+    measure = Counter()
+
+    def failing() -> Sample:
+        if measure.calls == 2:
+            raise MemoryError("out of memory")
+        return measure()
+
+    with pytest.raises(MemoryError):
+        run_case(failing, rounds=5, warmup=1)
+    assert measure.calls == 2
+
+
+def _tokenizer(eos=(151645, 151643), **extra):
+    return SimpleNamespace(stopping_criteria=SimpleNamespace(eos_token_ids=list(eos)), **extra)
+
+
+def test_fixed_output_length_disables_and_restores_eos_ids():
+    tokenizer = _tokenizer()
+    processor = SimpleNamespace(tokenizer=tokenizer)
+    with fixed_output_length(processor):
+        assert tokenizer.stopping_criteria.eos_token_ids == []
+    assert tokenizer.stopping_criteria.eos_token_ids == [151645, 151643]
+
+
+def test_fixed_output_length_on_a_bare_tokenizer_and_after_an_error():
+    tokenizer = _tokenizer(eos=(2,))
+    with pytest.raises(RuntimeError):
+        with fixed_output_length(tokenizer):  # a processor that is its own tokenizer
+            assert tokenizer.stopping_criteria.eos_token_ids == []
+            raise RuntimeError("generation failed")
+    assert tokenizer.stopping_criteria.eos_token_ids == [2]
+
+
+def test_fixed_output_length_restores_the_thinking_budget():
+    tokenizer = _tokenizer()
+    with fixed_output_length(tokenizer):
+        tokenizer.thinking_budget_criteria = "set during generation"
+    assert not hasattr(tokenizer, "thinking_budget_criteria")  # it had none: removed again
+    tokenizer = _tokenizer(thinking_budget_criteria="mine")
+    with fixed_output_length(tokenizer):
+        tokenizer.thinking_budget_criteria = "replaced"
+    assert tokenizer.thinking_budget_criteria == "mine"
+
+
+def test_fixed_output_length_without_stopping_criteria_changes_nothing():
+    tokenizer = SimpleNamespace(name="t")
+    with fixed_output_length(SimpleNamespace(tokenizer=tokenizer)):
+        pass
+    assert vars(tokenizer) == {"name": "t"}
