@@ -1,4 +1,4 @@
-"""Reports: table rows, aggregates, JSON and atomic writes."""
+"""Reports: table rows, aggregates and the JSON document (writing them: test_files.py)."""
 
 import json
 
@@ -11,7 +11,6 @@ from pytest_mlxvlm.report import (
     model_section,
     render_table,
 )
-from pytest_mlxvlm.files import atomic_write_text
 from pytest_mlxvlm.results import METRICS, CaseResult, Sample
 
 
@@ -69,17 +68,3 @@ def test_json_document_holds_every_sample_and_metric():
         "peak_memory",
     }
     json.dumps(doc)
-
-
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    target = tmp_path / "out.json"
-    atomic_write_text(target, "old")
-
-    def boom(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError):
-        atomic_write_text(target, "new")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
