@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .paired import compare_paired, settled
+from .paired import INCONCLUSIVE_HALF_WIDTH, compare_paired, inconclusive, settled
 from .results import EXACT_METRICS, CaseComparison, GenerationRequest, Sample
 from .settings import ABPlan
 from .workers import WorkerError, WorkerProcess, plugin_copy
@@ -254,7 +254,7 @@ def run_pairs(measure: Callable[[str, GenerationRequest], Sample], request: Gene
             break
         if (n - plan.min_pairs) % check_every == 0 and n < plan.max_pairs:
             comparison = judge(rounds["base"], rounds["head"])
-            if comparison.status == "workload-changed" or all(settled(m) for m in comparison.metrics):
+            if comparison.status == "workload-changed" or settled(comparison.metrics):
                 stopped = "settled"
                 break
     return PairedRun(rounds["base"], rounds["head"], warm["base"], warm["head"], stopped,
@@ -262,7 +262,7 @@ def run_pairs(measure: Callable[[str, GenerationRequest], Sample], request: Gene
 
 
 def judge_pairs(key: str, base: list[Sample], head: list[Sample], *, tolerances: dict[str, float],
-                alpha: float) -> CaseComparison:
+                alpha: float, method: str = "fast") -> CaseComparison:
     """Token counts first (a changed workload is its own verdict), then each gated metric."""
     changed = {}
     for name in EXACT_METRICS:
@@ -275,7 +275,11 @@ def judge_pairs(key: str, base: list[Sample], head: list[Sample], *, tolerances:
                               note="token counts differ between base and head: the work itself "
                                    "changed, speed is not compared")
     metrics = [compare_paired(m, [float(getattr(s, m)) for s in base], [float(getattr(s, m)) for s in head],
-                              tol, alpha) for m, tol in tolerances.items()]
+                              tol, alpha, method) for m, tol in tolerances.items()]
     status = ("regressed" if any(m.verdict == "regressed" for m in metrics)
-              else "improved" if any(m.verdict == "improved" for m in metrics) else "pass")
-    return CaseComparison(key, status, metrics=metrics)
+              else "improved" if any(m.verdict == "improved" for m in metrics)
+              else "inconclusive" if any(inconclusive(m) for m in metrics) else "pass")
+    note = ("not a regression, but not a pass either: an interval is wider than "
+            f"±{INCONCLUSIVE_HALF_WIDTH * 100:.0f}%; more pairs (--mlx-ab-pairs) or a quieter machine"
+            if status == "inconclusive" else "")
+    return CaseComparison(key, status, metrics=metrics, note=note)

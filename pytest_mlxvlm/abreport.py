@@ -68,7 +68,7 @@ def ab_markdown(results: Sequence[CaseResult], *, machine: dict[str, Any], count
     from .report import by_model, gate_summary
 
     lines = [f"## pytest-mlxvlm A/B on `{machine.get('key')}`", "",
-             f"**{gate_summary(counts)}** ({machine.get('chip')}, {machine.get('backend')})", ""]
+             f"**{gate_summary(counts, ('compared', 'regressed'))}** ({machine.get('chip')}, {machine.get('backend')})", ""]
     for model, cases in by_model([r for r in results if r.side == "head"]).items():
         lines += [f"### {model}", ""]
         lines += render_table(AB_COLUMNS, ab_rows(cases, MARK))

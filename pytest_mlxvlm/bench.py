@@ -127,7 +127,8 @@ class MlxBench:
         alpha = per_comparison_alpha(policy.alpha, max(1, session.measured_total) * len(policy.ab_tolerances))
 
         def judge(base: list[Sample], head: list[Sample]) -> Any:
-            return judge_pairs(key, base, head, tolerances=policy.ab_tolerances, alpha=alpha)
+            return judge_pairs(key, base, head, tolerances=policy.ab_tolerances, alpha=alpha,
+                               method=plan.estimator)
 
         ab_model = self.model.ab
         try:
@@ -140,7 +141,7 @@ class MlxBench:
         if error is not None:
             pytest.fail(error, pytrace=False)
         comparison = judge(run.base, run.head)
-        comparison.note = (f"{len(run.head)} pairs in {run.seconds:.0f} s, stopped: {run.stopped}; "
+        comparison.note = (comparison.note + "; " if comparison.note else "") + (f"{len(run.head)} pairs in {run.seconds:.0f} s, stopped: {run.stopped}; "
                            f"base {session.ab.base.label}, head {session.ab.head.label}")
         sides = {}
         for side, samples, warm in (("base", run.base, run.base_warmup), ("head", run.head, run.head_warmup)):

@@ -128,10 +128,14 @@ def add_options(parser: pytest.Parser) -> None:
               metavar="PATH")
     ab_option("--mlx-ab-pairs", "mlx_ab_pairs",
               "pairs of rounds per case: at least MIN, at most MAX, stopping once the verdict is "
-              "clear (default 10:40)", default=None, metavar="MIN:MAX")
+              "clear (default 20:40)", default=None, metavar="MIN:MAX")
     ab_option("--mlx-ab-budget", "mlx_ab_budget",
               "seconds one case may measure before it decides on the pairs it has (default 480)",
               default=None, metavar="SECONDS")
+    ab_option("--mlx-ab-estimator", "mlx_ab_estimator",
+              "the change of a metric: fast (the fast end of each side, q90 of tok/s, paired "
+              "bootstrap; default: a busy host only slows rounds) or median (Hodges-Lehmann, "
+              "Wilcoxon signed-rank)", default=None, choices=("fast", "median"))
     ab_option("--mlx-ab-timeout", "mlx_ab_timeout",
               "seconds one generation may take before its worker counts as hung and is stopped "
               "(default 600)", default=None, metavar="SECONDS")

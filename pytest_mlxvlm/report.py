@@ -146,13 +146,13 @@ def json_document(
 
 def gate_counts(results: Sequence[CaseResult], unused: int = 0, updated: int = 0) -> dict[str, int]:
     """How the cases fared against their baselines."""
-    counts = {"compared": 0, "regressed": 0, "improved": 0, "new": 0, "workload changed": 0,
-              "not comparable": 0, "unused": unused, "updated": updated}
+    counts = {"compared": 0, "regressed": 0, "improved": 0, "inconclusive": 0, "new": 0,
+              "workload changed": 0, "not comparable": 0, "unused": unused, "updated": updated}
     for r in results:
         c = r.comparison
         if c is None:
             continue
-        if c.status in ("pass", "regressed", "improved"):
+        if c.status in ("pass", "regressed", "improved", "inconclusive"):
             counts["compared"] += 1
         key = {"workload-changed": "workload changed", "not-comparable": "not comparable"}.get(
             c.status, c.status
@@ -162,9 +162,9 @@ def gate_counts(results: Sequence[CaseResult], unused: int = 0, updated: int = 0
     return counts
 
 
-def gate_summary(counts: dict[str, int]) -> str:
+def gate_summary(counts: dict[str, int],
+                 always: tuple[str, ...] = ("compared", "regressed", "new", "unused")) -> str:
     """``12 compared, 1 regressed, 2 new, 1 unused`` (other counts only when not zero)."""
-    always = ("compared", "regressed", "new", "unused")
     parts = [f"{counts[k]} {k}" for k in always]
     parts += [f"{v} {k}" for k, v in counts.items() if k not in always and v]
     return ", ".join(parts)

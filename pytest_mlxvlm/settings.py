@@ -156,10 +156,11 @@ class ABPlan:
 
     base_rev: str | None = None
     base_python: str | None = None
-    min_pairs: int = 10
+    min_pairs: int = 20
     max_pairs: int = 40
     budget_s: float = 480.0  # per case, warmup included
     timeout_s: float = 600.0  # one generation; a worker silent this long is stopped
+    estimator: str = "fast"  # "fast" (q90 of tok/s, bootstrap) or "median" (Wilcoxon, HL)
 
     @property
     def active(self) -> bool:
@@ -263,7 +264,7 @@ FLAGS = {
     "mlx_history": "--mlx-history", "mlx_bandwidth": "--mlx-bandwidth",
     "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
     "mlx_ab_pairs": "--mlx-ab-pairs", "mlx_ab_budget": "--mlx-ab-budget",
-    "mlx_ab_timeout": "--mlx-ab-timeout",
+    "mlx_ab_timeout": "--mlx-ab-timeout", "mlx_ab_estimator": "--mlx-ab-estimator",
 }
 
 
@@ -365,6 +366,9 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
 def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
     base_rev, _ = lookup("mlx_ab_base")
     base_python, _ = lookup("mlx_ab_python")
+    estimator, where_estimator = get("mlx_ab_estimator", ABPlan.estimator)
+    if estimator not in ("fast", "median"):
+        raise SettingsError(f"{where_estimator} must be fast or median, got {estimator!r}")
     pairs, where = get("mlx_ab_pairs", f"{ABPlan.min_pairs}:{ABPlan.max_pairs}")
     low, sep, high = str(pairs).partition(":")
     low_n = positive_int(where, low, minimum=2, maximum=10_000)
@@ -376,6 +380,7 @@ def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
         max_pairs=high_n,
         budget_s=_fraction(*_named("mlx_ab_budget", get, ABPlan.budget_s), upper=86400),
         timeout_s=_fraction(*_named("mlx_ab_timeout", get, ABPlan.timeout_s), upper=86400),
+        estimator=estimator,
     )
 
 

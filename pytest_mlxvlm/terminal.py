@@ -139,7 +139,8 @@ class MlxReporter:
             detect = sensitivity(cases, policy.tolerances, policy.alpha)
             tr.write_line(f"{model}: " + sensitivity_line(detect, cases))
         if bench.gate_counts and bench.settings.ab.active:
-            tr.write_sep("-", f"mlxvlm A/B ({bench.machine['key']}): {gate_summary(bench.gate_counts)}")
+            tr.write_sep("-", f"mlxvlm A/B ({bench.machine['key']}): "
+                                f"{gate_summary(bench.gate_counts, ('compared', 'regressed'))}")
         elif bench.gate_counts:
             tr.write_sep("-", f"mlxvlm baselines ({bench.machine['key']}): {gate_summary(bench.gate_counts)}")
             for model, keys in bench.unused.items():

@@ -58,18 +58,22 @@ def hello() -> dict[str, Any]:
 
 
 def fake_engine(side: str) -> Any:
-    """The exact fake engine of ``pytest_mlxvlm.testing`` for worker tests: its time factor is
-    ``SLOWDOWN`` of a module ``fake_mlx_speed`` on this side's path (so that a git revision can
-    change it), else ``$FAKE_MLX_SLOWDOWN``; the head's noise has its own seed."""
+    """The exact fake engine of ``pytest_mlxvlm.testing`` for worker tests. A module
+    ``fake_mlx_speed`` on this side's path (so that a git revision can change it) may set
+    ``SLOWDOWN`` (time factor), ``IMAGE_TOKENS_EXTRA`` (a changed workload), and ``CRASH_AT`` /
+    ``HANG_AT`` (the measurement, counted from 1, at which the worker aborts or hangs);
+    otherwise ``$FAKE_MLX_*`` as in process. The head's noise has its own seed."""
     from .testing import FakeEngine
 
     engine = FakeEngine()
     try:
         import fake_mlx_speed  # type: ignore[import-not-found]
-
-        engine.slowdown = float(fake_mlx_speed.SLOWDOWN)
     except ImportError:
-        pass
+        fake_mlx_speed = None
+    engine.slowdown = float(getattr(fake_mlx_speed, "SLOWDOWN", engine.slowdown))
+    engine.extra_image_tokens = int(getattr(fake_mlx_speed, "IMAGE_TOKENS_EXTRA", engine.extra_image_tokens))
+    engine.crash_at = int(getattr(fake_mlx_speed, "CRASH_AT", 0))  # type: ignore[attr-defined]
+    engine.hang_at = int(getattr(fake_mlx_speed, "HANG_AT", 0))  # type: ignore[attr-defined]
     if side == "head":
         engine.seed += 1
         engine.__post_init__()
@@ -105,6 +109,11 @@ class Worker:
         req = GenerationRequest(image=request.get("image"), prompt=request["prompt"],
                                 max_tokens=int(request["max_tokens"]))
         if self.fake is not None:
+            calls = self.fake.calls + 1
+            if calls == self.fake.crash_at:
+                os.abort()  # as MLX dies on a fatal error
+            if calls == self.fake.hang_at:
+                time.sleep(3600)
             sample = self.fake.pytest_mlxvlm_measure(self.loaded, req)
         else:
             from .runner import measure_generation
@@ -124,6 +133,9 @@ class Worker:
             os.abort()
         if op == "sleep":  # for tests of hang detection
             time.sleep(float(message.get("seconds", 3600)))
+            return {"ok": True}
+        if op == "print":  # for tests: a library's print must not break the protocol
+            print("noise on stdout")
             return {"ok": True}
         return {"ok": False, "error": f"unknown request {op!r}"}
 

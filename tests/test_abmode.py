@@ -1,0 +1,197 @@
+"""The paired A/B mode end to end: a git repository whose head changes the (fake) engine's
+speed, measured side by side with its base in two real worker processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_mlxvlm.abmode import ABSetupError, judge_pairs, run_pairs, validate
+from pytest_mlxvlm.results import GenerationRequest, Sample
+from pytest_mlxvlm.settings import ABPlan
+
+AB = ["--mlx-model", "fake:m", "--mlx-resolutions", "224x224,448x448", "--mlx-ab-pairs", "6:10",
+      "-p", "no:cacheprovider"]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def speed_module(**values) -> str:
+    return "".join(f"{k} = {v!r}\n" for k, v in values.items())
+
+
+@pytest.fixture
+def repo(pytester: pytest.Pytester) -> Path:
+    """A git repository whose committed base runs the fake engine at full speed."""
+    root = pytester.path
+    (root / "fake_mlx_speed.py").write_text(speed_module(SLOWDOWN=1.0))
+    git(root, "init", "-q")
+    git(root, "add", "fake_mlx_speed.py")
+    git(root, "commit", "-qm", "base")
+    return root
+
+
+def head(repo: Path, **values) -> None:
+    (repo / "fake_mlx_speed.py").write_text(speed_module(**values))
+
+
+def no_leftovers(repo: Path) -> None:
+    assert git(repo, "worktree", "list").count("\n") == 1, "the base worktree was not removed"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "pytest-mlxvlm-ab-" not in ps, "a worker process outlived the session"
+
+
+def samples(values, tokens=64):
+    return [Sample(time_s=1, ttft_s=0.1, preprocess_s=0, prefill_s=0.1, prompt_tokens=90,
+                   cached_tokens=0, image_tokens=tokens, generation_tokens=64, prompt_tps=900,
+                   generation_tps=v, end_to_end_tps=v, peak_memory=1.0) for v in values]
+
+
+def test_abba_order_and_stopping_once_settled():
+    calls = []
+
+    def measure(side, request):
+        calls.append(side)
+        return samples([100.0 if side == "base" else 80.0])[0]
+
+    def judge(base, head):
+        return judge_pairs("k", base, head, tolerances={"generation_tps": 0.03}, alpha=0.05)
+
+    run = run_pairs(measure, GenerationRequest(None, "p", 1), warmup=1,
+                    plan=ABPlan(base_rev="x", min_pairs=6, max_pairs=40), judge=judge)
+    assert calls[:6] == ["base", "head", "base", "head", "head", "base"]  # warmup, then ABBA
+    assert run.stopped == "settled" and len(run.base) == len(run.head) == 6
+
+
+def test_stops_at_max_pairs_or_the_time_budget():
+    def measure(side, request):
+        time.sleep(0.01)
+        return samples([100.0])[0]
+
+    def judge(base, head):
+        return judge_pairs("k", base, head, tolerances={"generation_tps": 0.0}, alpha=0.05)
+
+    run = run_pairs(measure, GenerationRequest(None, "p", 1), warmup=0,
+                    plan=ABPlan(base_rev="x", min_pairs=2, max_pairs=5), judge=judge)
+    assert (run.stopped, len(run.head)) == ("max pairs", 5)
+    run = run_pairs(measure, GenerationRequest(None, "p", 1), warmup=0,
+                    plan=ABPlan(base_rev="x", min_pairs=2, max_pairs=500, budget_s=0.1), judge=judge)
+    assert run.stopped == "time budget" and len(run.head) < 500
+
+
+def test_token_counts_that_differ_are_a_changed_workload():
+    c = judge_pairs("k", samples([100.0] * 3), samples([100.0] * 3, tokens=70),
+                    tolerances={"generation_tps": 0.03}, alpha=0.05)
+    assert c.status == "workload-changed" and c.workload_changes == {"image_tokens": (64, 70)}
+
+
+def test_validate_names_a_missing_revision_and_interpreter(repo, tmp_path):
+    with pytest.raises(ABSetupError, match="no such revision"):
+        validate(ABPlan(base_rev="origin/nope"), repo)
+    with pytest.raises(ABSetupError, match="not in a git repository"):
+        validate(ABPlan(base_rev="HEAD"), tmp_path)
+    with pytest.raises(ABSetupError, match="no such interpreter"):
+        validate(ABPlan(base_python=str(tmp_path / "python")), repo)
+
+
+def test_a_slower_head_fails_with_the_change_and_its_interval(pytester, repo, monkeypatch):
+    monkeypatch.setenv("FAKE_MLX_NOISE", "0.03")
+    head(repo, SLOWDOWN=1.12)
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-json", "ab.json",
+                                "--mlx-markdown", "ab.md", "--junitxml", "junit.xml")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*mlxvlm: A/B regressed in *test_image_generation[[]224x224[]] (fake:m on *): base HEAD (*), "
+        "head working tree (*, modified)",
+        "*Decode -1?.?% [[]-*%, -*%[]], p=*, * pairs (tolerance 3%)",
+        "*mlxvlm A/B: fake:m, head against base, pair by pair*",
+        "*2 compared, 2 regressed*",
+    ])
+    doc = json.loads((repo / "ab.json").read_text())
+    sides = sorted((r["resolution"], r["side"]) for r in doc["results"])
+    assert sides == [("224x224", "base"), ("224x224", "head"), ("448x448", "base"), ("448x448", "head")]
+    heads = [r for r in doc["results"] if r["side"] == "head"]
+    decode = next(m for m in heads[0]["comparison"]["metrics"] if m["metric"] == "generation_tps")
+    assert decode["verdict"] == "regressed" and decode["interval"][0] < decode["change"] < decode["interval"][1]
+    markdown = " ".join((repo / "ab.md").read_text().split())
+    assert "| Case | Metric | Base | Head | Change [interval] |" in markdown and "❌ regressed" in markdown
+    assert "mlxvlm:224x224:head:ab:generation_tps" in (repo / "junit.xml").read_text()
+    no_leftovers(repo)
+
+
+def test_unchanged_code_passes(pytester, repo, monkeypatch):
+    monkeypatch.setenv("FAKE_MLX_NOISE", "0.03")
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*2 compared, 0 regressed*"])
+    no_leftovers(repo)
+
+
+def test_a_base_whose_workload_differs_is_its_own_verdict(pytester, repo):
+    head(repo, SLOWDOWN=1.0, IMAGE_TOKENS_EXTRA=5)
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*A/B workload-changed in*", "*image_tokens: base 64, head 69*"])
+
+
+def test_bad_base_is_a_usage_error(pytester, repo, tmp_path):
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "no-such-branch")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mlx-ab-base no-such-branch: no such revision in *"])
+    result = pytester.runpytest(*AB, "--mlx-ab-python", str(tmp_path / "missing"))
+    result.stderr.fnmatch_lines(["*--mlx-ab-python *missing: no such interpreter*"])
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-update-baselines")
+    result.stderr.fnmatch_lines(["*--mlx-update-baselines cannot be used with the A/B mode*"])
+    no_leftovers(repo)
+
+
+def test_a_base_environment_without_mlx_is_named(pytester, repo, tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    result = pytester.runpytest(*AB, "--mlx-ab-python", str(tmp_path / "bare"))
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*base worker: cannot import mlx (*) with *bare*python*"])
+    no_leftovers(repo)
+
+
+def test_a_crashing_worker_fails_its_case_only(pytester, repo):
+    # warmup 1 + 10 pairs = 11 measurements per case: the head dies at its 15th, in the
+    # second case; the third case gets a fresh worker and measures normally
+    head(repo, SLOWDOWN=1.0, CRASH_AT=15)
+    result = pytester.runpytest(*AB[:2], "--mlx-resolutions", "224x224,336x336,448x448",
+                                "--mlx-ab-pairs", "10:10", "-p", "no:cacheprovider",
+                                "--mlx-ab-base", "HEAD", "--mlx-json", "ab.json")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*336x336*head worker died during 'measure' (*SIGABRT*)*"])
+    assert len(json.loads((repo / "ab.json").read_text())["results"]) == 4
+    no_leftovers(repo)
+
+
+def test_a_hanging_worker_is_stopped(pytester, repo):
+    head(repo, SLOWDOWN=1.0, HANG_AT=3)
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-ab-timeout", "2")
+    result.assert_outcomes(failed=2)  # the restarted head worker hangs again at its third round
+    result.stdout.fnmatch_lines(["*head worker did not answer 'measure' within 2 s and was stopped*"])
+    no_leftovers(repo)
+
+
+def test_ctrl_c_stops_the_workers_and_removes_the_worktree(repo):
+    head(repo, SLOWDOWN=1.0, HANG_AT=3)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *AB, "--mlx-ab-base", "HEAD"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and "pytest-mlxvlm-ab-" not in subprocess.run(
+            ["ps", "-eo", "args"], capture_output=True, text=True).stdout:
+        time.sleep(0.2)
+    time.sleep(2)  # the head is hanging in its third measurement now
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    no_leftovers(repo)

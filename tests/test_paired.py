@@ -1,0 +1,111 @@
+"""The paired A/B decision (pure): log ratios, Hodges-Lehmann interval, verdicts."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pytest_mlxvlm.paired import (
+    compare_paired,
+    detectable,
+    estimate,
+    estimate_fast,
+    format_change,
+    settled,
+    worse_log_ratios,
+)
+
+
+def drifting(n: int, factor: float, seed: int = 0, pair_noise: float = 0.02):
+    """Base and head of n pairs on a machine whose speed drifts by 20% between pairs."""
+    rng = np.random.default_rng(seed)
+    drift = rng.normal(0, 0.2, n)
+    base = 100 * np.exp(drift + rng.normal(0, pair_noise, n))
+    head = 100 / factor * np.exp(drift + rng.normal(0, pair_noise, n))
+    return list(base), list(head)
+
+
+def test_log_ratios_are_positive_when_the_head_is_worse():
+    assert worse_log_ratios("generation_tps", [100], [90])[0] == pytest.approx(math.log(100 / 90))
+    assert worse_log_ratios("ttft_s", [1.0], [1.1])[0] == pytest.approx(math.log(1.1))
+    assert worse_log_ratios("generation_tps", [100], [110])[0] < 0
+
+
+def test_estimate_of_a_known_shift_and_its_interval():
+    d = list(np.full(30, 0.05) + np.random.default_rng(1).normal(0, 0.01, 30))
+    est = estimate(d, 0.025)
+    assert est.low < est.estimate < est.high
+    assert est.estimate == pytest.approx(0.05, abs=0.006)
+    assert est.p_worse < 1e-4 and est.p_better > 0.99
+
+
+def test_a_constant_metric_is_exact():
+    est = estimate([0.1] * 5, 0.05)
+    assert (est.low, est.estimate, est.high, est.p_worse) == (0.1, 0.1, 0.1, 0.0)
+    fast = estimate_fast("ttft_s", [1.0] * 5, [1.1] * 5, 0.05)
+    assert fast.estimate == pytest.approx(math.log(1.1)) and fast.p_worse == 0.0
+    m = compare_paired("peak_memory", [1.0] * 5, [1.0] * 5, 0.05, 0.05)
+    assert m.verdict == "ok" and m.change == 0
+
+
+@pytest.mark.parametrize("method, name", [("fast", "fast end"), ("median", "paired Wilcoxon")])
+def test_drift_cancels_in_pairs_and_a_six_percent_slowdown_is_caught(method, name):
+    base, head = drifting(30, 1.06)
+    m = compare_paired("generation_tps", base, head, 0.03, 0.01, method)
+    assert m.verdict == "regressed"
+    low, high = m.interval
+    assert low <= m.change <= high < 0
+    assert m.change == pytest.approx(-1 + 1 / 1.06, abs=0.03)
+    assert m.method.startswith(name)
+
+
+@pytest.mark.parametrize("method", ["fast", "median"])
+def test_unchanged_code_passes_despite_the_drift(method):
+    for seed in range(10):
+        base, head = drifting(30, 1.0, seed=seed)
+        assert compare_paired("generation_tps", base, head, 0.03, 0.01, method).verdict == "ok"
+
+
+@pytest.mark.parametrize("method", ["fast", "median"])
+def test_a_change_within_tolerance_is_not_a_regression(method):
+    base, head = drifting(40, 1.01, seed=5, pair_noise=0.005)
+    assert compare_paired("generation_tps", base, head, 0.03, 0.01, method).verdict == "ok"
+
+
+@pytest.mark.parametrize("method", ["fast", "median"])
+def test_an_improvement_is_reported(method):
+    base, head = drifting(30, 0.9, seed=7)
+    assert compare_paired("generation_tps", base, head, 0.03, 0.01, method).verdict == "improved"
+
+
+def test_the_fast_end_ignores_rounds_that_only_got_slower():
+    """A host that slows some rounds of one side (never speeds any up) moves the medians,
+    not the fast end."""
+    rng = np.random.default_rng(4)
+    base = list(100 * np.exp(rng.normal(0, 0.01, 30)))
+    head = list(100 * np.exp(rng.normal(0, 0.01, 30)))
+    for i in range(0, 30, 2):
+        head[i] *= 0.6  # the slow mode, on the head only, in half its rounds
+    assert compare_paired("generation_tps", base, head, 0.03, 0.01, "fast").verdict == "ok"
+    assert compare_paired("generation_tps", base, head, 0.03, 0.01, "median").verdict == "regressed"
+
+
+def test_settled_once_the_interval_clears_the_tolerance():
+    base, head = drifting(30, 1.15, seed=2)
+    slower = compare_paired("generation_tps", base, head, 0.03, 0.01)
+    assert settled([slower])
+    base, head = drifting(6, 1.03, seed=2, pair_noise=0.05)
+    unclear = compare_paired("generation_tps", base, head, 0.03, 0.01)
+    assert not settled([unclear])
+    assert settled([slower, unclear])  # one clear regression decides the case
+
+
+def test_detectable_shrinks_with_pairs_and_never_drops_below_the_tolerance():
+    assert detectable(0.05, 10, 0.03, 0.01) > detectable(0.01, 40, 0.03, 0.01) > 0.03
+    assert detectable(0.1, 1, 0.03, 0.01) is None
+
+
+def test_the_change_reads_like_the_report():
+    base, head = drifting(20, 1.06)
+    text = format_change(compare_paired("generation_tps", base, head, 0.03, 0.01))
+    assert text.startswith("Decode -") and "pairs" in text and "[" in text and "p=" in text

@@ -1,0 +1,79 @@
+"""Measuring workers: the protocol, crashes, hangs and clean stops (real subprocesses)."""
+
+import sys
+
+import pytest
+
+from pytest_mlxvlm.workers import WorkerError, WorkerProcess, exit_reason, plugin_copy, stop_all
+
+
+@pytest.fixture
+def worker(tmp_path):
+    w = WorkerProcess("head", sys.executable, [str(plugin_copy(tmp_path))], log=tmp_path / "w.log",
+                      timeout_s=60)
+    yield w
+    w.stop()
+
+
+def test_hello_load_and_measure_with_the_fake_engine(worker, tmp_path):
+    hello = worker.call({"op": "hello"})
+    assert hello["mlx_vlm"] and hello["backend"] in ("metal", "cuda", "cpu")
+    assert hello["protocol"] == 1
+    worker.call({"op": "load", "spec": "fake:m", "side": "head"})
+    worker.call({"op": "print"})  # a library printing to stdout does not break the protocol
+    image = tmp_path / "i.png"
+    from PIL import Image
+
+    Image.new("RGB", (224, 224)).save(image)
+    answer = worker.call({"op": "measure", "image": str(image), "prompt": "p", "max_tokens": 8})
+    assert answer["sample"]["generation_tokens"] == 8 and answer["sample"]["image_tokens"] == 64
+
+
+def test_measuring_code_is_the_copy(worker, tmp_path):
+    worker.call({"op": "hello"})
+    assert str(tmp_path / "measuring-code") in worker.path[0]
+    assert not (tmp_path / "measuring-code" / "pytest_mlxvlm" / "builtin").exists()
+
+
+def test_an_error_answer_keeps_the_worker(worker):
+    with pytest.raises(WorkerError, match="head worker: no model loaded"):
+        worker.call({"op": "measure", "image": None, "prompt": "p", "max_tokens": 4})
+    assert worker.alive
+
+
+def test_a_crash_names_the_signal_and_the_last_output(worker):
+    worker.call({"op": "hello"})
+    with pytest.raises(WorkerError, match=r"head worker died during 'crash' \((killed by SIGABRT|exit status 134)"):
+        worker.call({"op": "crash"})
+    assert not worker.alive
+    assert worker.call({"op": "hello"})["ok"]  # the next request starts a fresh worker
+
+
+def test_a_hang_is_stopped_after_the_timeout(worker):
+    worker.call({"op": "hello"})
+    with pytest.raises(WorkerError, match="did not answer 'sleep' within 1 s and was stopped"):
+        worker.call({"op": "sleep", "seconds": 60}, timeout_s=1)
+    assert not worker.alive
+
+
+def test_a_missing_interpreter_is_one_line(tmp_path):
+    w = WorkerProcess("base", str(tmp_path / "nope" / "python"), [])
+    with pytest.raises(WorkerError, match="base worker could not start"):
+        w.call({"op": "hello"})
+
+
+def test_stop_all_leaves_no_process(tmp_path):
+    workers = [WorkerProcess(n, sys.executable, [str(plugin_copy(tmp_path / n))]) for n in ("a", "b")]
+    procs = []
+    for w in workers:
+        w.call({"op": "hello"})
+        procs.append(w._proc)
+    stop_all()
+    assert all(p.poll() is not None for p in procs)
+
+
+@pytest.mark.parametrize("code, text", [(-11, "killed by SIGSEGV"), (1, "exit status 1"),
+                                         (136, "exit status 136 (SIGFPE)")])
+def test_exit_reasons(code, text):
+    assert exit_reason(code) == text
+
