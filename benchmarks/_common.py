@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -42,11 +41,6 @@ def workdir(path: str | Path | None, prefix: str) -> Path:
     folder = Path(path) if path else Path(tempfile.mkdtemp(prefix=f"mlxvlm-{prefix}-"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def env_path(name: str, default: str | Path) -> Path:
-    """A path from the environment variable ``name``, else ``default``."""
-    return Path(os.environ.get(name) or default)
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
