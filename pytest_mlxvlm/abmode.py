@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .isolation import request_message
 from .paired import INCONCLUSIVE_HALF_WIDTH, compare_paired, inconclusive, settled
 from .results import EXACT_METRICS, CaseComparison, GenerationRequest, Sample
 from .settings import ABPlan
@@ -148,21 +149,6 @@ class ABSession:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def _memory_bytes(info: dict[str, Any]) -> int | None:
-    """Memory the workers' device can hold: what MLX reports, else the host's available RAM."""
-    for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
-        if info.get(key):
-            return int(info[key])
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 @dataclass
 class ABModel:
     """A model loaded in a base and a head worker."""
@@ -198,7 +184,7 @@ class ABModel:
 
     def _check_memory(self) -> None:
         weights = int(self.info["base"].get("weight_bytes") or 0)
-        limit = _memory_bytes(self.info["base"].get("device", {}))
+        limit = self.info["base"].get("available_memory")
         if weights and limit and 2 * weights * MEMORY_HEADROOM > limit:
             raise WorkerError(
                 f"two copies of {self.spec} ({weights / 1e9:.1f} GB each) do not fit beside each "
@@ -207,11 +193,7 @@ class ABModel:
             )
 
     def measure(self, side: str, request: GenerationRequest) -> Sample:
-        answer = self.workers[side].call({
-            "op": "measure", "image": None if request.image is None else str(request.image),
-            "prompt": request.prompt, "max_tokens": request.max_tokens,
-        })
-        return Sample.from_dict(answer["sample"])
+        return Sample.from_dict(self.workers[side].call(request_message(request))["sample"])
 
     def stop(self) -> None:
         for worker in self.workers.values():

@@ -13,7 +13,7 @@ from .abmode import judge_pairs, run_pairs
 from .baselines import BaselineError
 from .paired import format_change
 from .results import METRICS, CaseResult, GenerationRequest, Sample
-from .runner import run_case
+from .runner import GenerationLengthError, TooLargeError, run_case
 from .stats import per_comparison_alpha
 from .workers import WorkerError
 from .session import BenchSession, session_key
@@ -90,11 +90,23 @@ class MlxBench:
         if getattr(self.model, "ab", None) is not None:
             return self._run_ab(request, n_warmup, workload)
         hook = self.request.config.hook
+        isolated = getattr(self.model, "isolated", None)
+        if isolated is not None:
+            request = self._with_image_file(request)
 
         def measure() -> Sample:
+            if isolated is not None:
+                return isolated.measure(request)
             return hook.pytest_mlxvlm_measure(model=self.model, request=request)
 
-        samples, warm = self._measure(measure, n_rounds, n_warmup)
+        try:
+            samples, warm = self._measure(measure, n_rounds, n_warmup)
+        except (TooLargeError, GenerationLengthError, WorkerError) as exc:
+            error = f"mlxvlm: {self.model.spec} {self.resolution.id}: {exc}"
+        else:
+            error = None
+        if error is not None:
+            pytest.fail(error, pytrace=False)
         session = self.session
         result = CaseResult(
             model=self.model.spec,
@@ -115,12 +127,17 @@ class MlxBench:
             hook.pytest_mlxvlm_case_finished(config=self.request.config, result=result)
         return result
 
+    def _with_image_file(self, request: GenerationRequest) -> GenerationRequest:
+        """A worker reads images from files: a PIL image is saved first."""
+        if request.image is None or isinstance(request.image, (str, Path)):
+            return request
+        path = Path(self.request.config._tmp_path_factory.mktemp("mlxvlm-worker-images")) / "image.png"  # type: ignore[attr-defined]
+        request.image.save(path)
+        return GenerationRequest(image=path, prompt=request.prompt, max_tokens=request.max_tokens)
+
     def _run_ab(self, request: GenerationRequest, warmup: int, workload: dict) -> CaseResult:
         """Base and head side by side in their workers, pair by pair; fail on a regression."""
-        if request.image is not None and not isinstance(request.image, (str, Path)):
-            path = Path(self.request.config._tmp_path_factory.mktemp("mlxvlm-ab-images")) / "image.png"  # type: ignore[attr-defined]
-            request.image.save(path)
-            request = GenerationRequest(image=path, prompt=request.prompt, max_tokens=request.max_tokens)
+        request = self._with_image_file(request)
         session = self.session
         plan, policy = self.settings.ab, self.settings.gate
         key = self._case_key()

@@ -106,3 +106,28 @@ def identity(chip_override: str | None = None) -> dict[str, Any]:
         info["detected_key"] = info["key"]
         info["key"] = slug(override)
     return info
+
+
+def available_memory_bytes() -> int | None:
+    """Memory a generation may use here: the GPU's recommended working set on Apple silicon,
+    the device memory MLX reports on CUDA, else the host's available RAM; None if unknown."""
+    try:
+        import mlx.core as mx
+
+        info = mx.device_info() if hasattr(mx, "device_info") else {}
+    except Exception:  # noqa: BLE001 - no usable MLX: fall back to the host
+        info = {}
+    for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
+        if info.get(key):
+            return int(info[key])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        text = _run("sysctl", "-n", "hw.memsize")
+        return int(text) if text.isdigit() else None
+    return None

@@ -26,6 +26,7 @@ class LoadedModel:
     processor: Any
     load_time_s: float = 0.0
     ab: Any = None  # in the paired A/B mode: the base and head workers (abmode.ABModel)
+    isolated: Any = None  # with --mlx-isolate: the worker that holds the model (isolation.IsolatedModel)
 
 
 def short_name(spec: str) -> str:

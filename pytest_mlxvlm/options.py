@@ -62,6 +62,14 @@ def add_options(parser: pytest.Parser) -> None:
     option("--mlx-image", "mlx_image",
            "your own image, resized to each resolution (default: a synthetic pattern)",
            default=None, metavar="PATH")
+    option("--mlx-isolate", "mlx_isolate",
+           "measure each model in a worker process: a case whose generation crashes the "
+           "interpreter or is killed fails alone, with the signal and the worker's last output, "
+           "and the next case gets a fresh worker", ini_type="bool", action="store_true",
+           default=None)
+    option("--mlx-worker-timeout", "mlx_worker_timeout",
+           "seconds one generation in a worker (--mlx-isolate, --mlx-ab-*) may take before the "
+           "worker counts as hung and is stopped (default 600)", default=None, metavar="SECONDS")
     option("--mlx-json", "mlx_json", "write every sample, the settings and the machine to PATH",
            default=None, metavar="PATH")
     option("--mlx-history", "mlx_history",
@@ -136,9 +144,6 @@ def add_options(parser: pytest.Parser) -> None:
               "the change of a metric: fast (the fast end of each side, q90 of tok/s, paired "
               "bootstrap; default: a busy host only slows rounds) or median (Hodges-Lehmann, "
               "Wilcoxon signed-rank)", default=None, choices=("fast", "median"))
-    ab_option("--mlx-ab-timeout", "mlx_ab_timeout",
-              "seconds one generation may take before its worker counts as hung and is stopped "
-              "(default 600)", default=None, metavar="SECONDS")
     gate_option("--mlx-markdown", "mlx_markdown",
                 "write a pull-request comment (Markdown) to PATH; also appended to "
                 "$GITHUB_STEP_SUMMARY when set", default=None, metavar="PATH")
@@ -165,7 +170,7 @@ def lookup(config: pytest.Config) -> Any:
             raw = config.getini(name)
         except (ValueError, TypeError) as exc:
             raise SettingsError(f"ini {name}: {exc}") from None
-        if raw in ("", [], None) or (name == "mlx_quick" and raw is False):
+        if raw in ("", [], None) or (name in ("mlx_quick", "mlx_isolate") and raw is False):
             return None, None
         return raw, f"ini {name}"
     return find

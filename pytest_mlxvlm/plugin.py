@@ -228,6 +228,9 @@ def mlx_model(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> It
     if bench.settings.ab.active:
         yield _ab_model(bench, spec)
         return
+    if bench.settings.workload.isolate:
+        yield _isolated_model(bench, spec)
+        return
     start = time.perf_counter()
     try:
         loaded = pytestconfig.hook.pytest_mlxvlm_load_model(spec=spec, settings=bench.settings)
@@ -264,6 +267,23 @@ def _ab_model(bench: BenchSession, spec: str) -> LoadedModel:
                        load_time_s=bench.load_times[spec], ab=ab_model)
 
 
+def _isolated_model(bench: BenchSession, spec: str) -> LoadedModel:
+    """With --mlx-isolate: the model lives in a worker process that a crash cannot take us with."""
+    isolated = bench.isolated_model(spec)
+    try:
+        isolated.ensure_loaded()
+    except WorkerError as exc:
+        bench.load_errors[spec] = f"{spec}: {exc}"
+        error = bench.load_errors[spec]
+    else:
+        error = None
+    if error is not None:
+        pytest.fail(error, pytrace=False)
+    bench.load_times[spec] = isolated.load_time_s
+    return LoadedModel(spec=spec, path=None, model=None, processor=None,
+                       load_time_s=isolated.load_time_s, isolated=isolated)
+
+
 @pytest.fixture
 def mlx_resolution(request: pytest.FixtureRequest) -> Resolution:
     """The image size of this test (parametrized over the sweep)."""
@@ -298,8 +318,9 @@ def mlx_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_resolution: Re
 def mlx_cache(request: pytest.FixtureRequest, mlx_model: Any, pytestconfig: pytest.Config) -> Iterator[MlxCache]:
     """A fresh prefix-cache engine on ``mlx_model``: ``step(...)`` then ``check()``, or
     ``expect(run(image, prompt), "HIT")``."""
-    if mlx_model.ab is not None:
-        pytest.skip("the cache suite measures in this process; it does not run in the A/B mode")
+    if mlx_model.ab is not None or mlx_model.isolated is not None:
+        pytest.skip("the cache suite measures in this process; it does not run with --mlx-ab-* "
+                    "or --mlx-isolate")
     hook = pytestconfig.hook
     session = start_session(pytestconfig, request.param, mlx_model,
                             lambda req: hook.pytest_mlxvlm_measure(model=mlx_model, request=req))

@@ -4,14 +4,76 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .machine import available_memory_bytes
 from .results import GenerationRequest, Sample
 
 
 class GenerationLengthError(RuntimeError):
     """The engine stopped before the fixed output length."""
+
+
+class TooLargeError(RuntimeError):
+    """An input the vision encoder cannot take on this machine; refused before it runs."""
+
+
+INDEX_LIMIT = 2**31  # MLX kernels index arrays with 32-bit integers
+
+
+_ITEMSIZE: dict[int, int] = {}
+
+
+def _vision_itemsize(model: Any) -> int:
+    """Bytes per element of the vision tower's weights (its activations' dtype), once per model."""
+    key = id(model)
+    if key not in _ITEMSIZE:
+        try:
+            from mlx.utils import tree_flatten
+
+            params = tree_flatten(model.vision_tower.parameters())
+            _ITEMSIZE[key] = max(p.dtype.size for _, p in params) if params else 2
+        except Exception:  # noqa: BLE001 - no vision tower to look at: assume 16-bit
+            _ITEMSIZE[key] = 2
+    return _ITEMSIZE[key]
+
+
+@cache
+def _available_memory() -> int | None:
+    return available_memory_bytes()
+
+
+def check_vision_size(model: Any, inputs: dict[str, Any], available: int | None) -> None:
+    """Refuse an image whose vision attention cannot run here, before the encoder starts.
+
+    Qwen-style processors report the patches of each image (``image_grid_thw``); the vision
+    encoder's full-attention layers hold heads x patches² scores. Beyond 2^31 of them MLX
+    crashes the interpreter (a floating point exception at 4096² and 8192² on Qwen3-VL);
+    beyond the machine's memory it cannot finish. Models without a patch grid pass unchecked.
+    """
+    grid = inputs.get("image_grid_thw")
+    vision = getattr(getattr(model, "config", None), "vision_config", None)
+    heads = getattr(vision, "num_heads", None)
+    if grid is None or not heads:
+        return
+    patches = max(int(t) * int(h) * int(w) for t, h, w in grid.tolist())
+    scores = int(heads) * patches**2
+    itemsize = _vision_itemsize(model)
+    if scores >= INDEX_LIMIT:
+        raise TooLargeError(
+            f"{patches} vision patches: the vision encoder's attention would hold {scores:.3g} "
+            f"scores ({heads} heads x {patches}²), beyond the 2^31 elements MLX can index (it "
+            "crashes the interpreter); use a smaller resolution"
+        )
+    need = 2 * scores * itemsize  # scores and their softmax
+    if available and need > available:
+        raise TooLargeError(
+            f"{patches} vision patches: the vision encoder's attention needs about "
+            f"{need / 1e9:.1f} GB, more than the {available / 1e9:.1f} GB this machine has; "
+            "use a smaller resolution"
+        )
 
 
 @contextmanager
@@ -70,6 +132,8 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
             add_special_tokens=should_add_special_tokens(model.config.model_type, processor),
         )
         input_ids = inputs["input_ids"]
+        if images is not None:
+            check_vision_size(model, inputs, _available_memory())
         extra = {
             k: v
             for k, v in inputs.items()

@@ -25,6 +25,7 @@ from .baselines import (
     update,
 )
 from .files import atomic_write_text, write_json
+from .isolation import IsolatedModel
 from .history import append, git_state, session_record
 from .machine import identity
 from .models import model_slug
@@ -98,6 +99,13 @@ class BenchSession:
     _store: BaselineStore | None = None
     _weight_bytes: dict[str, tuple[int, int]] = field(default_factory=dict)
     _ab: ABSession | None = None
+    _isolated: dict[str, IsolatedModel] = field(default_factory=dict)
+
+    def isolated_model(self, spec: str) -> IsolatedModel:
+        """The worker that measures a model with --mlx-isolate (one per model and session)."""
+        if spec not in self._isolated:
+            self._isolated[spec] = IsolatedModel(spec, timeout_s=self.settings.ab.timeout_s)
+        return self._isolated[spec]
 
     # -- paired A/B runs ----------------------------------------------------------------------
 
@@ -113,6 +121,8 @@ class BenchSession:
         if self._ab is not None:
             self._ab.close()
             self._ab = None
+        for isolated in self._isolated.values():
+            isolated.stop()
 
     # -- identity and baselines ---------------------------------------------------------------
 

@@ -113,6 +113,7 @@ class Workload:
     prompt: str = DEFAULT_PROMPT
     image: Path | None = None
     suites: tuple[str, ...] = ()  # built-in suites to collect: "images", "cache"
+    isolate: bool = False  # measure in a worker process, so that a crash fails one case only
 
     def describe(self) -> dict[str, Any]:
         """The settings that define what a measurement means (for reports and baselines)."""
@@ -262,9 +263,9 @@ FLAGS = {
     "mlx_alpha": "--mlx-alpha", "mlx_no_confirm": "--mlx-no-confirm",
     "mlx_stale_threshold": "--mlx-stale-threshold", "mlx_markdown": "--mlx-markdown",
     "mlx_history": "--mlx-history", "mlx_bandwidth": "--mlx-bandwidth",
-    "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
+    "mlx_isolate": "--mlx-isolate", "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
     "mlx_ab_pairs": "--mlx-ab-pairs", "mlx_ab_budget": "--mlx-ab-budget",
-    "mlx_ab_timeout": "--mlx-ab-timeout", "mlx_ab_estimator": "--mlx-ab-estimator",
+    "mlx_worker_timeout": "--mlx-worker-timeout", "mlx_ab_estimator": "--mlx-ab-estimator",
 }
 
 
@@ -342,6 +343,7 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
         prompt=get("mlx_prompt", DEFAULT_PROMPT)[0],
         image=image_path,
         suites=run_suite,
+        isolate=_boolean("mlx_isolate", get("mlx_isolate", False)[0]),
     )
     gate = GatePolicy(
         baseline_dir=bdir if bdir.is_absolute() else root / bdir,
@@ -379,7 +381,7 @@ def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
         min_pairs=low_n,
         max_pairs=high_n,
         budget_s=_fraction(*_named("mlx_ab_budget", get, ABPlan.budget_s), upper=86400),
-        timeout_s=_fraction(*_named("mlx_ab_timeout", get, ABPlan.timeout_s), upper=86400),
+        timeout_s=_fraction(*_named("mlx_worker_timeout", get, ABPlan.timeout_s), upper=86400),
         estimator=estimator,
     )
 

@@ -54,6 +54,9 @@ def hello() -> dict[str, Any]:
         "cuda" if getattr(mx, "cuda", None) is not None and mx.cuda.is_available() else "cpu")
     info = mx.device_info() if hasattr(mx, "device_info") else {}
     found["device"] = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
+    from .machine import available_memory_bytes
+
+    found["available_memory"] = available_memory_bytes()
     return {"ok": True, **found}
 
 

@@ -176,7 +176,7 @@ def test_a_crashing_worker_fails_its_case_only(pytester, repo):
 
 def test_a_hanging_worker_is_stopped(pytester, repo):
     head(repo, SLOWDOWN=1.0, HANG_AT=3)
-    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-ab-timeout", "2")
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-worker-timeout", "2")
     result.assert_outcomes(failed=2)  # the restarted head worker hangs again at its third round
     result.stdout.fnmatch_lines(["*head worker did not answer 'measure' within 2 s and was stopped*"])
     no_leftovers(repo)

@@ -1,0 +1,57 @@
+"""Crash-isolated measuring: a model loaded in a worker process, so that a generation that
+kills the interpreter (a fatal error in MLX, the out-of-memory killer) fails its case alone.
+The worker is started again, and the model loaded again, for the next case."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .results import GenerationRequest, Sample
+from .workers import WorkerProcess
+
+
+def request_message(request: GenerationRequest) -> dict[str, Any]:
+    """A generation request as a worker reads it (the image as a path)."""
+    return {"op": "measure", "image": None if request.image is None else str(request.image),
+            "prompt": request.prompt, "max_tokens": request.max_tokens}
+
+
+@dataclass
+class IsolatedModel:
+    """A model in a worker of this interpreter and environment."""
+
+    spec: str
+    timeout_s: float = 600.0
+    log: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    load_time_s: float = 0.0
+    restarts: int = 0
+    _worker: WorkerProcess | None = None
+
+    def ensure_loaded(self) -> None:
+        """Start the worker and load the model, again after a crash."""
+        if self._worker is not None and self._worker.alive and self.info:
+            return
+        if self._worker is None:
+            log = self.log or Path(tempfile.mkstemp(prefix="mlxvlm-worker-", suffix=".log")[1])
+            self._worker = WorkerProcess("measuring", sys.executable, [], log=log, timeout_s=self.timeout_s)
+        elif self.info:
+            self.restarts += 1
+        hello = self._worker.call({"op": "hello"}, timeout_s=120)
+        answer = self._worker.call({"op": "load", "spec": self.spec})
+        self.info = {**hello, "weight_bytes": answer.get("weight_bytes", 0)}
+        self.load_time_s = float(answer.get("load_time_s", 0.0))
+
+    def measure(self, request: GenerationRequest) -> Sample:
+        """One generation in the worker; WorkerError if it fails, crashes or hangs."""
+        self.ensure_loaded()
+        assert self._worker is not None
+        return Sample.from_dict(self._worker.call(request_message(request))["sample"])
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()

@@ -1,0 +1,60 @@
+"""Crash-isolated cases (--mlx-isolate) and inputs refused before they can crash MLX."""
+
+import json
+
+import pytest
+
+ISOLATED = ["--mlx-model", "fake:m", "--mlx-isolate", "--mlx-resolutions", "224x224,336x336,448x448",
+            "--mlx-rounds", "3", "--mlx-warmup", "0", "-p", "no:cacheprovider"]
+
+
+def test_a_case_that_kills_the_interpreter_fails_alone(pytester):
+    # the worker aborts (SIGABRT, as MLX does on a fatal error) at its 4th generation: the
+    # first of 336x336; 448x448 gets a fresh worker and passes
+    pytester.makepyfile(fake_mlx_speed="CRASH_AT = 4\n")
+    result = pytester.runpytest(*ISOLATED, "--mlx-json", "r.json", "--mlx-history", "h.jsonl")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "*336x336*measuring worker died during 'measure' (*SIGABRT*); last output:*",
+        "*report written to *h.jsonl*",
+        "*report written to *r.json*",
+    ])
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert {r["resolution"]: r["outcome"] for r in doc["results"]} == {"224x224": "passed",
+                                                                       "448x448": "passed"}
+    assert len((pytester.path / "h.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_hung_generation_is_stopped(pytester):
+    pytester.makepyfile(fake_mlx_speed="HANG_AT = 2\n")
+    result = pytester.runpytest(*ISOLATED, "--mlx-worker-timeout", "2")
+    result.stdout.fnmatch_lines(["*measuring worker did not answer 'measure' within 2 s and was stopped*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_the_cache_suite_says_why_it_does_not_run_isolated(pytester):
+    result = pytester.runpytest("--mlx-model", "fake:m", "--mlx-isolate", "--mlx-suite", "cache",
+                                "-p", "no:cacheprovider", "-rs")
+    result.stdout.fnmatch_lines(["*does not run with --mlx-ab-* or --mlx-isolate*"])
+
+
+@pytest.mark.slow
+def test_real_model_in_a_worker(pytester):
+    result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-isolate", "--mlx-resolutions",
+                                "224x224", "--mlx-rounds", "2", "--mlx-max-tokens", "8",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*| 224x224 *| 8 *| 64 *"])
+
+
+@pytest.mark.slow
+def test_an_image_too_large_for_the_vision_encoder_is_refused_and_the_rest_is_kept(pytester):
+    result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-resolutions", "4096x4096,224x224",
+                                "--mlx-rounds", "2", "--mlx-max-tokens", "8", "--mlx-json", "r.json",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*synthetic:tiny 4096x4096: 65536 vision patches: the vision encoder's attention would hold "
+        "4.29e+09 scores (1 heads x 65536²), beyond the 2^31 elements MLX can index*",
+    ])
+    assert [r["resolution"] for r in json.loads((pytester.path / "r.json").read_text())["results"]] == ["224x224"]
