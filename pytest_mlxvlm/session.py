@@ -306,8 +306,7 @@ class BenchSession:
         atomic_write_text(path, text)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:
-            with open(summary, "a", encoding="utf-8") as fh:
-                fh.write(text)
+            self._attempt("step summary", Path(summary), lambda: _append_text(Path(summary), text))
         return path
 
     def _write_json(self, path: Path, interrupted: bool) -> Path:
@@ -325,6 +324,11 @@ class BenchSession:
         path = _partial_path(path) if interrupted and path.exists() else path
         write_json(path, document)
         return path
+
+
+def _append_text(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def _partial_path(path: Path) -> Path:

@@ -127,10 +127,6 @@ def test_a_markdown_path_in_a_read_only_folder_loses_no_other_output(fake):
     assert not (folder / "pr.md").exists() and (fake.path / "out.json").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "session._write_markdown appends $GITHUB_STEP_SUMMARY inside the Markdown report's attempt: "
-    "a step summary that cannot be appended is reported as 'Markdown report not written to pr.md' "
-    "although pr.md was written, and pr.md is not listed among the written reports"))
 def test_a_step_summary_that_cannot_be_appended_is_named_alone(fake, monkeypatch):
     summary = fake.path / "summary"
     summary.mkdir()  # e.g. a misconfigured runner
