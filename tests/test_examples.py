@@ -50,3 +50,10 @@ def test_nightly_has_a_chip_matrix_history_and_a_failing_exit():
     text = path.read_text()
     assert "--mlx-history" in text and "pytest-mlxvlm report" in text and "pytest-mlxvlm merge" in text
     assert "exit 1" in text
+
+
+def test_the_pull_request_gate_uses_the_paired_mode_against_the_merge_base():
+    path = next(p for p in WORKFLOWS if p.stem == "pr-gate")
+    text = " ".join(_runs(path))
+    assert '--mlx-ab-base "$BASE"' in text and "git merge-base" in text
+    assert "fetch-depth: 0" in path.read_text()
