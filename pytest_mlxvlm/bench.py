@@ -232,6 +232,8 @@ class MlxBench:
             pytest.fail(error, pytrace=False)
         stored = stored_file.cases.get(result.case_key) if stored_file else None
         reference = stored_file.reference if stored_file and stored_file.kind == "reference" else None
+        weak = None if policy.strict else gate.ungated_reason(
+            stored, reference=reference is not None, min_sessions=policy.min_sessions)
         comparison = gate.check(
             result,
             result.case_key,
@@ -241,9 +243,15 @@ class MlxBench:
             drift_alpha=session.drift_alpha(policy.tolerances),
             libraries=session.libraries,
             reference=reference,
-            remeasure=remeasure if policy.confirm and not policy.update else None,
+            remeasure=remeasure if policy.confirm and not policy.update and not weak else None,
         )
         result.comparison = comparison
+        if weak and comparison.status in ("pass", "regressed", "improved"):
+            comparison.gated = False
+            comparison.note = "; ".join(filter(None, [comparison.note, f"not gated: {weak}"]))
+            if comparison.status == "regressed":
+                changes = ", ".join(f"{m.metric} {m.change * 100:+.1f}%" for m in comparison.regressed)
+                session.ungated.append(f"{result.case_key}: {changes}, not gated: {weak}")
         path = stored_file.path if stored_file else session.baselines.path(self.model.spec)
         if policy.update:
             return
@@ -255,7 +263,7 @@ class MlxBench:
             if policy.missing == "skip":
                 pytest.skip(f"mlxvlm: {message}")
             return
-        if comparison.status in ("regressed", "workload-changed"):
+        if comparison.status == "workload-changed" or (comparison.status == "regressed" and comparison.gated):
             node = self.request.node
             selector = node.callspec.id if hasattr(node, "callspec") else node.name
             command = gate.update_command(self.request.config.invocation_params.args, selector)

@@ -69,6 +69,44 @@ def evaluate(
     return CaseComparison(key, status, metrics=metrics, library_changes=libs)
 
 
+BURST_S = 3600.0  # sessions closer together than this saw the drift of minutes, not of days
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} hours"
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def ungated_reason(stored: BaselineCase | None, *, reference: bool, min_sessions: int) -> str | None:
+    """Why a stored baseline cannot fail a test (None: it can).
+
+    A baseline gates only when it can say how much this machine drifts between sessions: at
+    least ``min_sessions`` sessions, recorded at two or more different times (sessions an
+    hour or more apart), not in one burst. A published reference figure never gates."""
+    from datetime import datetime
+
+    if stored is None:
+        return None
+    if reference:
+        return "the baseline is a published reference figure (one run, another method)"
+    n = stored.n_sessions
+    try:
+        times = sorted(datetime.fromisoformat(r) for r in stored.recorded)
+    except (TypeError, ValueError):
+        times = []
+    span = f" recorded within {_span((times[-1] - times[0]).total_seconds())}" if len(times) == n and times else ""
+    if n < min_sessions:
+        return f"the baseline holds {n} session{'s' if n != 1 else ''}{span} (at least {min_sessions} needed)"
+    if len(times) != n:
+        return f"the baseline's {n} sessions have no recorded times (written by an older version)"
+    bursts = 1 + sum((b - a).total_seconds() >= BURST_S for a, b in zip(times, times[1:]))
+    if bursts < 2:
+        return f"the baseline's {n} sessions were all{span}: one burst"
+    return None
+
+
 def check(
     result: CaseResult,
     key: str,

@@ -116,6 +116,13 @@ def add_options(parser: pytest.Parser) -> None:
                 "is judged at P, and the baseline's drift allowance at P / (measured tests x "
                 "gated metrics), so a session of unchanged code fails on drift with chance <= P",
                 default=None, metavar="P")
+    gate_option("--mlx-baseline-min-sessions", "mlx_baseline_min_sessions",
+                "a stored baseline fails tests only when it holds at least N sessions recorded at "
+                "two or more different times (an hour apart); a weaker one is compared and reported, "
+                "not gated (default 3)", default=None, metavar="N")
+    gate_option("--mlx-strict-baselines", "mlx_strict_baselines",
+                "gate with any stored baseline, even one session, one burst or a published reference "
+                "figure", ini_type="bool", action="store_true", default=None)
     gate.addoption("--mlx-no-confirm", dest="mlx_no_confirm", action="store_true", default=False,
                    help="fail on the first measurement instead of measuring a regressed case again")
     gate_option("--mlx-stale-threshold", "mlx_stale_threshold",
@@ -170,7 +177,7 @@ def lookup(config: pytest.Config) -> Any:
             raw = config.getini(name)
         except (ValueError, TypeError) as exc:
             raise SettingsError(f"ini {name}: {exc}") from None
-        if raw in ("", [], None) or (name in ("mlx_quick", "mlx_isolate") and raw is False):
+        if raw in ("", [], None) or (name in ("mlx_quick", "mlx_isolate", "mlx_strict_baselines") and raw is False):
             return None, None
         return raw, f"ini {name}"
     return find

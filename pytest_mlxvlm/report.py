@@ -147,13 +147,17 @@ def json_document(
 def gate_counts(results: Sequence[CaseResult], unused: int = 0, updated: int = 0) -> dict[str, int]:
     """How the cases fared against their baselines."""
     counts = {"compared": 0, "regressed": 0, "improved": 0, "inconclusive": 0, "new": 0,
-              "workload changed": 0, "not comparable": 0, "unused": unused, "updated": updated}
+              "workload changed": 0, "not comparable": 0, "not gated": 0, "unused": unused,
+              "updated": updated}
     for r in results:
         c = r.comparison
         if c is None:
             continue
         if c.status in ("pass", "regressed", "improved", "inconclusive"):
             counts["compared"] += 1
+            if not c.gated:
+                counts["not gated"] += 1
+                continue  # a regression a weak baseline shows is reported, not counted as one
         key = {"workload-changed": "workload changed", "not-comparable": "not comparable"}.get(
             c.status, c.status
         )
@@ -242,9 +246,12 @@ def markdown_report(
                 continue
             for m in c.metrics:
                 unit = METRICS[m.metric].unit
+                verdict = _verdict(m)
+                if not c.gated and m.verdict == "regressed":
+                    verdict = verdict.replace("❌ regressed", "⚠️ slower, not gated")
                 lines.append(
                     f"| `{c.key}` | {METRICS[m.metric].label} | {m.baseline:.4g} {unit} | "
-                    f"{m.current:.4g} {unit} | {m.change * 100:+.1f}% | {_verdict(m)} |"
+                    f"{m.current:.4g} {unit} | {m.change * 100:+.1f}% | {verdict} |"
                 )
             if c.note:
                 lines.append(f"| `{c.key}` | | | | | {c.note} |")

@@ -92,6 +92,7 @@ class BenchSession:
     finished: int = 0
     started: float = 0.0
     baseline_messages: list[str] = field(default_factory=list)
+    ungated: list[str] = field(default_factory=list)  # regressions a weak baseline could not gate
     gate_counts: dict[str, int] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
     output_errors: list[str] = field(default_factory=list)

@@ -138,6 +138,8 @@ class GatePolicy:
     confirm: bool = True
     stale: float | None = None  # report an improvement beyond this fraction as a stale baseline
     ab_tolerances: dict[str, float] = field(default_factory=lambda: dict(AB_TOLERANCES))
+    min_sessions: int = 3  # a stored baseline gates only with this many sessions at different times
+    strict: bool = False  # gate with any baseline (one session, one burst, a reference figure)
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,8 @@ FLAGS = {
     "mlx_alpha": "--mlx-alpha", "mlx_no_confirm": "--mlx-no-confirm",
     "mlx_stale_threshold": "--mlx-stale-threshold", "mlx_markdown": "--mlx-markdown",
     "mlx_history": "--mlx-history", "mlx_bandwidth": "--mlx-bandwidth",
-    "mlx_isolate": "--mlx-isolate", "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
+    "mlx_isolate": "--mlx-isolate", "mlx_baseline_min_sessions": "--mlx-baseline-min-sessions",
+    "mlx_strict_baselines": "--mlx-strict-baselines", "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
     "mlx_ab_pairs": "--mlx-ab-pairs", "mlx_ab_budget": "--mlx-ab-budget",
     "mlx_worker_timeout": "--mlx-worker-timeout", "mlx_ab_estimator": "--mlx-ab-estimator",
 }
@@ -354,6 +357,8 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
         confirm=not no_confirm,
         stale=None if stale is None else _fraction(where_stale or "", stale, 1000) / 100,
         ab_tolerances={k: v for k, v in {**AB_TOLERANCES, **user_tolerances}.items() if v is not None},
+        min_sessions=positive_int(*_named("mlx_baseline_min_sessions", get, 3), maximum=1000),
+        strict=_boolean("mlx_strict_baselines", get("mlx_strict_baselines", False)[0]),
     )
     outputs = Outputs(
         json_path=path_of("mlx_json"),

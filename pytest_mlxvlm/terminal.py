@@ -148,6 +148,12 @@ class MlxReporter:
                     tr.write_line(f"unused baseline: {key} ({model}, {bench.baselines.path(model)})")
             for line in bench.baseline_messages:
                 tr.write_line(line)
+            for line in bench.ungated:
+                tr.write_line(f"slower, not gated: {line}", yellow=True)
+            if bench.ungated:
+                tr.write_line("  a baseline gates with enough sessions at different times: add them with "
+                              "--mlx-update-baselines=add (e.g. nightly), or gate anyway with "
+                              "--mlx-strict-baselines")
         self._outputs(tr)
 
     def _side_label(self, side: str) -> str:

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("noisy_engine")
 
 CHIP = "test-chip"
 FILE = Path("baselines") / CHIP / "fake-a.json"
-RUN = ["--mlx-model", "fake:a", "--mlx-chip", CHIP, "--mlx-rounds", "5", "-p", "no:benchmark"]
+RUN = ["--mlx-model", "fake:a", "--mlx-chip", CHIP, "--mlx-rounds", "5", "-p", "no:benchmark",
+       "--mlx-strict-baselines"]  # baselines recorded seconds ago gate too
 TWO = ["--mlx-resolutions", "224x224,448x448"]
 KEY = "pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[224x224]"
 

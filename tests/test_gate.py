@@ -14,7 +14,10 @@ pytestmark = pytest.mark.usefixtures("noisy_engine")
 
 CHIP = "test-chip"
 FILE = Path("baselines") / CHIP / "fake-a.json"
-RUN = ["--mlx-model", "fake:a", "--mlx-chip", CHIP, "--mlx-rounds", "5", "-p", "no:benchmark"]
+# Baselines recorded here are seconds old: gate with them anyway (the rule that a baseline needs
+# sessions at different times is tested on its own below).
+RUN = ["--mlx-model", "fake:a", "--mlx-chip", CHIP, "--mlx-rounds", "5", "-p", "no:benchmark",
+       "--mlx-strict-baselines"]
 TWO = ["--mlx-resolutions", "224x224,448x448"]
 
 
@@ -322,3 +325,70 @@ def test_check_never_measures_again_against_a_reference():
     assert c.status == "regressed" and c.confirmed is None
     (speed,) = c.metrics
     assert speed.verdict == "regressed" and speed.p_value is None and speed.tolerance == 0.3
+
+
+# -- which stored baselines may fail a test --------------------------------------------------
+
+def _stored(n: int, hours_apart: float | None):
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    recorded = ([(start + timedelta(hours=i * hours_apart)).isoformat() for i in range(n)]
+                if hours_apart is not None else [])
+    return BaselineCase("t", "224x224", {"end_to_end_tps": [[100.0]] * n}, recorded=recorded)
+
+
+@pytest.mark.parametrize("n, hours, reason", [
+    (1, 0.0, "holds 1 session recorded within 1 minute (at least 3 needed)"),
+    (2, 5.0, "holds 2 sessions recorded within 5.0 hours (at least 3 needed)"),
+    (4, 0.01, "sessions were all recorded within 2 minutes: one burst"),
+    (3, None, "have no recorded times"),
+])
+def test_a_baseline_that_cannot_tell_the_drift_does_not_gate(n, hours, reason):
+    assert reason in gate.ungated_reason(_stored(n, hours), reference=False, min_sessions=3)
+
+
+def test_sessions_at_different_times_gate_and_references_never_do():
+    assert gate.ungated_reason(_stored(3, 2.0), reference=False, min_sessions=3) is None
+    assert gate.ungated_reason(_stored(1, 0.0), reference=False, min_sessions=1) is not None  # one burst
+    assert "published reference" in gate.ungated_reason(_stored(5, 2.0), reference=True, min_sessions=3)
+
+
+def _spread_sessions(path, hours: float) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    doc = json.loads(path.read_text())
+    for case in doc["cases"].values():
+        start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+        case["recorded"] = [(start + timedelta(hours=i * hours)).isoformat() for i in range(case["sessions"])]
+    path.write_text(json.dumps(doc))
+
+
+def test_a_one_session_baseline_reports_a_slowdown_without_failing(fake, monkeypatch):
+    run = [a for a in RUN if a != "--mlx-strict-baselines"] + ["--mlx-resolutions", "224x224,448x448"]
+    fake.runpytest(*run, "--mlx-update-baselines").assert_outcomes(passed=2)
+    monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "1.3")
+    result = fake.runpytest(*run, "--mlx-markdown", "pr.md")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*mlxvlm baselines (test-chip): 2 compared, 0 regressed, 0 new, 0 unused, 2 not gated*",
+        "slower, not gated: *test_image_generation[[]224x224[]]: end_to_end_tps -23.1%, *not gated: the "
+        "baseline holds 1 session recorded within 1 minute (at least 3 needed)",
+        "*--mlx-update-baselines=add*--mlx-strict-baselines*",
+    ])
+    assert "⚠️ slower, not gated" in (fake.path / "pr.md").read_text()
+    fake.runpytest(*run, "--mlx-strict-baselines").assert_outcomes(failed=2)
+
+
+def test_three_sessions_hours_apart_gate(fake, monkeypatch):
+    run = [a for a in RUN if a != "--mlx-strict-baselines"] + ["--mlx-resolutions", "224x224"]
+    fake.runpytest(*run, "--mlx-update-baselines").assert_outcomes(passed=1)
+    for _ in range(2):
+        fake.runpytest(*run, "--mlx-update-baselines=add").assert_outcomes(passed=1)
+    result = fake.runpytest(*run)
+    result.stdout.fnmatch_lines(["*1 compared, 0 regressed, 0 new, 0 unused, 1 not gated*"])  # one burst
+    _spread_sessions(fake.path / FILE, hours=3)
+    monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "1.3")
+    result = fake.runpytest(*run)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*regression in *224x224*", "*1 compared, 1 regressed*"])

@@ -241,7 +241,7 @@ def test_xdist_other_dist_modes_still_measure_one_at_a_time(fake: pytest.Pyteste
 
 def test_xdist_gate_failure_is_reported_once_by_the_controller(fake: pytest.Pytester, monkeypatch):
     args = ["--mlx-model", "fake:a", "--mlx-resolutions", "224x224,448x448", "--mlx-rounds", "5",
-            "-n", "2", "--mlx-baseline-dir", "bl", "--mlx-chip", "ci"]
+            "-n", "2", "--mlx-baseline-dir", "bl", "--mlx-chip", "ci", "--mlx-strict-baselines"]
     fake.runpytest(*args, "--mlx-update-baselines").assert_outcomes(passed=2)
     before = (fake.path / "bl" / "ci" / "fake-a.json").read_bytes()
     monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "1.5")

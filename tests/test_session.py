@@ -232,4 +232,4 @@ def test_a_mac_records_and_gates_under_its_own_chip(fake, request, monkeypatch, 
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*mlxvlm baselines (apple-m4-max-128gb): 2 compared, 0 regressed*"])
     monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "1.3")
-    fake.runpytest(*args).assert_outcomes(failed=2)
+    fake.runpytest(*args, "--mlx-strict-baselines").assert_outcomes(failed=2)
