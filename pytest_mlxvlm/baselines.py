@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_text, locked
 from .results import BASELINE_SCHEMA, METRICS, CaseResult
+from .validate import InvalidInput, number, numbers, obj, read_json, show, text
 KINDS = ("measured", "reference")
 MAX_SESSIONS = 10  # sessions kept per case by --mlx-update-baselines=add
 
@@ -96,7 +96,13 @@ class BaselineFile:
                     if name in case.sessions
                 },
             }
-        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+        try:
+            return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        except ValueError:  # NaN or infinity: the file would not be read back
+            raise BaselineError(
+                f"baseline {self.path} not written: a value is not finite (NaN or infinity); "
+                "the measurements of this session are not stored"
+            ) from None
 
 
 def _round(value: float) -> float | int:
@@ -122,75 +128,77 @@ def _fail(path: Path, problem: str) -> BaselineError:
 
 
 def read(path: Path, *, expect_chip: str | None = None) -> BaselineFile:
-    """Read and validate a baseline file; BaselineError names the file and the problem."""
+    """Read and validate a baseline file; BaselineError names the file and the problem.
+
+    Every field is checked for its type (deep nesting, NaN and numbers beyond a float included),
+    so that a file that was read can be used and written back."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise _fail(path, f"invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise _fail(path, "not UTF-8 text") from None
+        doc = read_json(path)
+        return _parse(path, doc, expect_chip)
+    except InvalidInput as exc:
+        raise _fail(path, str(exc)) from None
+
+
+def _parse(path: Path, doc: Any, expect_chip: str | None) -> BaselineFile:
     if not isinstance(doc, dict):
-        raise _fail(path, "the top level is not an object")
+        raise InvalidInput("the top level is not an object")
     version = doc.get("schema_version")
     if version != BASELINE_SCHEMA:
-        raise _fail(path, f"unknown schema_version {version!r} (this plugin reads {BASELINE_SCHEMA})")
+        raise InvalidInput(f"unknown schema_version {show(version)} (this plugin reads {BASELINE_SCHEMA})")
     for key in ("model", "chip", "cases"):
         if key not in doc:
-            raise _fail(path, f"missing {key!r}")
+            raise InvalidInput(f"missing {key!r}")
+    model, chip = text(doc["model"], "model"), text(doc["chip"], "chip")
     kind = doc.get("kind", "measured")
     if kind not in KINDS:
-        raise _fail(path, f"unknown kind {kind!r}")
-    if expect_chip is not None and doc["chip"] != expect_chip:
-        raise _fail(path, f"it is for chip {doc['chip']!r}, not {expect_chip!r}")
+        raise InvalidInput(f"unknown kind {show(kind)}")
+    if expect_chip is not None and chip != expect_chip:
+        raise InvalidInput(f"it is for chip {chip!r}, not {expect_chip!r}")
+    machine = obj(doc.get("machine"), "machine", optional=True)
+    reference = obj(doc.get("reference"), "reference", optional=True)
+    # the gate's tolerance for a reference: a fraction, 0.3 = 30%
+    number(reference.get("tolerance"), "reference.tolerance", optional=True, minimum=0)
     if not isinstance(doc["cases"], dict):
-        raise _fail(path, "'cases' is not an object")
+        raise InvalidInput("'cases' is not an object")
     cases: dict[str, BaselineCase] = {}
     for key, raw in doc["cases"].items():
         where = f"case {key!r}"
         if not isinstance(raw, dict) or not isinstance(raw.get("metrics"), dict):
-            raise _fail(path, f"{where} has no 'metrics' object")
+            raise InvalidInput(f"{where} has no 'metrics' object")
         metrics: dict[str, list[list[float]]] = {}
         for name, entry in raw["metrics"].items():
             if name not in METRICS:
-                raise _fail(path, f"{where}: unknown metric {name!r}")
+                raise InvalidInput(f"{where}: unknown metric {show(name)}")
             samples = entry.get("samples") if isinstance(entry, dict) else None
             if not isinstance(samples, list) or not samples:
-                raise _fail(path, f"{where}, {name}: missing samples")
+                raise InvalidInput(f"{where}, {name}: missing samples")
             # one list per session; a flat list is one session
             groups = samples if all(isinstance(g, list) for g in samples) else [samples]
             for group in groups:
                 if not group:
-                    raise _fail(path, f"{where}, {name}: an empty session")
-                for value in group:
-                    if isinstance(value, bool) or not isinstance(value, (int, float)):
-                        raise _fail(path, f"{where}, {name}: sample {value!r} is not a number")
-                    if not math.isfinite(value) or value < 0:
-                        raise _fail(path, f"{where}, {name}: sample {value!r} is negative or not finite")
-            metrics[name] = [[float(v) for v in group] for group in groups]
+                    raise InvalidInput(f"{where}, {name}: an empty session")
+            metrics[name] = [numbers(group, f"{where}, {name}", minimum=0, label="sample ")
+                             for group in groups]
         if not metrics:
-            raise _fail(path, f"{where} has no metrics")
-        case = BaselineCase(
-            test=str(raw.get("test", key)),
-            resolution=str(raw.get("resolution", "")),
-            sessions=metrics,
-            libraries=dict(raw.get("libraries") or {}),
-            workload=dict(raw.get("workload") or {}),
-        )
+            raise InvalidInput(f"{where} has no metrics")
+        try:
+            case = BaselineCase(
+                test=text(raw.get("test", key), "test"),
+                resolution=text(raw.get("resolution", ""), "resolution"),
+                sessions=metrics,
+                libraries=dict(obj(raw.get("libraries"), "libraries", optional=True)),
+                workload=dict(obj(raw.get("workload"), "workload", optional=True)),
+            )
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
         recorded = raw.get("recorded")
         # informational only: a missing or odd list is not an error, it is left out
         if (isinstance(recorded, list) and len(recorded) == case.n_sessions
                 and all(isinstance(r, str) for r in recorded)):
             case.recorded = list(recorded)
         cases[key] = case
-    return BaselineFile(
-        path=path,
-        model=str(doc["model"]),
-        chip=str(doc["chip"]),
-        kind=kind,
-        machine=dict(doc.get("machine") or {}),
-        reference=dict(doc.get("reference") or {}),
-        cases=cases,
-    )
+    return BaselineFile(path=path, model=model, chip=chip, kind=kind, machine=dict(machine),
+                        reference=dict(reference), cases=cases)
 
 
 def case_from_result(result: CaseResult, libraries: dict[str, Any]) -> BaselineCase:

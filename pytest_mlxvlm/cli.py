@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from . import baselines
 from .compare import ToleranceError, compare_metric, merge_tolerances, parse_tolerances, token_differences
 from .files import atomic_write_text, locked, write_json
 from .history import read
-from .merge import MergeError, load, markdown, merged_document
+from .merge import MergeError, check_report, load, markdown, merged_document
 from .machine import slug
 from .models import model_slug
 from .results import METRICS
 from .trends import report
+from .validate import InvalidInput, get, join, lst, number, obj, read_json, show, text
 
 SUITE_KEY = "pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[{}]"
 DEFAULT_REFERENCE_TOLERANCE = 0.30
@@ -27,7 +28,7 @@ VLLM_MLX_METHOD = (
 )
 
 
-class ImportError_(ValueError):
+class ImportError_(InvalidInput):
     """Input that cannot be imported; the message says why."""
 
 
@@ -54,8 +55,8 @@ def reference_file(
     for row in rows:
         resolution = f"{int(row['width'])}x{int(row['height'])}"
         speed = float(row["tok_per_s"])
-        if speed <= 0:
-            raise ImportError_(f"{resolution}: tok/s must be positive, got {speed}")
+        if not speed > 0 or not math.isfinite(speed):
+            raise ImportError_(f"{resolution}: tok/s must be a positive finite number, got {speed}")
         cases[SUITE_KEY.format(resolution)] = baselines.BaselineCase(
             test="test_image_generation",
             resolution=resolution,
@@ -73,36 +74,59 @@ def reference_file(
     )
 
 
-def from_shared_reference(doc: dict[str, Any], directory: Path, tolerance: float) -> list[baselines.BaselineFile]:
+def _row(raw: Any, where: str, names: tuple[str, str, str, str, str]) -> dict[str, Any]:
+    """One published result: width, height, tok/s, time and tokens under the file's names."""
+    row = obj(raw, where)
+    width, height, speed, seconds, tokens = names
+    return {
+        "width": number(get(row, width, where), join(where, width), positive=True, integer=True),
+        "height": number(get(row, height, where), join(where, height), positive=True, integer=True),
+        "tok_per_s": number(get(row, speed, where), join(where, speed), positive=True),
+        "time_s": number(row.get(seconds), join(where, seconds), optional=True, minimum=0),
+        "tokens": number(row.get(tokens), join(where, tokens), optional=True, minimum=0, integer=True),
+    }
+
+
+def from_shared_reference(doc: Any, directory: Path, tolerance: float) -> list[baselines.BaselineFile]:
     """Files from the published-results format (``runs`` with chip, memory and results)."""
+    doc = obj(doc, "")
+    method = text(doc.get("method"), "method", optional=True) or VLLM_MLX_METHOD
+    source = text(doc.get("source"), "source", optional=True) or "published"
     files = []
-    for run in doc.get("runs", []):
+    for i, run in enumerate(lst(doc.get("runs"), "runs", optional=True)):
+        where = join("runs", i)
+        run = obj(run, where)
+        rows = [_row(r, join(join(where, "results"), j), ("width", "height", "tok_per_s", "time_s", "tokens"))
+                for j, r in enumerate(lst(get(run, "results", where), join(where, "results")))]
         extra = {k: run[k] for k in ("mode", "served", "summary", "aggregate") if k in run}
         files.append(reference_file(
-            directory, chip=run["chip"], memory_gb=run.get("memory_gb"), model=run["model"],
-            rows=run["results"], method=doc.get("method", VLLM_MLX_METHOD),
-            source=doc.get("source", "published"), tolerance=tolerance, extra=extra,
+            directory, chip=text(get(run, "chip", where), join(where, "chip")),
+            memory_gb=number(run.get("memory_gb"), join(where, "memory_gb"), optional=True, positive=True,
+                             integer=True),
+            model=text(get(run, "model", where), join(where, "model")),
+            rows=rows, method=method, source=source, tolerance=tolerance, extra=extra,
         ))
     return files
 
 
-def from_vllm_mlx_bench(doc: dict[str, Any], directory: Path, *, chip: str, memory_gb: int | None,
+def from_vllm_mlx_bench(doc: Any, directory: Path, *, chip: str, memory_gb: int | None,
                         tolerance: float, model: str | None) -> baselines.BaselineFile:
     """A file from the JSON that ``vllm-mlx-bench --output`` writes for images."""
+    doc = obj(doc, "")
     if doc.get("type") != "mllm_image":
-        raise ImportError_(f"not an image benchmark (type {doc.get('type')!r}); "
+        raise ImportError_(f"not an image benchmark (type {show(doc.get('type'))}); "
                            "run vllm-mlx-bench on a vision model without --video")
-    rows = [
-        {"width": r["width"], "height": r["height"], "tok_per_s": r["tokens_per_second"],
-         "time_s": r.get("time_seconds"), "tokens": r.get("tokens_generated")}
-        for r in doc.get("results", [])
-    ]
+    names = ("width", "height", "tokens_per_second", "time_seconds", "tokens_generated")
+    rows = [_row(r, join("results", i), names) for i, r in enumerate(lst(doc.get("results"), "results",
+                                                                           optional=True))]
     if not rows:
         raise ImportError_("no results in the file")
+    if model is None:
+        model = text(get(doc, "model"), "model")
     return reference_file(
-        directory, chip=chip, memory_gb=memory_gb, model=model or doc["model"], rows=rows,
+        directory, chip=chip, memory_gb=memory_gb, model=model, rows=rows,
         method=VLLM_MLX_METHOD, source="vllm-mlx-bench --output", tolerance=tolerance,
-        extra={"test_image": doc.get("test_image")},
+        extra={"test_image": text(doc.get("test_image"), "test_image", optional=True)},
     )
 
 
@@ -143,22 +167,61 @@ def compare_reports(before: dict[str, Any], after: dict[str, Any], tolerances: d
     return lines, regressed
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (exit 2), as every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"pytest-mlxvlm: {message} (see {self.prog} --help)\n")
+
+
+def _ranged(low: float, high: float, what: str, *, include_low: bool = False) -> Any:
+    """An argparse type: a finite number with low < value < high (or low <= value)."""
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        inside = (low <= x if include_low else low < x) and x < high
+        if not (math.isfinite(x) and inside):
+            raise argparse.ArgumentTypeError(f"{value!r}: {what}")
+        return x
+    return parse
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be positive")
+    return n
+
+
+def _fail(message: str) -> int:
+    print(f"pytest-mlxvlm: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pytest-mlxvlm", description=__doc__)
+    """Exit status 0, 1 for a regression found (compare, report), 2 for bad input; errors are
+    one line on stderr."""
+    parser = _Parser(prog="pytest-mlxvlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     ref = sub.add_parser("import-reference", help="published results (runs with chip and memory)")
     ref.add_argument("file", type=Path)
     bench = sub.add_parser("import-vllm-mlx", help="the JSON of vllm-mlx-bench --output")
     bench.add_argument("file", type=Path)
     bench.add_argument("--chip", required=True, help="e.g. 'Apple M4 Max'")
-    bench.add_argument("--memory-gb", type=int, required=True)
+    bench.add_argument("--memory-gb", type=_positive_int, required=True)
     bench.add_argument("--model", default=None, help="model id (default: the file's)")
     cmp = sub.add_parser("compare", help="two --mlx-json reports with the gate's rules; "
                          "exit 1 on a regression")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
     cmp.add_argument("--tolerance", action="append", default=[], metavar="METRIC=PCT")
-    cmp.add_argument("--alpha", type=float, default=0.05)
+    cmp.add_argument("--alpha", type=_ranged(0, 1, "the significance level is between 0 and 1, e.g. 0.05"),
+                     default=0.05)
     cmp.add_argument("--other-chip", action="store_true",
                      help="compare even when the two reports come from different chips")
     rep = sub.add_parser("report", help="change points and plots from a --mlx-history file; "
@@ -172,8 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mrg.add_argument("--json", type=Path, default=None, help="also write the merged JSON here")
     for p in (ref, bench):
         p.add_argument("--baseline-dir", type=Path, default=Path("baselines"))
-        p.add_argument("--tolerance", type=float, default=DEFAULT_REFERENCE_TOLERANCE * 100,
-                       help="percent (default 30)")
+        p.add_argument("--tolerance", type=_ranged(0, 1000, "a percentage from 0 to 1000", include_low=True),
+                       default=DEFAULT_REFERENCE_TOLERANCE * 100, help="percent (default 30)")
         p.add_argument("--force", action="store_true", help="replace existing files")
     args = parser.parse_args(argv)
     if args.command == "compare":
@@ -183,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "merge":
         return _merge(args)
     try:
-        doc = json.loads(args.file.read_text())
+        doc = read_json(args.file)  # NaN and Infinity are refused: never in a baseline
         tolerance = args.tolerance / 100
         if args.command == "import-reference":
             files = from_shared_reference(doc, args.baseline_dir, tolerance)
@@ -192,28 +255,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          memory_gb=args.memory_gb, tolerance=tolerance,
                                          model=args.model)]
         write(files, args.force)
-    except (OSError, json.JSONDecodeError, KeyError, ImportError_, baselines.BaselineError) as exc:
-        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-        print(f"pytest-mlxvlm: cannot import {args.file}: {detail}", file=sys.stderr)
-        return 2
+    except (OSError, InvalidInput) as exc:  # BaselineError and ImportError_ included
+        detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else exc
+        return _fail(f"cannot import {args.file}: {detail}")
     return 0
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    """A --mlx-json report (or a document of its shape) for compare; InvalidInput names the file."""
+    try:
+        return check_report(read_json(path, nonfinite=True), full=False)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{path}: {exc}") from None
 
 
 def _compare(args: argparse.Namespace) -> int:
 
     try:
-        before, after = (json.loads(p.read_text()) for p in (args.before, args.after))
-        chips = before["machine"]["key"], after["machine"]["key"]
+        before, after = _read_report(args.before), _read_report(args.after)
         tolerances = merge_tolerances(parse_tolerances(args.tolerance))
-    except (OSError, json.JSONDecodeError, KeyError, ToleranceError) as exc:
-        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-        print(f"pytest-mlxvlm: cannot compare: {detail}", file=sys.stderr)
-        return 2
+    except (InvalidInput, ToleranceError) as exc:
+        return _fail(f"cannot compare: {exc}")
+    chips = before["machine"]["key"], after["machine"]["key"]
     if chips[0] != chips[1] and not args.other_chip:
-        print(f"pytest-mlxvlm: {args.before} is from {chips[0]}, {args.after} from {chips[1]}: "
-              "results of different chips are not compared (--other-chip to do it anyway)",
-              file=sys.stderr)
-        return 2
+        return _fail(f"{args.before} is from {chips[0]}, {args.after} from {chips[1]}: results of "
+                     "different chips are not compared (--other-chip to do it anyway)")
     lines, regressed = compare_reports(before, after, tolerances, args.alpha)
     print("\n".join(lines))
     print(f"\n{regressed} regressed")
@@ -225,11 +291,13 @@ def _report(args: argparse.Namespace) -> int:
     try:
         history = read(args.history)
     except OSError as exc:
-        print(f"pytest-mlxvlm: cannot read {args.history}: {exc}", file=sys.stderr)
-        return 2
-    for problem in history.problems:
+        return _fail(f"cannot read {args.history}: {exc.strerror or exc}")
+    for problem in history.problems:  # each bad line is skipped, the others are reported
         print(f"pytest-mlxvlm: {problem}", file=sys.stderr)
-    _, regressions = report(history.records, args.out)
+    try:
+        _, regressions = report(history.records, args.out)
+    except OSError as exc:
+        return _fail(f"cannot write the report to {args.out}: {exc.strerror or exc}")
     print(f"report written to {args.out / 'report.md'} and {args.out / 'report.html'}")
     for line in regressions:
         print(f"new regression: {line}")
@@ -241,15 +309,17 @@ def _merge(args: argparse.Namespace) -> int:
     try:
         reports = [load(path) for path in args.reports]
     except MergeError as exc:
-        print(f"pytest-mlxvlm: cannot merge: {exc}", file=sys.stderr)
-        return 2
-    text = markdown(reports)
-    if args.out is None:
-        print(text)
-    else:
-        atomic_write_text(args.out, text)
-        print(f"merged report written to {args.out}")
-    if args.json is not None:
-        write_json(args.json, merged_document(reports))
-        print(f"merged JSON written to {args.json}")
+        return _fail(f"cannot merge: {exc}")
+    document = markdown(reports)
+    try:
+        if args.out is None:
+            print(document)
+        else:
+            atomic_write_text(args.out, document)
+            print(f"merged report written to {args.out}")
+        if args.json is not None:
+            write_json(args.json, merged_document(reports))
+            print(f"merged JSON written to {args.json}")
+    except OSError as exc:
+        return _fail(f"cannot write {exc.filename or args.out or args.json}: {exc.strerror or exc}")
     return 0

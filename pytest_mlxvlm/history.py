@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from .files import append_line
 from .results import HISTORY_SCHEMA, METRICS, CaseResult
+from .validate import InvalidInput, NotJSON, get, join, lst, loads, number, numbers, obj, show, text
 
 
 def git_state(directory: Path) -> dict[str, str | None]:
@@ -73,23 +74,46 @@ class History:
 
 
 def read(path: Path) -> History:
-    """Read every line; a corrupt line or unknown schema is reported and skipped, never rewritten."""
+    """Read every line; a corrupt line, one of the wrong shape or of an unknown schema is
+    reported (file, line number and field) and skipped, never rewritten."""
     history = History()
     with open(path, encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                history.problems.append(f"{path}:{number}: not JSON ({exc.msg}); skipped")
-                continue
-            if not isinstance(record, dict) or record.get("schema_version") != HISTORY_SCHEMA:
-                version = record.get("schema_version") if isinstance(record, dict) else None
-                history.problems.append(f"{path}:{number}: unknown schema_version {version!r}; skipped")
-                continue
-            if not isinstance(record.get("cases"), list) or "machine" not in record:
-                history.problems.append(f"{path}:{number}: missing cases or machine; skipped")
-                continue
-            history.records.append(record)
+                history.records.append(check_record(loads(line)))
+            except NotJSON as exc:
+                history.problems.append(f"{path}:{number}: not JSON ({exc.reason}); skipped")
+            except InvalidInput as exc:
+                history.problems.append(f"{path}:{number}: {exc}; skipped")
     return history
+
+
+def check_record(record: Any) -> dict[str, Any]:
+    """A history entry whose fields have the types the report reads; InvalidInput names the field."""
+    record = obj(record, "")
+    if record.get("schema_version") != HISTORY_SCHEMA:
+        raise InvalidInput(f"unknown schema_version {show(record.get('schema_version'))}")
+    machine = obj(get(record, "machine"), "machine")
+    text(machine.get("key"), "machine.key", optional=True)
+    if "date" in record:  # the report orders sessions by it
+        text(record["date"], "date")
+    for key in ("commit", "branch"):
+        text(record.get(key), key, optional=True)
+    obj(record.get("settings"), "settings", optional=True)
+    for i, case in enumerate(lst(get(record, "cases"), "cases")):
+        where = join("cases", i)
+        case = obj(case, where)
+        text(get(case, "model", where), join(where, "model"))
+        for key in ("case_key", "resolution", "outcome"):
+            text(case.get(key), join(where, key), optional=True)
+        if not (case.get("case_key") or case.get("resolution")):
+            raise InvalidInput(f"{where}: missing field 'resolution'")
+        medians = case["medians"] = obj(case.get("medians"), join(where, "medians"), optional=True)
+        for metric, value in medians.items():
+            number(value, join(join(where, "medians"), metric), optional=True)
+        samples = obj(case.get("samples"), join(where, "samples"), optional=True)
+        for metric, values in samples.items():
+            numbers(values, join(join(where, "samples"), metric), nonempty=False)
+    return record

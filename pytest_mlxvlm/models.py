@@ -127,6 +127,11 @@ def load(spec: str) -> LoadedModel:
             f"model {spec!r}: model type {config.get('model_type')!r} is not supported by "
             f"mlx-vlm ({str(exc).splitlines()[0]})"
         ) from None
+    if not any(path.glob("*.safetensors")):  # mlx_vlm.load says only "FileNotFoundError"
+        raise ModelLoadError(
+            f"model {spec!r}: no *.safetensors weights in {path} (a checkpoint folder holds "
+            "config.json and the *.safetensors weights)"
+        )
     start = time.perf_counter()
     previous = os.environ.get("HF_HUB_OFFLINE")
     if synthetic.is_synthetic(spec):
