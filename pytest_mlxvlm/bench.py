@@ -13,7 +13,7 @@ from .abmode import judge_pairs, run_pairs
 from .baselines import BaselineError
 from .paired import format_change
 from .results import METRICS, CaseResult, GenerationRequest, Sample
-from .runner import GenerationLengthError, TooLargeError, run_case
+from .runner import GenerationLengthError, TooLargeError, run_adaptive, run_case
 from .stats import per_comparison_alpha
 from .workers import WorkerError
 from .session import BenchSession, session_key
@@ -100,7 +100,14 @@ class MlxBench:
             return hook.pytest_mlxvlm_measure(model=self.model, request=request)
 
         try:
-            samples, warm = self._measure(measure, n_rounds, n_warmup)
+            if work.adaptive and rounds is None:
+                samples, warm, reached = run_adaptive(
+                    measure, warmup=n_warmup, min_rounds=work.rounds, max_rounds=work.max_rounds,
+                    budget_s=work.case_budget_s, target=work.precision)
+                n_rounds = len(samples)
+                workload.update(rounds=n_rounds, adaptive=reached)
+            else:
+                samples, warm = self._measure(measure, n_rounds, n_warmup)
         except (TooLargeError, GenerationLengthError, WorkerError) as exc:
             error = f"mlxvlm: {self.model.spec} {self.resolution.id}: {exc}"
         else:

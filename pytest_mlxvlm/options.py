@@ -53,8 +53,18 @@ def add_options(parser: pytest.Parser) -> None:
     )
     option("--mlx-max-tokens", "mlx_max_tokens", "fixed output length (default 64)",
            default=None, metavar="N")
-    option("--mlx-rounds", "mlx_rounds", "measured rounds per case (default 5)",
+    option("--mlx-rounds", "mlx_rounds",
+           "measured rounds per case (default 5), or auto: at least 5, then until the 95%% "
+           "interval of each median (Speed, Decode, TTFT) is within --mlx-precision of it, "
+           "--mlx-max-rounds, or --mlx-case-budget", default=None, metavar="N|auto")
+    option("--mlx-precision", "mlx_precision",
+           "with --mlx-rounds auto: target half-width of the medians' 95%% intervals, in percent "
+           "(default 3)", default=None, metavar="PCT")
+    option("--mlx-max-rounds", "mlx_max_rounds", "with --mlx-rounds auto: at most N rounds (default 30)",
            default=None, metavar="N")
+    option("--mlx-case-budget", "mlx_case_budget",
+           "with --mlx-rounds auto: seconds one case may measure (default 120)", default=None,
+           metavar="SECONDS")
     option("--mlx-warmup", "mlx_warmup", "unmeasured warmup runs per case (default 1)",
            default=None, metavar="N")
     option("--mlx-prompt", "mlx_prompt", "prompt sent with each image", default=None,

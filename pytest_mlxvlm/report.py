@@ -118,6 +118,22 @@ def model_section(model: str, results: Sequence[CaseResult], load_time_s: float 
     return lines
 
 
+def precision_lines(results: Sequence[CaseResult]) -> list[str]:
+    """With --mlx-rounds auto: per case, the rounds used, the precision reached and why it stopped."""
+    cases = [r for r in results if isinstance(r.workload.get("adaptive"), dict)]
+    if not cases:
+        return []
+    target = cases[0].workload["adaptive"]["target"]
+    lines = [f"Rounds chosen by precision (target: the 95% interval of each median within "
+             f"±{target * 100:.1f}%):"]
+    for r in cases:
+        info = r.workload["adaptive"]
+        widths = ", ".join(f"{METRICS[m].label} ±{w * 100:.1f}%" for m, w in info["half_width"].items())
+        lines.append(f"  {r.resolution}: {len(r.samples)} rounds in {info['seconds']:.1f}s, {widths} "
+                     f"({info['stopped']})")
+    return lines
+
+
 def json_document(
     results: Sequence[CaseResult],
     *,

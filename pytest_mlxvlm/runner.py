@@ -202,6 +202,38 @@ def _image_arg(image: Any) -> Any:
     return str(image) if isinstance(image, Path) else image
 
 
+PRECISION_METRICS = ("end_to_end_tps", "generation_tps", "ttft_s")
+
+
+def run_adaptive(
+    measure: Callable[[], Sample], *, warmup: int, min_rounds: int, max_rounds: int,
+    budget_s: float, target: float,
+) -> tuple[list[Sample], list[Sample], dict[str, Any]]:
+    """Measure until the 95% interval of the median of Speed, Decode and TTFT is within
+    ``target`` (relative half-width) of it, or ``max_rounds``, or the time budget.
+    Returns (samples, warmup samples, what was reached and why it stopped)."""
+    from .stats import relative_half_width
+
+    start = time.perf_counter()
+    warm = [measure() for _ in range(warmup)]
+    samples: list[Sample] = []
+    stopped = "max rounds"
+    reached: dict[str, float] = {}
+    while len(samples) < max_rounds:
+        samples.append(measure())
+        if len(samples) < min_rounds:
+            continue
+        reached = {m: relative_half_width([float(getattr(s, m)) for s in samples]) for m in PRECISION_METRICS}
+        if all(v <= target for v in reached.values()):
+            stopped = "precision reached"
+            break
+        if time.perf_counter() - start > budget_s:
+            stopped = "time budget"
+            break
+    return samples, warm, {"target": target, "half_width": reached, "stopped": stopped,
+                           "seconds": time.perf_counter() - start}
+
+
 def run_case(
     measure: Callable[[], Sample], *, rounds: int, warmup: int
 ) -> tuple[list[Sample], list[Sample]]:

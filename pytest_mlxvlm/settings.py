@@ -114,13 +114,17 @@ class Workload:
     image: Path | None = None
     suites: tuple[str, ...] = ()  # built-in suites to collect: "images", "cache"
     isolate: bool = False  # measure in a worker process, so that a crash fails one case only
+    adaptive: bool = False  # --mlx-rounds auto: rounds until the medians are precise enough
+    precision: float = 0.03  # target half-width of the median's 95% interval (adaptive rounds)
+    max_rounds: int = 30
+    case_budget_s: float = 120.0
 
     def describe(self) -> dict[str, Any]:
         """The settings that define what a measurement means (for reports and baselines)."""
         return {
             "prompt": self.prompt,
             "max_tokens": self.max_tokens,
-            "rounds": self.rounds,
+            "rounds": "auto" if self.adaptive else self.rounds,
             "warmup": self.warmup,
             "image": str(self.image) if self.image else "synthetic",
         }
@@ -266,7 +270,8 @@ FLAGS = {
     "mlx_stale_threshold": "--mlx-stale-threshold", "mlx_markdown": "--mlx-markdown",
     "mlx_history": "--mlx-history", "mlx_bandwidth": "--mlx-bandwidth",
     "mlx_isolate": "--mlx-isolate", "mlx_baseline_min_sessions": "--mlx-baseline-min-sessions",
-    "mlx_strict_baselines": "--mlx-strict-baselines", "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
+    "mlx_strict_baselines": "--mlx-strict-baselines", "mlx_precision": "--mlx-precision",
+    "mlx_max_rounds": "--mlx-max-rounds", "mlx_case_budget": "--mlx-case-budget", "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
     "mlx_ab_pairs": "--mlx-ab-pairs", "mlx_ab_budget": "--mlx-ab-budget",
     "mlx_worker_timeout": "--mlx-worker-timeout", "mlx_ab_estimator": "--mlx-ab-estimator",
 }
@@ -336,12 +341,18 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
     bdir = Path(baseline_dir)
     no_confirm, _ = get("mlx_no_confirm", False)
     chip, _ = lookup("mlx_chip")
+    rounds_text, _ = get("mlx_rounds", DEFAULT_ROUNDS)
+    adaptive = str(rounds_text).strip().lower() == "auto"
     workload = Workload(
         models=chosen_models,
         resolutions=sweep,
         quick=is_quick,
         max_tokens=positive_int(*_named("mlx_max_tokens", get, DEFAULT_MAX_TOKENS)),
-        rounds=positive_int(*_named("mlx_rounds", get, DEFAULT_ROUNDS)),
+        rounds=DEFAULT_ROUNDS if adaptive else positive_int(*_named("mlx_rounds", get, DEFAULT_ROUNDS)),
+        adaptive=adaptive,
+        precision=_fraction(*_named("mlx_precision", get, 3), upper=100) / 100,
+        max_rounds=positive_int(*_named("mlx_max_rounds", get, 30), minimum=DEFAULT_ROUNDS, maximum=10_000),
+        case_budget_s=_fraction(*_named("mlx_case_budget", get, 120), upper=86400),
         warmup=positive_int(*_named("mlx_warmup", get, DEFAULT_WARMUP), minimum=0),
         prompt=get("mlx_prompt", DEFAULT_PROMPT)[0],
         image=image_path,

@@ -88,3 +88,31 @@ def drift_allowance(session_medians: Sequence[float], alpha: float, higher: bool
     bound = float(sps.t.ppf(1 - alpha, k - 1)) * sd * math.sqrt(1 + 1 / k)
     allowed = 1 - math.exp(-bound) if higher else math.exp(bound) - 1
     return sd, allowed
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval of the median: the order statistics that the binomial
+    distribution puts around it (None when too few values for that confidence)."""
+    from scipy import stats as sps
+
+    data = sorted(values)
+    n = len(data)
+    if n < 2:
+        return None
+    low = int(sps.binom.ppf((1 - confidence) / 2, n, 0.5))  # 0-based index of the lower end
+    high = n - 1 - low
+    if low < 1 or high >= n:
+        low, high = 0, n - 1
+        if sps.binom.cdf(0, n, 0.5) * 2 > 1 - confidence:
+            return None
+    return data[low], data[high]
+
+
+def relative_half_width(values: Sequence[float], confidence: float = 0.95) -> float:
+    """Half the width of the median's interval over the median (inf when there is none)."""
+    interval = median_interval(values, confidence)
+    mid = sorted(values)[len(values) // 2] if values else 0.0
+    if interval is None or not mid:
+        return math.inf
+    return (interval[1] - interval[0]) / 2 / abs(mid)
+

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from .abreport import ab_section
-from .report import by_model, cache_sections, gate_summary, model_section, sensitivity, sensitivity_line
+from .report import (
+    by_model,
+    cache_sections,
+    gate_summary,
+    model_section,
+    precision_lines,
+    sensitivity,
+    sensitivity_line,
+)
 from .results import CaseResult
 from .session import BenchSession, session_key
 from .xdist import XDIST_GROUP, grouped_count, worker_input
@@ -117,7 +125,7 @@ class MlxReporter:
                     title = f"mlxvlm: {model} on {machine['chip']} ({machine['backend']})"
                     tr.write_sep("=", title + (f", {side}: {self._side_label(side)}" if side else ""))
                     shown = [r for r in cases if r.side == side]
-                    for line in model_section(model, shown, bench.load_times.get(model)):
+                    for line in model_section(model, shown, bench.load_times.get(model)) + precision_lines(shown):
                         tr.write_line(line)
                 ab_lines = ab_section(cases)
                 if ab_lines:

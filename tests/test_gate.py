@@ -392,3 +392,32 @@ def test_three_sessions_hours_apart_gate(fake, monkeypatch):
     result = fake.runpytest(*run)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*regression in *224x224*", "*1 compared, 1 regressed*"])
+
+
+# -- adaptive rounds ---------------------------------------------------------------------------
+
+def test_auto_rounds_stop_once_the_medians_are_precise(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_MLX_NOISE", "0.05")
+    run = ["--mlx-model", "fake:a", "--mlx-resolutions", "224x224", "--mlx-json", "a.json", "-p", "no:benchmark"]
+    result = fake.runpytest(*run, "--mlx-rounds", "auto", "--mlx-precision", "2")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["Rounds chosen by precision (target: the 95% interval of each median within ±2.0%):",
+                                 "  224x224: * rounds in *s, Speed ±?.?%, Decode ±?.?%, TTFT ±?.?% (precision reached)"])
+    case = json.loads((fake.path / "a.json").read_text())["results"][0]
+    info = case["workload"]["adaptive"]
+    assert info["stopped"] == "precision reached" and max(info["half_width"].values()) <= 0.02
+    assert case["workload"]["rounds"] == len(case["samples"]) > 5
+
+
+def test_auto_rounds_stop_at_the_most_rounds(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_MLX_NOISE", "0.3")
+    result = fake.runpytest("--mlx-model", "fake:a", "--mlx-resolutions", "224x224", "-p", "no:benchmark",
+                            "--mlx-rounds", "auto", "--mlx-precision", "0.1", "--mlx-max-rounds", "8")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["  224x224: 8 rounds in *(max rounds)"])
+
+
+def test_fixed_rounds_stay_the_default(fake):
+    result = fake.runpytest("--mlx-model", "fake:a", "--mlx-resolutions", "224x224", "-p", "no:benchmark")
+    result.stdout.no_fnmatch_line("Rounds chosen by precision*")
+    result.stdout.fnmatch_lines(["*| ±*% (n=5) |"])

@@ -67,3 +67,14 @@ def test_drift_allowance_is_a_prediction_interval_on_log_medians():
     assert drift_allowance(medians, 0.001, higher=True)[1] > allowed  # a stricter level allows more
     assert drift_allowance([100.0], 0.05, higher=True) == (None, 0.0)
     assert drift_allowance([100.0, 0.0], 0.05, higher=True) == (None, 0.0)
+
+
+def test_median_interval_from_order_statistics():
+    from pytest_mlxvlm.stats import median_interval, relative_half_width
+
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # 5 values cannot give 95%
+    values = [float(v) for v in range(1, 21)]
+    low, high = median_interval(values)
+    assert low < 10.5 < high and (low, high) == (6.0, 15.0)
+    assert relative_half_width(values) == pytest.approx(4.5 / 11)
+    assert relative_half_width([3.0] * 10) == 0.0

@@ -10,7 +10,7 @@ def test_image_generation(mlx_bench: Any) -> None:
     result = mlx_bench.run()
     work = mlx_bench.settings.workload
     # a regression the gate measured again to confirm adds a second set of rounds
-    assert len(result.samples) in (work.rounds, 2 * work.rounds)
+    assert len(result.samples) in (result.rounds, 2 * result.rounds)
     first = result.samples[0]
     assert first.image_tokens > 0, "the image produced no image tokens"
     for sample in result.samples:
