@@ -97,15 +97,11 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
 
     data = sorted(values)
     n = len(data)
-    if n < 2:
+    # the k-th smallest and k-th largest value, k the largest with P(Binomial(n, 1/2) < k) <= alpha/2
+    low = int(sps.binom.ppf((1 - confidence) / 2, n, 0.5)) - 1 if n else -1
+    if low < 0:
         return None
-    low = int(sps.binom.ppf((1 - confidence) / 2, n, 0.5))  # 0-based index of the lower end
-    high = n - 1 - low
-    if low < 1 or high >= n:
-        low, high = 0, n - 1
-        if sps.binom.cdf(0, n, 0.5) * 2 > 1 - confidence:
-            return None
-    return data[low], data[high]
+    return data[low], data[n - 1 - low]
 
 
 def relative_half_width(values: Sequence[float], confidence: float = 0.95) -> float:
