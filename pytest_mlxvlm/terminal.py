@@ -89,7 +89,9 @@ class MlxReporter:
         sizes = ", ".join(r.id for r in work.resolutions)
         lines = [
             f"mlxvlm: models {', '.join(work.models)}; {len(work.resolutions)} resolutions ({sizes})",
-            f"mlxvlm: {work.rounds} rounds after {work.warmup} warmup, {work.max_tokens} tokens each",
+            (f"mlxvlm: rounds until each median is within ±{work.precision * 100:g}% (at least "
+             f"{work.rounds}, at most {work.max_rounds}, {work.case_budget_s:g}s a case)" if work.adaptive
+             else f"mlxvlm: {work.rounds} rounds") + f" after {work.warmup} warmup, {work.max_tokens} tokens each",
         ]
         dist = getattr(config.option, "dist", "no") if getattr(config.option, "numprocesses", None) else "no"
         if dist == "loadgroup":

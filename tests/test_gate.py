@@ -399,13 +399,13 @@ def test_three_sessions_hours_apart_gate(fake, monkeypatch):
 def test_auto_rounds_stop_once_the_medians_are_precise(fake, monkeypatch):
     monkeypatch.setenv("FAKE_MLX_NOISE", "0.05")
     run = ["--mlx-model", "fake:a", "--mlx-resolutions", "224x224", "--mlx-json", "a.json", "-p", "no:benchmark"]
-    result = fake.runpytest(*run, "--mlx-rounds", "auto", "--mlx-precision", "2")
+    result = fake.runpytest(*run, "--mlx-rounds", "auto", "--mlx-precision", "3")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["Rounds chosen by precision (target: the 95% interval of each median within ±2.0%):",
+    result.stdout.fnmatch_lines(["Rounds chosen by precision (target: the 95% interval of each median within ±3.0%):",
                                  "  224x224: * rounds in *s, Speed ±?.?%, Decode ±?.?%, TTFT ±?.?% (precision reached)"])
     case = json.loads((fake.path / "a.json").read_text())["results"][0]
     info = case["workload"]["adaptive"]
-    assert info["stopped"] == "precision reached" and max(info["half_width"].values()) <= 0.02
+    assert info["stopped"] == "precision reached" and max(info["half_width"].values()) <= 0.03
     assert case["workload"]["rounds"] == len(case["samples"]) > 5
 
 
