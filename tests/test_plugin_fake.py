@@ -16,7 +16,7 @@ def test_help_lists_every_option_with_its_ini_name(pytester: pytest.Pytester):
         "  --quick *",
         "  --mlx-resolutions=WxH,...",
         "  --mlx-max-tokens=N *",
-        "  --mlx-rounds=N *",
+        "  --mlx-rounds=N|auto *",
         "  --mlx-warmup=N *",
         "  --mlx-prompt=TEXT *",
         "  --mlx-image=PATH *",
