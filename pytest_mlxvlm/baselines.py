@@ -28,6 +28,7 @@ class BaselineCase:
     libraries: dict[str, Any] = field(default_factory=dict)
     workload: dict[str, Any] = field(default_factory=dict)
     recorded: list[str] = field(default_factory=list)  # when each session ran (UTC, ISO 8601)
+    hosts: list[str] = field(default_factory=list)  # which machine ran each session (machine.host_id)
 
     @property
     def metrics(self) -> dict[str, list[float]]:
@@ -50,8 +51,15 @@ class BaselineCase:
                   for name, groups in other.sessions.items()}
         known = len(self.recorded) == self.n_sessions  # files written before dates were kept
         recorded = (self.recorded + other.recorded)[-MAX_SESSIONS:] if known else []
+        hosts_known = len(self.hosts) == self.n_sessions and len(other.hosts) == other.n_sessions
+        hosts = (self.hosts + other.hosts)[-MAX_SESSIONS:] if hosts_known else []
         return BaselineCase(other.test, other.resolution, merged, other.libraries, other.workload,
-                            recorded)
+                            recorded, hosts)
+
+    @property
+    def n_hosts(self) -> int:
+        """Machines the sessions ran on (0: unknown, written by an older version)."""
+        return len(set(self.hosts))
 
 
 @dataclass
@@ -87,6 +95,7 @@ class BaselineFile:
                 "workload": dict(sorted(case.workload.items())),
                 "sessions": case.n_sessions,
                 **({"recorded": case.recorded} if case.recorded else {}),
+                **({"hosts": case.hosts} if case.hosts else {}),
                 "metrics": {
                     name: {
                         "median": _round(case.median(name)),
@@ -196,12 +205,16 @@ def _parse(path: Path, doc: Any, expect_chip: str | None) -> BaselineFile:
         if (isinstance(recorded, list) and len(recorded) == case.n_sessions
                 and all(isinstance(r, str) for r in recorded)):
             case.recorded = list(recorded)
+        hosts = raw.get("hosts")
+        if (isinstance(hosts, list) and len(hosts) == case.n_sessions
+                and all(isinstance(h, str) for h in hosts)):
+            case.hosts = list(hosts)
         cases[key] = case
     return BaselineFile(path=path, model=model, chip=chip, kind=kind, machine=dict(machine),
                         reference=dict(reference), cases=cases)
 
 
-def case_from_result(result: CaseResult, libraries: dict[str, Any]) -> BaselineCase:
+def case_from_result(result: CaseResult, libraries: dict[str, Any], host: str = "") -> BaselineCase:
     from datetime import datetime, timezone
 
     return BaselineCase(
@@ -211,6 +224,7 @@ def case_from_result(result: CaseResult, libraries: dict[str, Any]) -> BaselineC
         libraries=libraries,
         workload=dict(result.workload),
         recorded=[datetime.now(timezone.utc).isoformat(timespec="seconds")],
+        hosts=[host] if host else [],
     )
 
 

@@ -94,8 +94,17 @@ def detect() -> dict[str, Any]:
         python=platform.python_version(),
         mlx=_version("mlx"),
         mlx_vlm=_version("mlx-vlm"),
+        host=host_id(),
     )
     return info
+
+
+def host_id() -> str:
+    """This host, as a short hash of its name: sessions of one chip on several machines
+    (a CI matrix, fresh cloud machines) are told apart without naming the machine."""
+    import hashlib
+
+    return hashlib.sha256(platform.node().encode()).hexdigest()[:12]
 
 
 def identity(chip_override: str | None = None) -> dict[str, Any]:

@@ -71,7 +71,8 @@ class BaselineStore:
     def write(self, spec: str, cases: list[CaseResult], *, machine: dict[str, Any],
               libraries: dict[str, Any], mode: str) -> list[str]:
         """Write a model's passed cases under the file's lock; returns the keys written."""
-        passed = {r.case_key: case_from_result(r, libraries) for r in cases if r.outcome == "passed"}
+        host = str(machine.get("host") or "")
+        passed = {r.case_key: case_from_result(r, libraries, host) for r in cases if r.outcome == "passed"}
         return update(self.path(spec), model=spec, chip=self.chip, machine=machine,
                       cases=passed, mode=mode)
 

@@ -277,3 +277,22 @@ def test_two_sessions_updating_at_once(fake):
         assert p.returncode == 0, out
     cases = json.loads((fake.path / FILE).read_text())["cases"]
     assert len(cases) == 3
+
+
+def test_sessions_from_several_machines_of_one_chip_share_a_file(fake, monkeypatch):
+    """A CI matrix or fresh cloud machines: each =add keeps which machine ran the session."""
+    from pytest_mlxvlm import machine
+
+    identity = dict(machine.detect())
+    for host in ("host-a", "host-b", "host-a"):
+        monkeypatch.setattr("pytest_mlxvlm.machine.detect", lambda host=host: {**identity, "host": host})
+        fake.runpytest(*RUN, "--mlx-resolutions", "224x224", "--mlx-update-baselines=add").assert_outcomes(passed=1)
+    stored = baselines.read(fake.path / FILE)
+    (case,) = stored.cases.values()
+    assert case.hosts == ["host-a", "host-b", "host-a"] and case.n_hosts == 2
+    assert len(case.recorded) == case.n_sessions == 3
+    assert json.loads((fake.path / FILE).read_text())["cases"][case_key(case)]["hosts"] == case.hosts
+
+
+def case_key(case):
+    return f"pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[{case.resolution}]"
