@@ -271,3 +271,17 @@ def test_xdist_scheduling_of_other_projects_is_left_alone(pytester: pytest.Pytes
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(["scheduling tests via LoadScheduling"])
     assert "pytest-xdist worker" not in result.stdout.str()
+
+
+def test_an_empty_resolution_list_is_refused(fake: pytest.Pytester):
+    result = fake.runpytest("--mlx-model", "fake:a", "--mlx-resolutions", "")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-mlxvlm: no resolution given: write e.g. --mlx-resolutions*"])
+
+
+def test_dist_each_is_refused_for_measured_sessions(fake: pytest.Pytester):
+    result = fake.runpytest("--mlx-model", "fake:a", "-n", "2", "--dist", "each")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--dist each would measure every case on every worker*"])
+    fake.makepyfile(test_plain="def test_plain():\n    pass\n")
+    fake.runpytest("-n", "2", "--dist", "each", "test_plain.py").assert_outcomes(passed=2)  # not measuring
