@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Choose a decision rule for the paired A/B performance gate from the H200 recordings.
 
-Data: $PROBE_DIR (default ../shared/reference/h200-paired-probe/, *.json; see its README).
+Data: $PROBE_DIR, the folder of the H200 probe recordings (*.json; see its README).
 Run from the repository root: python -m benchmarks.ab_estimators [--quick]
 Everything is done on the "goodness" scale g = log(x) for decode/e2e (higher is better)
 and g = -log(ttft) (lower ttft is better).  Per pair, d = g_base - g_head > 0 means head worse.
@@ -17,7 +17,7 @@ import time
 import numpy as np
 from scipy import stats
 
-D = os.environ.get("PROBE_DIR", "../shared/reference/h200-paired-probe/").rstrip("/") + "/"
+D = os.environ.get("PROBE_DIR", "").rstrip("/") + "/"  # the folder of the probe recordings
 METRICS = ("decode", "e2e", "ttft")
 RNG = np.random.default_rng(20261127)
 QUICK = "--quick" in sys.argv
@@ -465,9 +465,13 @@ def part_rec(data, scs):
 
 
 def main():
-    """python ab_analysis.py noise | fixed SCEN... | fixedsub SCEN... | report | reportsub |
+    """PROBE_DIR=... python -m benchmarks.ab_estimators noise | fixed SCEN... | fixedsub SCEN... | report | reportsub |
     seq EST TOLdec,TOLe2e,TOLttft ALPHA [NMIN-NMAX ...]   [--quick]"""
     args = [x for x in sys.argv[1:] if x != "--quick"]
+    if D == "/" or not args:
+        sys.exit("usage: PROBE_DIR=<folder of the H200 probe recordings, e.g. the project's shared "
+                 "reference/h200-paired-probe> python -m benchmarks.ab_estimators noise|fixed|fixedsub|rec|"
+                 "report|reportsub|seq ... [--quick]")
     data = load()
     t0 = time.time()
     if args[0] == "noise":

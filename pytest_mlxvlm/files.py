@@ -29,7 +29,12 @@ def lock_path(path: Path) -> Path:
     """Where the lock of ``path`` lives: the temp folder, not beside the file (no litter)."""
     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
     folder = Path(tempfile.gettempdir()) / "pytest-mlxvlm-locks"
-    folder.mkdir(exist_ok=True)
+    if not folder.is_dir():
+        folder.mkdir(exist_ok=True)
+        try:
+            folder.chmod(0o1777)  # shared by every user, like /tmp: one lock per data file
+        except OSError:
+            pass
     return folder / f"{digest}.lock"
 
 
@@ -38,7 +43,7 @@ def locked(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` so that concurrent updates of it do not lose writes."""
     from filelock import FileLock
 
-    with FileLock(str(lock_path(path)), timeout=LOCK_TIMEOUT_S):
+    with FileLock(str(lock_path(path)), timeout=LOCK_TIMEOUT_S, mode=0o666):
         yield
 
 

@@ -137,3 +137,17 @@ def test_locked_excludes_a_second_holder(tmp_path, monkeypatch):
     assert len(errors) == 1
     with locked(target):  # released
         pass
+
+
+def test_a_temporary_left_by_a_killed_writer_is_removed_at_the_next_write(tmp_path):
+    target = tmp_path / "baseline.json"
+    target.write_text("old")
+    stale = tmp_path / ".baseline.json.abc123.tmp"  # what SIGKILL mid-write leaves
+    fresh = tmp_path / ".baseline.json.def456.tmp"  # another writer, still busy
+    stale.write_text("partial")
+    fresh.write_text("partial")
+    old = os.path.getmtime(stale) - files.STALE_TMP_S - 60
+    os.utime(stale, (old, old))
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert not stale.exists() and fresh.exists()
