@@ -55,12 +55,21 @@ def ab_section(results: Sequence[CaseResult]) -> list[str]:
         return []
     lines = render_table(AB_COLUMNS, ab_rows(heads))
     lines.append("")
+    lines.append(_compared(heads))
     for r in heads:
         c = r.comparison
         detect = ", ".join(f"{METRICS[m.metric].label} {m.detectable * 100:.1f}%"
                            for m in c.metrics if m.detectable is not None)
         lines.append(f"{r.resolution}: {c.note}" + (f"; smallest worsening detectable: {detect}" if detect else ""))
     return lines
+
+
+def _compared(heads: Sequence[CaseResult]) -> str:
+    methods = {m.method for r in heads for m in (r.comparison.metrics if r.comparison else [])}
+    if any(m.startswith("fast end") for m in methods):
+        return ("Base and Head: each side's fast end, the 90th percentile of tok/s and the 10th of "
+                "times (a busy host only slows rounds); the interval is a paired bootstrap")
+    return "Base and Head: medians; the change is the Hodges-Lehmann estimate of the per-pair ratios"
 
 
 def ab_markdown(results: Sequence[CaseResult], *, machine: dict[str, Any], counts: dict[str, int]) -> str:
@@ -72,6 +81,7 @@ def ab_markdown(results: Sequence[CaseResult], *, machine: dict[str, Any], count
     for model, cases in by_model([r for r in results if r.side == "head"]).items():
         lines += [f"### {model}", ""]
         lines += render_table(AB_COLUMNS, ab_rows(cases, MARK))
+        lines += ["", _compared(cases)]
         notes = sorted({r.comparison.note for r in cases if r.comparison is not None and r.comparison.note})
         lines += [""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines) + "\n"

@@ -154,7 +154,13 @@ def compare_paired(metric: str, base: Sequence[float], head: Sequence[float], to
         verdict, p = "improved", est.p_better
     else:
         verdict, p = "ok", est.p_worse
-    b_med, h_med = float(median(base)), float(median(head))
+    if method == "fast":  # the values compared: each side's fast end
+        import numpy as np
+
+        q = 90 if higher else 10
+        b_med, h_med = float(np.percentile(base, q)), float(np.percentile(head, q))
+    else:
+        b_med, h_med = float(median(base)), float(median(head))
     return MetricComparison(
         metric=metric,
         baseline=b_med,
