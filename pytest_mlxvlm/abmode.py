@@ -162,6 +162,11 @@ class ABModel:
     load_times: dict[str, float] = field(default_factory=dict)
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
 
+    @property
+    def load_time_s(self) -> float:
+        """The head's load time (the model as this working tree loads it)."""
+        return self.load_times.get("head", 0.0)
+
     def _worker(self, side: Side) -> WorkerProcess:
         if side.name not in self.workers:
             self.workers[side.name] = WorkerProcess(

@@ -225,11 +225,8 @@ def mlx_model(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> It
     """The model under test, loaded once per session (parametrized over ``--mlx-model``)."""
     spec = getattr(request, "param", None) or pytestconfig.stash[settings_key].workload.models[0]
     bench = pytestconfig.stash[session_key]
-    if bench.settings.ab.active:
-        yield _ab_model(bench, spec)
-        return
-    if bench.settings.workload.isolate:
-        yield _isolated_model(bench, spec)
+    if bench.settings.ab.active or bench.settings.workload.isolate:
+        yield _worker_model(bench, spec)
         return
     start = time.perf_counter()
     try:
@@ -250,11 +247,12 @@ def mlx_model(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> It
         pass
 
 
-def _ab_model(bench: BenchSession, spec: str) -> LoadedModel:
-    """In the A/B mode: no model in this process, but base and head workers that hold one."""
+def _worker_model(bench: BenchSession, spec: str) -> LoadedModel:
+    """A/B mode or --mlx-isolate: no model in this process, but workers that hold one."""
+    kind = "ab" if bench.settings.ab.active else "isolated"
     try:
-        ab_model = bench.ab.model(spec)  # type: ignore[union-attr]
-        ab_model.ensure_loaded()
+        remote = bench.ab.model(spec) if kind == "ab" else bench.isolated_model(spec)  # type: ignore[union-attr]
+        remote.ensure_loaded()
     except (WorkerError, ABSetupError) as exc:
         bench.load_errors[spec] = f"{spec}: {exc}"
         error = bench.load_errors[spec]
@@ -262,26 +260,9 @@ def _ab_model(bench: BenchSession, spec: str) -> LoadedModel:
         error = None
     if error is not None:
         pytest.fail(error, pytrace=False)
-    bench.load_times[spec] = ab_model.load_times.get("head", 0.0)
+    bench.load_times[spec] = remote.load_time_s
     return LoadedModel(spec=spec, path=None, model=None, processor=None,
-                       load_time_s=bench.load_times[spec], ab=ab_model)
-
-
-def _isolated_model(bench: BenchSession, spec: str) -> LoadedModel:
-    """With --mlx-isolate: the model lives in a worker process that a crash cannot take us with."""
-    isolated = bench.isolated_model(spec)
-    try:
-        isolated.ensure_loaded()
-    except WorkerError as exc:
-        bench.load_errors[spec] = f"{spec}: {exc}"
-        error = bench.load_errors[spec]
-    else:
-        error = None
-    if error is not None:
-        pytest.fail(error, pytrace=False)
-    bench.load_times[spec] = isolated.load_time_s
-    return LoadedModel(spec=spec, path=None, model=None, processor=None,
-                       load_time_s=isolated.load_time_s, isolated=isolated)
+                       load_time_s=remote.load_time_s, **{kind: remote})
 
 
 @pytest.fixture
