@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from .report import render_table
+from .report import by_model, gate_summary, render_table
 from .results import METRICS, CaseResult
 
 AB_COLUMNS = ("Case", "Metric", "Base", "Head", "Change [interval]", "p", "Pairs", "Verdict")
@@ -74,8 +74,6 @@ def _compared(heads: Sequence[CaseResult]) -> str:
 
 def ab_markdown(results: Sequence[CaseResult], *, machine: dict[str, Any], counts: dict[str, int]) -> str:
     """The pull-request comment of an A/B run: base and head side by side per model."""
-    from .report import by_model, gate_summary
-
     lines = [f"## pytest-mlxvlm A/B on `{machine.get('key')}`", "",
              f"**{gate_summary(counts, ('compared', 'regressed'))}** ({machine.get('chip')}, {machine.get('backend')})", ""]
     for model, cases in by_model([r for r in results if r.side == "head"]).items():

@@ -13,9 +13,10 @@ from .abmode import ABSetupError, validate
 from .bench import MlxBench, results_key
 from .cachefixture import MlxCache, choose_engines, engines_key, expect_key, parse_expectations, start_session
 from .images import ImageError, image_file, synthetic_image
-from .models import LoadedModel, ModelLoadError, short_name
-from .paired import format_change
+from .models import LoadedModel, ModelLoadError, load, short_name
 from .options import add_options, ini_value, settings_from_config
+from .paired import format_change
+from .runner import measure_generation
 from .session import BenchSession, session_key, settings_key
 from .settings import Resolution, Settings, SettingsError
 from .terminal import PROGRESS, MlxReporter, figures, progress
@@ -92,15 +93,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_mlxvlm_load_model(spec: str, settings: Settings) -> Any:
-    from .models import load
-
     return load(spec)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_mlxvlm_measure(model: Any, request: Any) -> Any:
-    from .runner import measure_generation
-
     return measure_generation(model.model, model.processor, request)
 
 

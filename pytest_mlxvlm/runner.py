@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 from .machine import available_memory_bytes
 from .results import GenerationRequest, Sample
+from .stats import relative_half_width
 
 
 class GenerationLengthError(RuntimeError):
@@ -212,8 +213,6 @@ def run_adaptive(
     """Measure until the 95% interval of the median of Speed, Decode and TTFT is within
     ``target`` (relative half-width) of it, or ``max_rounds``, or the time budget.
     Returns (samples, warmup samples, what was reached and why it stopped)."""
-    from .stats import relative_half_width
-
     start = time.perf_counter()
     warm = [measure() for _ in range(warmup)]
     samples: list[Sample] = []

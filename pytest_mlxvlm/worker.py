@@ -23,7 +23,11 @@ import time
 from importlib import metadata
 from typing import Any, TextIO
 
+from .bandwidth import decode_weight_bytes
+from .machine import available_memory_bytes
+from .models import ModelLoadError, load
 from .results import GenerationRequest
+from .runner import measure_generation
 
 PROTOCOL = 1
 
@@ -54,8 +58,6 @@ def hello() -> dict[str, Any]:
         "cuda" if getattr(mx, "cuda", None) is not None and mx.cuda.is_available() else "cpu")
     info = mx.device_info() if hasattr(mx, "device_info") else {}
     found["device"] = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
-    from .machine import available_memory_bytes
-
     found["available_memory"] = available_memory_bytes()
     return {"ok": True, **found}
 
@@ -66,7 +68,7 @@ def fake_engine(side: str) -> Any:
     ``SLOWDOWN`` (time factor), ``IMAGE_TOKENS_EXTRA`` (a changed workload), and ``CRASH_AT`` /
     ``HANG_AT`` (the measurement, counted from 1, at which the worker aborts or hangs);
     otherwise ``$FAKE_MLX_*`` as in process. The head's noise has its own seed."""
-    from .testing import FakeEngine
+    from .testing import FakeEngine  # test-only, and it imports numpy: loaded when asked for
 
     engine = FakeEngine()
     try:
@@ -96,9 +98,6 @@ class Worker:
             self.fake = fake_engine(side)
             self.loaded = self.fake.pytest_mlxvlm_load_model(spec, None)
             return {"ok": True, "load_time_s": time.perf_counter() - start, "weight_bytes": 0}
-        from .bandwidth import decode_weight_bytes
-        from .models import ModelLoadError, load
-
         try:
             self.loaded = load(spec)
         except ModelLoadError as exc:
@@ -119,8 +118,6 @@ class Worker:
                 time.sleep(3600)
             sample = self.fake.pytest_mlxvlm_measure(self.loaded, req)
         else:
-            from .runner import measure_generation
-
             sample = measure_generation(self.loaded.model, self.loaded.processor, req)
         return {"ok": True, "sample": sample.to_dict()}
 
