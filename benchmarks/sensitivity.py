@@ -10,7 +10,10 @@ model is loaded once for all of them (a memoizing plugin), so only the measureme
 Prints per level: the slowdown actually measured, how many sessions failed, and the
 smallest detectable regression the plugin reported. With ``--interleave`` the levels take
 turns session by session. Sessions already in ``--workdir`` are kept, so a run stopped by
-``--time-limit`` resumes where it stopped.
+``--time-limit`` resumes where it stopped. ``--baseline-burst N`` records N more baseline
+sessions into the work folder and stops: run it again an hour or more later, so that the
+baseline holds sessions at different times (a stored baseline gates only then), and then
+without it for the gated sessions.
 
     python -m benchmarks.sensitivity --model synthetic:tiny --levels 0,cols:45000 --sessions 20
 """
@@ -67,6 +70,8 @@ def main() -> None:
                      help="slowdown levels, see benchmarks/slowdown.py")
     cli.add_argument("--sessions", type=int, default=20)
     cli.add_argument("--baseline-sessions", type=int, default=5)
+    cli.add_argument("--baseline-burst", type=int, default=0,
+                     help="record this many more baseline sessions now, then stop")
     cli.add_argument("--warm-sessions", type=int, default=1,
                      help="discarded sessions at each start (kernel compilation, caches)")
     cli.add_argument("--interleave", action="store_true",
@@ -86,6 +91,17 @@ def main() -> None:
     cache = ModelCache()
     for i in range(args.warm_sessions):  # every start: this process compiles its kernels
         run_session(common, cache, work / f"warm-{i}.partial")
+    if args.baseline_burst:
+        done = len(list(work.glob("baseline-*.json")))
+        for i in range(done, done + args.baseline_burst):
+            mode = "--mlx-update-baselines" + ("=add" if i else "")
+            base = run_session([*common, mode], cache, work / f"baseline-{i}.json")
+            if base["exit"] != 0:
+                raise SystemExit(f"baseline session {i + 1} failed (exit {base['exit']})")
+        (work / "baseline.json").write_text(json.dumps(base["doc"]))
+        print(f"baseline holds {done + args.baseline_burst} sessions; run again later to add "
+              "more, or without --baseline-burst for the gated sessions", flush=True)
+        return
     if (work / "baseline.json").exists():  # a later call on the same work folder
         base = {"doc": json.loads((work / "baseline.json").read_text()), "seconds": 0.0}
     else:
@@ -96,7 +112,7 @@ def main() -> None:
                 raise SystemExit(f"baseline session {i + 1} failed (exit {base['exit']})")
         (work / "baseline.json").write_text(json.dumps(base["doc"]))
     print(f"baseline written: {len(base['doc']['results'])} cases over "
-          f"{args.baseline_sessions} sessions", flush=True)
+          f"{len(list(work.glob('baseline-*.json')))} sessions", flush=True)
 
     levels = args.levels.split(",")
     order = ([(i, level) for i in range(args.sessions) for level in levels] if args.interleave
