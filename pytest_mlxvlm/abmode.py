@@ -56,21 +56,28 @@ def resolve_python(value: str) -> str:
     return str(path)
 
 
+def base_revision(plan: ABPlan, rootdir: Path) -> tuple[Path, str] | None:
+    """The repository and commit of ``--mlx-ab-base`` (None without one); ABSetupError, in one
+    line, if the rootdir is in no git repository or the revision is not in it."""
+    if not plan.base_rev:
+        return None
+    try:
+        repo = Path(_git(rootdir, "rev-parse", "--show-toplevel"))
+    except (ABSetupError, OSError) as exc:
+        raise ABSetupError(f"--mlx-ab-base {plan.base_rev}: {rootdir} is not in a git repository "
+                           f"({exc})") from None
+    try:
+        return repo, _git(repo, "rev-parse", "--verify", "--quiet", f"{plan.base_rev}^{{commit}}")
+    except ABSetupError:
+        raise ABSetupError(f"--mlx-ab-base {plan.base_rev}: no such revision in {repo} "
+                           "(fetch it first, e.g. git fetch origin main)") from None
+
+
 def validate(plan: ABPlan, rootdir: Path) -> None:
     """Check the base before anything runs: the revision exists, the interpreter is there."""
     if plan.base_python:
         resolve_python(plan.base_python)
-    if plan.base_rev:
-        try:
-            repo = _git(rootdir, "rev-parse", "--show-toplevel")
-        except (ABSetupError, OSError) as exc:
-            raise ABSetupError(f"--mlx-ab-base {plan.base_rev}: {rootdir} is not in a git repository "
-                               f"({exc})") from None
-        try:
-            _git(Path(repo), "rev-parse", "--verify", "--quiet", f"{plan.base_rev}^{{commit}}")
-        except ABSetupError:
-            raise ABSetupError(f"--mlx-ab-base {plan.base_rev}: no such revision in {repo} "
-                               "(fetch it first, e.g. git fetch origin main)") from None
+    base_revision(plan, rootdir)
 
 
 @dataclass
@@ -105,17 +112,9 @@ class ABSession:
         head_roots: list[str] = []
         base_roots: list[str] = []
         base_label = head_label = ""
-        if self.plan.base_rev:
-            try:
-                self.repo = Path(_git(self.rootdir, "rev-parse", "--show-toplevel"))
-            except (ABSetupError, OSError) as exc:
-                raise ABSetupError(f"--mlx-ab-base {self.plan.base_rev}: {self.rootdir} is not in a git "
-                                   f"repository ({exc})") from None
-            try:
-                sha = _git(self.repo, "rev-parse", "--verify", "--quiet", f"{self.plan.base_rev}^{{commit}}")
-            except ABSetupError:
-                raise ABSetupError(f"--mlx-ab-base {self.plan.base_rev}: no such revision in {self.repo} "
-                                   "(fetch it first, e.g. git fetch origin main)") from None
+        revision = base_revision(self.plan, self.rootdir)
+        if revision is not None:
+            self.repo, sha = revision
             self.worktree = self.scratch / "base"
             _git(self.repo, "worktree", "add", "--detach", str(self.worktree), sha)
             base_roots = _import_roots(self.worktree)
