@@ -165,8 +165,9 @@ class MlxBench:
         if error is not None:
             pytest.fail(error, pytrace=False)
         comparison = judge(run.base, run.head)
-        comparison.note = (comparison.note + "; " if comparison.note else "") + (f"{len(run.head)} pairs in {run.seconds:.0f} s, stopped: {run.stopped}; "
-                           f"base {session.ab.base.label}, head {session.ab.head.label}")
+        how = (f"{len(run.head)} pairs in {run.seconds:.0f} s, stopped: {run.stopped}; "
+               f"base {session.ab.base.label}, head {session.ab.head.label}")
+        comparison.note = "; ".join(filter(None, [comparison.note, how]))
         sides = {}
         for side, samples, warm in (("base", run.base, run.base_warmup), ("head", run.head, run.head_warmup)):
             sides[side] = CaseResult(
