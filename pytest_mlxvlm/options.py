@@ -94,7 +94,24 @@ def add_options(parser: pytest.Parser) -> None:
            default=None, metavar="GBPS")
     option("--mlx-suite", "mlx_suite",
            "built-in suites to run: auto (the image benchmark when --mlx-model is given), "
-           "images, cache, all (images,cache) or off", default=None, metavar="SUITES")
+           "images, cache, all (images,cache), server (named only) or off", default=None,
+           metavar="SUITES")
+    option("--mlx-server-url", "mlx_server_url",
+           "server suite: measure the server running at URL (OpenAI-compatible chat completions) "
+           "instead of starting mlx_vlm.server; nothing is started or stopped", default=None,
+           metavar="URL")
+    option("--mlx-server-port", "mlx_server_port",
+           "server suite: the 127.0.0.1 port of the server started here (default 0: a free one)",
+           default=None, metavar="PORT")
+    option("--mlx-server-timeout", "mlx_server_timeout",
+           "server suite: seconds the server may take to become ready, and to answer one request "
+           "(default 300)", default=None, metavar="SECONDS")
+    option("--mlx-server-concurrency", "mlx_server_concurrency",
+           "server suite: numbers of concurrent clients of the concurrency sweep (default 1,2,4)",
+           default=None, metavar="N,...")
+    option("--mlx-server-args", "mlx_server_args",
+           "server suite: more arguments for mlx_vlm.server, e.g. '--max-num-seqs 4'",
+           default=None, metavar="ARGS")
 
     option("--mlx-cache-engine", "mlx_cache_engine",
            "prefix-cache engines for the cache suite: apc, prompt-cache, vllm-mlx, your own "

@@ -17,6 +17,8 @@ from .models import LoadedModel, ModelLoadError, load, short_name
 from .options import add_options, ini_value, settings_from_config
 from .paired import format_change
 from .runner import measure_generation
+from .server import ServerBench, ServerError, start_server
+from .server import stop_all as stop_servers
 from .session import BenchSession, session_key, settings_key
 from .settings import Resolution, Settings, SettingsError
 from .terminal import PROGRESS, MlxReporter, figures, progress
@@ -24,7 +26,9 @@ from .workers import WorkerError
 from .xdist import group_measured, is_worker, lock_for, measure_lock, nodeid, use_loadgroup
 
 SUITE_DIR = Path(__file__).with_name("builtin")
-SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR / "test_mlxvlm_cache.py"}
+SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR / "test_mlxvlm_cache.py",
+               "server": SUITE_DIR / "test_mlxvlm_server.py"}
+SERVER_MEASURED = ("mlx_server_bench", "mlx_server_concurrency")  # fixtures of measured server tests
 REPORTER = "mlxvlm-reporter"
 phase_key = pytest.StashKey[dict]()  # on an item: the outcome of each phase
 
@@ -83,6 +87,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     bench = config.stash.get(session_key, None)
     if bench is not None:
         bench.close()
+    stop_servers()
     reporter = config.pluginmanager.get_plugin(REPORTER)
     if reporter is not None:
         config.pluginmanager.unregister(reporter)
@@ -136,6 +141,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ids = names if len(set(names)) == len(names) else list(models)
         metafunc.config.stash[session_key].model_ids.update(zip(models, ids))
         metafunc.parametrize("mlx_model", models, ids=ids, indirect=True, scope="session")
+    if "mlx_server" in metafunc.fixturenames and "mlx_model" not in metafunc.fixturenames:
+        names = [short_name(m) for m in models]
+        ids = names if len(set(names)) == len(names) else list(models)
+        metafunc.config.stash[session_key].model_ids.update(zip(models, ids))
+        metafunc.parametrize("mlx_server", models, ids=ids, indirect=True, scope="session")
+    if "mlx_server_concurrency" in metafunc.fixturenames:
+        levels = settings.server.concurrency
+        metafunc.parametrize("mlx_server_concurrency", levels, ids=[f"c{n}" for n in levels],
+                             indirect=True)
     if "mlx_cache" in metafunc.fixturenames:
         engines = list(metafunc.config.stash[engines_key])
         metafunc.parametrize("mlx_cache", engines, ids=engines, indirect=True)
@@ -147,7 +161,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     bench = config.stash[session_key]
-    bench.measured_total = sum("mlx_bench" in getattr(item, "fixturenames", ()) for item in items)
+    bench.measured_total = sum(any(f in getattr(item, "fixturenames", ()) for f in ("mlx_bench", *SERVER_MEASURED))
+                               for item in items)
     bench.started = time.perf_counter()
     group_measured(config, items)
 
@@ -323,3 +338,57 @@ def mlx_cache_image(tmp_path_factory: pytest.TempPathFactory) -> Any:
         return path
 
     return make
+
+
+# -- the server suite -------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mlx_server(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Any]:
+    """The server of the model under test (parametrized over ``--mlx-model``): ``python -m
+    mlx_vlm.server`` on a free 127.0.0.1 port, stopped at the end of the session (also after
+    Ctrl-C or a failure), or the server at ``--mlx-server-url`` (neither started nor stopped)."""
+    settings = pytestconfig.stash[settings_key]
+    spec = getattr(request, "param", None) or settings.workload.models[0]
+    bench = pytestconfig.stash[session_key]
+    if settings.ab.active:
+        pytest.skip("the server suite measures one server; it does not run with --mlx-ab-*")
+    try:
+        server = start_server(spec, settings.server)
+    except (ServerError, ModelLoadError) as exc:
+        bench.load_errors[f"{spec} (server)"] = f"{spec}: server: {exc}"
+        error = bench.load_errors[f"{spec} (server)"]
+    else:
+        error = None
+    if error is not None:
+        pytest.fail(error, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mlx_server_bench(request: pytest.FixtureRequest, mlx_server: Any, mlx_resolution: Resolution,
+                     mlx_image: Path, mlx_settings: Settings) -> ServerBench:
+    """Measure streamed requests to ``mlx_server`` with ``mlx_image``: ``mlx_server_bench.run()``."""
+    return ServerBench(request, mlx_server, mlx_resolution, mlx_image,
+                       _marker_settings(request.node, mlx_settings))
+
+
+@pytest.fixture
+def mlx_server_concurrency(request: pytest.FixtureRequest, mlx_server: Any, mlx_image_dir: Path,
+                           mlx_settings: Settings) -> ServerBench:
+    """``mlx_server_bench`` with N concurrent clients (parametrized over
+    ``--mlx-server-concurrency``) at the first resolution of the sweep."""
+    settings = _marker_settings(request.node, mlx_settings)
+    resolution = settings.workload.resolutions[0]
+    try:
+        image = image_file(resolution, mlx_image_dir, settings.workload.image)
+    except ImageError as exc:
+        error = str(exc)
+    else:
+        error = None
+    if error is not None:
+        pytest.fail(error, pytrace=False)
+    return ServerBench(request, mlx_server, resolution, image, settings,
+                       clients=getattr(request, "param", 1))

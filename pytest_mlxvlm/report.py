@@ -118,6 +118,47 @@ def model_section(model: str, results: Sequence[CaseResult], load_time_s: float 
     return lines
 
 
+SERVER_COLUMNS = ("Case", "Clients", "Time", "Tokens", "Speed", "Aggregate", "TTFT p50/p95/p99",
+                  "ITL p50/p95/p99", "Decode", "Prefill*", "Spread")
+
+
+def server_section(results: Sequence[CaseResult], where: str = "") -> list[str]:
+    """The table of cases measured through a server (``side == "server"``): per-request
+    latency percentiles as the client saw them, and the aggregate tok/s of concurrent clients."""
+    rows, notes, peak = [], [], 0.0
+    for r in results:
+        info = r.workload.get("server") or {}
+        ttft, itl = info.get("ttft_ms") or {}, info.get("itl_ms") or {}
+        med = {m: r.summary(m).median for m in ("time_s", "generation_tokens", "end_to_end_tps",
+                                                 "generation_tps", "prompt_tps")}
+        speed = r.summary("end_to_end_tps")
+        label = f"{r.resolution} {r.test_name.replace('test_server_', '')}"
+        flag = "" if info.get("fixed_length", True) else " ⚠"
+        rows.append([
+            label, str(info.get("clients", 1)), f"{med['time_s']:.2f}s",
+            f"{med['generation_tokens']:.0f}{flag}", f"{med['end_to_end_tps']:.1f} tok/s",
+            f"{info.get('aggregate_tps', 0.0):.1f} tok/s",
+            "/".join(f"{ttft.get(q, 0.0):.0f}" for q in ("p50", "p95", "p99")) + "ms",
+            "/".join(f"{itl.get(q, 0.0):.1f}" for q in ("p50", "p95", "p99")) + "ms",
+            f"{med['generation_tps']:.1f} tok/s",
+            f"{med['prompt_tps']:.0f} tok/s" if med["prompt_tps"] else "-",
+            f"±{speed.spread * 100:.1f}% (n={speed.n})",
+        ])
+        if not info.get("fixed_length", True):
+            notes.append(f"⚠ {label}: {info.get('short_requests')} of {info.get('requests')} requests "
+                         f"not {r.workload.get('max_tokens')} tokens long (finish "
+                         f"{', '.join(info.get('finish_reasons') or [])}): Tokens and Speed are the actual ones")
+        peak = max(peak, float(info.get("server_peak_memory_gb") or 0.0))
+    lines = render_table(SERVER_COLUMNS, rows)
+    lines.append("")
+    lines.append("Through the server" + (f" ({where})" if where else "") + ": times as the client saw "
+                 "them, per request; Aggregate = tokens of a round's requests / its wall time; "
+                 "*Prefill as the server reported it")
+    if peak:
+        lines.append(f"Server peak memory (its own high-water mark since it started): {peak:.2f}GB")
+    return lines + notes
+
+
 def precision_lines(results: Sequence[CaseResult]) -> list[str]:
     """With --mlx-rounds auto: per case, the rounds used, the precision reached and why it stopped."""
     cases = [r for r in results if isinstance(r.workload.get("adaptive"), dict)]

@@ -175,6 +175,17 @@ class ABPlan:
 
 
 @dataclass(frozen=True)
+class ServerPlan:
+    """The server suite: which server, how long it may take, how many clients at once."""
+
+    url: str | None = None  # a server the user runs: nothing is started or stopped
+    port: int = 0  # for a server started here; 0: a free port
+    timeout_s: float = 300.0  # to become ready, and for one request
+    concurrency: tuple[int, ...] = (1, 2, 4)
+    args: tuple[str, ...] = ()  # more arguments for mlx_vlm.server
+
+
+@dataclass(frozen=True)
 class Settings:
     """The resolved settings of a session, grouped by what they govern."""
 
@@ -182,6 +193,7 @@ class Settings:
     gate: GatePolicy = field(default_factory=GatePolicy)
     outputs: Outputs = field(default_factory=Outputs)
     ab: ABPlan = field(default_factory=lambda: ABPlan())
+    server: ServerPlan = field(default_factory=ServerPlan)
 
     def for_marker(self, **overrides: Any) -> Settings:
         """These settings with a ``mlx_benchmark`` marker's keywords applied."""
@@ -236,6 +248,7 @@ def _merge_tolerance(base: dict[str, float], value: Any) -> dict[str, float]:
 
 
 SUITES = ("images", "cache")
+OPT_IN_SUITES = ("server",)  # named only: not part of "all"
 
 
 def parse_suites(value: str, models_given: bool, where: str = "--mlx-suite") -> tuple[str, ...]:
@@ -247,10 +260,10 @@ def parse_suites(value: str, models_given: bool, where: str = "--mlx-suite") -> 
         return ()
     if names in (["all"], ["on"]):
         return SUITES
-    unknown = [n for n in names if n not in SUITES]
+    unknown = [n for n in names if n not in SUITES + OPT_IN_SUITES]
     if unknown:
         raise SettingsError(
-            f"{where}: unknown suite {unknown[0]!r}; use auto, off, all, or images, cache"
+            f"{where}: unknown suite {unknown[0]!r}; use auto, off, all, or images, cache, server"
         )
     return tuple(dict.fromkeys(names))
 
@@ -274,6 +287,9 @@ FLAGS = {
     "mlx_max_rounds": "--mlx-max-rounds", "mlx_case_budget": "--mlx-case-budget", "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
     "mlx_ab_pairs": "--mlx-ab-pairs", "mlx_ab_budget": "--mlx-ab-budget",
     "mlx_worker_timeout": "--mlx-worker-timeout", "mlx_ab_estimator": "--mlx-ab-estimator",
+    "mlx_server_url": "--mlx-server-url", "mlx_server_port": "--mlx-server-port",
+    "mlx_server_timeout": "--mlx-server-timeout", "mlx_server_concurrency": "--mlx-server-concurrency",
+    "mlx_server_args": "--mlx-server-args",
 }
 
 
@@ -378,7 +394,35 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
         chip=chip or None,
         bandwidth=None if bandwidth is None else _fraction(where_bw or "", bandwidth, 1e6),
     )
-    return Settings(workload=workload, gate=gate, outputs=outputs, ab=_ab_plan(get, lookup))
+    return Settings(workload=workload, gate=gate, outputs=outputs, ab=_ab_plan(get, lookup),
+                    server=_server_plan(get, lookup))
+
+
+def _server_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ServerPlan:
+    import shlex
+
+    url, where_url = lookup("mlx_server_url")
+    if url:
+        url = str(url).strip()
+        if not re.match(r"https?://[^/\s:]+(:\d+)?(/\S*)?$", url):
+            raise SettingsError(f"{where_url} {url!r}: write http://HOST:PORT")
+    levels, where = get("mlx_server_concurrency", "1,2,4")
+    parts = [p for p in re.split(r"[,\s]+", str(levels)) if p]
+    if not parts:
+        raise SettingsError(f"{where}: give client counts, e.g. 1,2,4")
+    concurrency = tuple(dict.fromkeys(positive_int(where, p, maximum=1024) for p in parts))
+    args, where_args = get("mlx_server_args", "")
+    try:
+        extra = tuple(shlex.split(str(args)))
+    except ValueError as exc:
+        raise SettingsError(f"{where_args}: {exc}") from None
+    return ServerPlan(
+        url=url or None,
+        port=positive_int(*_named("mlx_server_port", get, 0), minimum=0, maximum=65535),
+        timeout_s=_fraction(*_named("mlx_server_timeout", get, ServerPlan.timeout_s), upper=86400),
+        concurrency=concurrency,
+        args=extra,
+    )
 
 
 def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:

@@ -20,8 +20,10 @@ from .report import (
     precision_lines,
     sensitivity,
     sensitivity_line,
+    server_section,
 )
 from .results import CaseResult
+from .server import SIDE as SERVER_SIDE
 from .session import BenchSession, session_key
 from .xdist import XDIST_GROUP, grouped_count, worker_input
 
@@ -127,6 +129,10 @@ class MlxReporter:
                     title = f"mlxvlm: {model} on {machine['chip']} ({machine['backend']})"
                     tr.write_sep("=", title + (f", {side}: {self._side_label(side)}" if side else ""))
                     shown = [r for r in cases if r.side == side]
+                    if side == SERVER_SIDE:
+                        for line in server_section(shown, self._side_label(side)) + precision_lines(shown):
+                            tr.write_line(line)
+                        continue
                     for line in model_section(model, shown, bench.load_times.get(model)) + precision_lines(shown):
                         tr.write_line(line)
                 ab_lines = ab_section(cases)
@@ -167,6 +173,13 @@ class MlxReporter:
         self._outputs(tr)
 
     def _side_label(self, side: str) -> str:
+        if side == SERVER_SIDE:
+            started = {bool((r.workload.get("server") or {}).get("started_here")) for r in self.bench.results
+                       if r.side == SERVER_SIDE}
+            urls = sorted({str((r.workload.get("server") or {}).get("url")) for r in self.bench.results
+                           if r.side == SERVER_SIDE})
+            return ("mlx_vlm.server started here" if started == {True} else "") + (
+                f" at {', '.join(urls)}" if urls else "")
         ab = self.bench._ab
         if ab is None:
             return ""
