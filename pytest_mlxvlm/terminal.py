@@ -178,7 +178,7 @@ class MlxReporter:
                        if r.side == SERVER_SIDE}
             urls = sorted({str((r.workload.get("server") or {}).get("url")) for r in self.bench.results
                            if r.side == SERVER_SIDE})
-            return ("mlx_vlm.server started here" if started == {True} else "") + (
+            return ("mlx_vlm.server started here" if started == {True} else "the server") + (
                 f" at {', '.join(urls)}" if urls else "")
         ab = self.bench._ab
         if ab is None:

@@ -1,0 +1,368 @@
+"""The server suite's client, process handling and faults, against small fake HTTP servers
+(http.server on 127.0.0.1) and, marked slow, a real mlx_vlm.server on synthetic:tiny."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_mlxvlm.server import (
+    MlxServer,
+    ServerError,
+    ServerProcess,
+    chat_body,
+    check_reachable,
+    eos_token_ids,
+    free_port,
+    percentiles,
+    stream_chat,
+)
+
+# A fake OpenAI-compatible server: /health, and streamed chat completions of N chunks.
+# MODE: ok | http500 | http400 | die (exits mid-stream) | eos (stops after 3 tokens)
+FAKE_SERVER = r'''
+import json, os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+def make_handler(mode, tokens=8, gap=0.01):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status, body, kind="application/json"):
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path == "/health":
+                self._send(200, json.dumps({"status": "healthy"}))
+            else:
+                self._send(404, '{"detail": "Not Found"}')
+
+        def do_POST(self):
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if mode == "http500":
+                return self._send(500, '{"detail": "An unexpected error occurred: boom in the engine"}')
+            if mode == "http400":
+                return self._send(400, '{"detail": "Failed to load model: no such model"}')
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            n = min(request["max_tokens"], 3 if mode == "eos" else tokens)
+            for i in range(n):
+                if mode == "die" and i == 2:
+                    self.wfile.flush()
+                    os._exit(1)
+                chunk = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(gap)
+            finish = "length" if n == request["max_tokens"] else "stop"
+            done = {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
+            usage = {"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": n,
+                     "prompt_tokens_details": {"cached_tokens": 0}},
+                     "timings": {"prompt_ms": 20.0, "prompt_per_second": 5000.0, "peak_memory": 0.5}}
+            for item in (done, usage):
+                self.wfile.write(f"data: {json.dumps(item)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+    return Handler
+
+if __name__ == "__main__":
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), make_handler(sys.argv[2])).serve_forever()
+'''
+
+
+def _namespace() -> dict:
+    ns: dict = {"__name__": "fake_server"}
+    exec(FAKE_SERVER, ns)  # noqa: S102 - our own test server
+    return ns
+
+
+@pytest.fixture
+def fake_server():
+    """Start a fake server in a thread: ``url = fake_server("ok")``; stopped after the test."""
+    from http.server import ThreadingHTTPServer
+
+    servers = []
+
+    def start(mode: str, tokens: int = 8) -> str:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _namespace()["make_handler"](mode, tokens))
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+# -- the client -----------------------------------------------------------------------------------
+
+def test_a_streamed_request_is_timed_as_the_client_sees_it(fake_server):
+    url = fake_server("ok")
+    timing = stream_chat(url, chat_body("m", "hi", None, 8, [1, 2]))
+    assert timing.completion_tokens == 8 and timing.prompt_tokens == 100 and timing.usage
+    assert timing.finish_reason == "length"
+    assert len(timing.chunk_times) == 8 and len(timing.itl) == 7
+    assert 0 < timing.ttft_s < timing.time_s
+    assert all(g >= 0.005 for g in timing.itl)  # the fake server sleeps 10 ms a chunk
+    sample = timing.sample()
+    assert sample.generation_tokens == 8 and sample.end_to_end_tps == pytest.approx(8 / timing.time_s)
+    assert sample.prefill_s == pytest.approx(0.02) and sample.prompt_tps == 5000.0
+    assert (sample.image_tokens, sample.peak_memory, sample.preprocess_s) == (0, 0.0, 0.0)
+    assert 40 < sample.generation_tps < 110
+
+
+def test_the_request_asks_for_a_fixed_length():
+    body = json.loads(chat_body("/m", "hi", "data:image/png;base64,AA", 16, [151645, 151643]))
+    assert body["stream"] and body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 16 and body["temperature"] == 0.0
+    assert body["logit_bias"] == {"151645": -1e4, "151643": -1e4}
+    assert body["messages"][0]["content"][0] == {"type": "image_url",
+                                                 "image_url": {"url": "data:image/png;base64,AA"}}
+
+
+def test_eos_ids_come_from_the_checkpoint(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": [5, 6], "text_config": {"eos_token_id": 7}}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 5}))
+    assert eos_token_ids(tmp_path) == [5, 6, 7]
+    assert eos_token_ids(None) == [] and eos_token_ids(tmp_path / "missing") == []
+
+
+def test_percentiles_interpolate_as_numpy():
+    assert percentiles([1.0, 2.0, 3.0, 4.0]) == {"p50": 2.5, "p95": pytest.approx(3.85),
+                                                 "p99": pytest.approx(3.97)}
+    assert percentiles([]) == {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+
+
+# -- faults -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode, status, body", [
+    ("http500", "HTTP 500", "boom in the engine"),
+    ("http400", "HTTP 400", "Failed to load model: no such model"),
+])
+def test_an_http_error_names_its_status_and_body(fake_server, mode, status, body):
+    url = fake_server(mode)
+    with pytest.raises(ServerError, match=f"POST {url}/v1/chat/completions answered {status}.*{body}"):
+        stream_chat(url, chat_body("m", "hi", None, 8))
+
+
+def test_a_url_that_does_not_answer():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ServerError, match=f"no answer from the server at {url}: ConnectionRefusedError"):
+        check_reachable(url)
+    with pytest.raises(ServerError, match="POST .* failed: ConnectionRefusedError"):
+        stream_chat(url, chat_body("m", "hi", None, 8))
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        process = ServerProcess(model="unused", port=port, log=tmp_path / "s.log")
+        with pytest.raises(ServerError, match=f"cannot start the server on 127.0.0.1:{port}: the port "
+                                              "is not free .*--mlx-server-port"):
+            process.start()
+    assert process.pid is None
+
+
+def test_a_server_that_never_becomes_ready_is_stopped_with_its_log(tmp_path):
+    process = ServerProcess(model="unused", timeout_s=1.5, log=tmp_path / "s.log", command=[
+        sys.executable, "-c", "print('loading weights', flush=True); import time; time.sleep(60)"])
+    started = time.monotonic()
+    with pytest.raises(ServerError, match=r"did not become ready within 1.5 s .* and was stopped; "
+                                          r"log .*s\.log: .*loading weights"):
+        process.start()
+    assert time.monotonic() - started < 15
+    assert process.pid is None and not process.alive
+
+
+def test_a_server_that_cannot_load_its_model_says_why(tmp_path):
+    process = ServerProcess(model="unused", log=tmp_path / "s.log", command=[
+        sys.executable, "-c", "import sys; print('Failed to load model: bad weights'); sys.exit(3)"])
+    with pytest.raises(ServerError, match=r"exited during start-up \(exit status 3\); log .*Failed to "
+                                          r"load model: bad weights"):
+        process.start()
+
+
+def test_a_server_that_dies_mid_stream(tmp_path):
+    script = tmp_path / "fake_server.py"
+    script.write_text(FAKE_SERVER)
+    process = ServerProcess(model="unused", timeout_s=20, log=tmp_path / "s.log",
+                            command=[sys.executable, str(script), "{port}", "die"])
+    process.start()
+    pid = process.pid
+    server = MlxServer(spec="fake", url=process.url, request_model="m", process=process, timeout_s=10)
+    try:
+        with pytest.raises(ServerError, match=r"POST .*: .*the server exited \(exit status 1\)"):
+            server.request(chat_body("m", "hi", None, 8))
+        with pytest.raises(ServerError, match=r"^the server exited \(exit status 1\)"):
+            server.request(chat_body("m", "hi", None, 8))  # later requests fail at once
+    finally:
+        server.stop()
+    assert _gone(pid)
+
+
+def test_stop_terminates_then_kills(tmp_path):
+    process = ServerProcess(model="unused", timeout_s=20, log=tmp_path / "s.log", command=[
+        sys.executable, "-c",
+        "import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"sys.argv = ['x', '{{port}}', 'ok']\nexec(open({str(tmp_path / 'f.py')!r}).read())"])
+    (tmp_path / "f.py").write_text(FAKE_SERVER.replace('if __name__ == "__main__":', "if True:"))
+    process.start()
+    pid = process.pid
+    process.stop()
+    assert _gone(pid)
+
+
+# -- through pytest: the suite against a server at a URL ----------------------------------------------
+
+SUITE = ["-p", "no:cacheprovider", "--mlx-model", "synthetic:tiny", "--mlx-suite", "server",
+         "--mlx-resolutions", "224x224", "--mlx-rounds", "2", "--mlx-warmup", "0",
+         "--mlx-max-tokens", "8", "--mlx-server-concurrency", "1,2"]
+
+
+def test_the_suite_measures_a_server_at_a_url(pytester, fake_server):
+    url = fake_server("ok")
+    result = pytester.runpytest(*SUITE, "--mlx-server-url", url, "--mlx-json", "r.json",
+                                "--junitxml", "j.xml")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([
+        f"*synthetic:tiny on *, server: the server at {url}*",
+        "*| Case *| Clients *| Time *| Tokens *| Speed *| Aggregate *| TTFT p50/p95/p99 *| ITL p50/p95/p99 *",
+        "*| 224x224 generation *| 1 *| 8 *",
+        "*| 224x224 concurrency *| 2 *| 8 *",
+        "Server peak memory (its own high-water mark since it started): 0.50GB",
+    ])
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert {r["side"] for r in doc["results"]} == {"server"}
+    assert [r["case_key"] for r in doc["results"]] == [
+        "pytest_mlxvlm.builtin.test_mlxvlm_server::test_server_generation[224x224]",
+        "pytest_mlxvlm.builtin.test_mlxvlm_server::test_server_concurrency[c1]",
+        "pytest_mlxvlm.builtin.test_mlxvlm_server::test_server_concurrency[c2]",
+    ]
+    two = doc["results"][2]
+    assert len(two["samples"]) == 4 and two["workload"]["clients"] == 2
+    assert two["workload"]["server"]["fixed_length"] is True
+    assert set(two["workload"]["server"]["itl_ms"]) == {"p50", "p95", "p99"}
+    assert "mlxvlm:224x224:server:end_to_end_tps" in (pytester.path / "j.xml").read_text()
+
+
+def test_a_short_output_is_flagged(pytester, fake_server):
+    result = pytester.runpytest(*SUITE, "--mlx-server-url", fake_server("eos"),
+                                "--mlx-server-concurrency", "1", "-W", "default")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*MlxServerWarning*2 of 2 requests returned another length than max_tokens=8*",
+        "*| 224x224 generation *| 3 ⚠ *",
+        "⚠ 224x224 generation: 2 of 2 requests not 8 tokens long (finish stop)*",
+    ])
+
+
+def test_http_errors_fail_the_cases_with_the_body(pytester, fake_server):
+    result = pytester.runpytest(*SUITE, "--mlx-server-url", fake_server("http500"))
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*synthetic:tiny 224x224 through the server: POST http://127.0.0.1:*"
+                                 "/v1/chat/completions answered HTTP 500*boom in the engine*"])
+
+
+def test_a_url_that_does_not_answer_errors_every_case_once(pytester):
+    url = f"http://127.0.0.1:{free_port()}"
+    result = pytester.runpytest(*SUITE, "--mlx-server-url", url)
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines([f"*synthetic:tiny: server: no answer from the server at {url}*",
+                                 "*mlxvlm: synthetic:tiny (server) not measured*"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mlx-server-url", "localhost:8080"], "--mlx-server-url 'localhost:8080': write http://HOST:PORT"),
+    (["--mlx-server-concurrency", "1,0"], "--mlx-server-concurrency must be between 1 and 1024, got 0"),
+    (["--mlx-server-port", "70000"], "--mlx-server-port must be between 0 and 65535, got 70000"),
+    (["--mlx-suite", "servers"], "unknown suite 'servers'; use auto, off, all, or images, cache, server"),
+])
+def test_bad_server_settings_are_refused(pytester, args, message):
+    result = pytester.runpytest("-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
+# -- a real mlx_vlm.server --------------------------------------------------------------------------
+
+def _servers_of(log_dir_hint: str) -> list[int]:
+    """Process ids whose command line holds ``log_dir_hint`` (our servers' --model folder)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "mlx_vlm.server" in cmd and log_dir_hint in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_real_server_suite(pytester):
+    result = pytester.runpytest(*SUITE, "--mlx-json", "r.json", "-v")
+    result.assert_outcomes(passed=3)
+    doc = json.loads((pytester.path / "r.json").read_text())
+    for case in doc["results"]:
+        assert case["side"] == "server" and case["workload"]["server"]["fixed_length"]
+        assert {s["generation_tokens"] for s in case["samples"]} == {8}
+        assert case["workload"]["server"]["started_here"]
+    port = doc["results"][0]["workload"]["server"]["url"].rpartition(":")[2]
+    assert not _servers_of(f"--port {port}"), "the server outlived the session"
+
+
+@pytest.mark.slow
+def test_real_server_that_cannot_load_the_model(pytester, tmp_path):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--mlx-model", str(folder), "--mlx-suite",
+                                "server", "--mlx-resolutions", "224x224", "--mlx-server-concurrency", "1")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*server: the server exited during start-up (exit status *); log *"])
+    assert not _servers_of(str(folder))
+
+
+@pytest.mark.slow
+def test_real_server_killed_mid_run(tmp_path):
+    from pytest_mlxvlm.models import resolve_path
+
+    folder = resolve_path("synthetic:tiny")
+    process = ServerProcess(model=str(folder), timeout_s=120, log=tmp_path / "s.log")
+    process.start()
+    server = MlxServer(spec="synthetic:tiny", url=process.url, request_model=str(folder),
+                       process=process, timeout_s=60)
+    try:
+        assert server.request(chat_body(str(folder), "hi", None, 4)).completion_tokens == 4
+        os.kill(process.pid, signal.SIGKILL)
+        with pytest.raises(ServerError, match=r"the server exited \(killed by SIGKILL\); log "):
+            server.request(chat_body(str(folder), "hi", None, 4))
+    finally:
+        server.stop()
