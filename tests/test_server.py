@@ -297,6 +297,26 @@ def test_a_url_that_does_not_answer_errors_every_case_once(pytester):
                                  "*mlxvlm: synthetic:tiny (server) not measured*"])
 
 
+def test_server_cases_have_their_own_baselines_history_and_markdown(pytester, fake_server):
+    url = fake_server("ok")
+    args = [*SUITE, "--mlx-server-url", url, "--mlx-server-concurrency", "1"]
+    first = pytester.runpytest(*args, "--mlx-update-baselines")
+    first.assert_outcomes(passed=2)
+    first.stdout.fnmatch_lines(["*2 baseline case(s) written to *synthetic-tiny.json*"])
+    stored = json.loads(next((pytester.path / "baselines").rglob("synthetic-tiny.json")).read_text())
+    assert sorted(stored["cases"]) == [
+        "pytest_mlxvlm.builtin.test_mlxvlm_server::test_server_concurrency[c1]",
+        "pytest_mlxvlm.builtin.test_mlxvlm_server::test_server_generation[224x224]",
+    ]
+    again = pytester.runpytest(*args, "--mlx-markdown", "pr.md", "--mlx-history", "h.jsonl")
+    again.assert_outcomes(passed=2)
+    again.stdout.fnmatch_lines(["*mlxvlm baselines (*): 2 compared, 0 regressed, 0 new, 0 unused*"])
+    markdown = (pytester.path / "pr.md").read_text()
+    assert "`pytest_mlxvlm.builtin.test_mlxvlm_server::test_server_generation[224x224]` | Speed" in markdown
+    history = json.loads((pytester.path / "h.jsonl").read_text())
+    assert all("test_mlxvlm_server" in c["case_key"] for c in history["cases"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--mlx-server-url", "localhost:8080"], "--mlx-server-url 'localhost:8080': write http://HOST:PORT"),
     (["--mlx-server-concurrency", "1,0"], "--mlx-server-concurrency must be between 1 and 1024, got 0"),
@@ -366,3 +386,26 @@ def test_real_server_killed_mid_run(tmp_path):
             server.request(chat_body(str(folder), "hi", None, 4))
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_server(pytester):
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", *SUITE, "--mlx-rounds", "50", "--mlx-max-tokens", "64"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    servers: list[int] = []
+    while not servers and time.monotonic() < deadline:
+        time.sleep(0.5)
+        servers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+    assert servers, "no server was started"
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert "KeyboardInterrupt" in out
+    time.sleep(0.5)
+    assert all(_gone(pid) for pid in servers), "the server outlived Ctrl-C"
