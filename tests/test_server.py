@@ -409,3 +409,25 @@ def test_ctrl_c_stops_the_server(pytester):
     assert "KeyboardInterrupt" in out
     time.sleep(0.5)
     assert all(_gone(pid) for pid in servers), "the server outlived Ctrl-C"
+
+
+def test_adaptive_rounds_and_progress_lines(pytester, fake_server):
+    result = pytester.runpytest(*SUITE, "--mlx-server-url", fake_server("ok"), "--mlx-rounds", "auto",
+                                "--mlx-max-rounds", "6", "--mlx-server-concurrency", "2", "-v",
+                                "--mlx-json", "r.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*mlxvlm: synthetic:tiny 224x224: * tok/s, TTFT * ms, decode * tok/s [[]1/2*"])
+    doc = json.loads((pytester.path / "r.json").read_text())
+    one, two = doc["results"]
+    assert 5 <= len(one["samples"]) <= 6 and one["workload"]["adaptive"]["stopped"]
+    assert len(two["samples"]) == 2 * 5  # concurrency keeps the fixed minimum of rounds
+
+
+@pytest.mark.slow
+def test_real_server_refuses_bad_arguments(pytester):
+    result = pytester.runpytest("-p", "no:cacheprovider", "--mlx-model", "synthetic:tiny", "--mlx-suite",
+                                "server", "--mlx-resolutions", "224x224", "--mlx-server-concurrency", "1",
+                                "--mlx-server-args=--no-such-flag 3")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*the server exited during start-up (exit status 2); log *"
+                                 "unrecognized arguments: --no-such-flag 3*"])
