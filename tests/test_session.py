@@ -97,6 +97,27 @@ def test_a_json_path_that_is_a_directory_loses_no_other_output(fake):
     assert not [p for p in fake.path.rglob("*") if p.suffix in (".lock", ".tmp")]
 
 
+def test_a_baseline_dir_that_is_a_file_loses_no_other_output(fake):
+    (fake.path / "not-a-dir").write_text("x")
+    result = fake.runpytest(*RUN, "--mlx-baseline-dir", "not-a-dir", "--mlx-update-baselines",
+                            "--mlx-json", "out.json", "--mlx-history", "h", "--mlx-markdown", "pr.md")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["baselines not updated: *not-a-dir*"])
+    assert json.loads((fake.path / "out.json").read_text())["results"]
+    assert (fake.path / "pr.md").is_file() and len(history.read(fake.path / "h").records) == 1
+    assert (fake.path / "not-a-dir").read_text() == "x"
+
+
+def test_a_history_path_that_is_a_directory_is_named_alone(fake):
+    (fake.path / "hist").mkdir()
+    result = fake.runpytest(*RUN, "--mlx-history", "hist", "--mlx-json", "out.json")
+    result.assert_outcomes(passed=2)
+    (line,) = _failed_lines(result)
+    assert line.startswith("mlxvlm: history not written to ") and "hist" in line
+    assert json.loads((fake.path / "out.json").read_text())["results"]
+
+
 def test_a_markdown_path_under_a_regular_file_loses_no_other_output(fake):
     (fake.path / "notes").write_text("a file, not a folder")
     result = fake.runpytest(*RUN, "--mlx-markdown", "notes/pr.md", "--mlx-json", "good/out.json",
