@@ -552,6 +552,9 @@ def summarize_timings(timings: list[Timing], walls: list[float], clients: int,
         "clients": clients,
         "ttft_ms": {k: v * 1000 for k, v in percentiles([t.ttft_s for t in timings]).items()},
         "itl_ms": {k: v * 1000 for k, v in percentiles(itl).items()},
+        "tpot_ms": {k: v * 1000 for k, v in percentiles(
+            [(t.time_s - t.ttft_s) / (t.completion_tokens - 1) for t in timings
+             if t.completion_tokens > 1]).items()},
         "e2e_ms": {k: v * 1000 for k, v in percentiles([t.time_s for t in timings]).items()},
         "aggregate_tps": rounds_tokens / (sum(walls) / len(walls)) if walls and sum(walls) else 0.0,
         "round_wall_s": walls,

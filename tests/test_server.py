@@ -268,6 +268,7 @@ def test_the_suite_measures_a_server_at_a_url(pytester, fake_server):
     assert len(two["samples"]) == 4 and two["workload"]["clients"] == 2
     assert two["workload"]["server"]["fixed_length"] is True
     assert set(two["workload"]["server"]["itl_ms"]) == {"p50", "p95", "p99"}
+    assert 5 < two["workload"]["server"]["tpot_ms"]["p50"] < 100  # 10 ms a chunk
     assert "mlxvlm:224x224:server:end_to_end_tps" in (pytester.path / "j.xml").read_text()
 
 
