@@ -236,21 +236,32 @@ def health(url: str, timeout_s: float = 5.0) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {}
 
 
-def check_reachable(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    """The health of a server the user runs; ServerError when it does not answer."""
+def _get(url: str, path: str, timeout_s: float) -> tuple[int, str, bytes]:
+    conn, prefix = _connection(url, timeout_s)
     try:
-        conn, prefix = _connection(url, timeout_s)
-        try:
-            conn.request("GET", prefix + "/health")
-            response = conn.getresponse()
-            body = response.read()
-        finally:
-            conn.close()
+        conn.request("GET", prefix + path)
+        response = conn.getresponse()
+        return response.status, response.reason, response.read()
+    finally:
+        conn.close()
+
+
+def check_reachable(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The health of a server the user runs (``/health``, else ``/v1/models`` for servers
+    without one); ServerError when it does not answer or is not ready."""
+    asked = "/health"
+    try:
+        status, reason, body = _get(url, "/health", timeout_s)
+        if status == 404:
+            asked = "/health (404) and /v1/models"
+            status, reason, body = _get(url, "/v1/models", timeout_s)
+            if status == 200:
+                return {}
     except (OSError, http.client.HTTPException) as exc:
         raise ServerError(f"no answer from the server at {url}: {type(exc).__name__}: {exc}") from None
-    if response.status != 200:
-        raise ServerError(f"the server at {url} is not ready: GET /health answered HTTP "
-                          f"{response.status} {response.reason}: {_short(body)}")
+    if status != 200:
+        raise ServerError(f"the server at {url} is not ready: GET {asked} answered HTTP "
+                          f"{status} {reason}: {_short(body)}")
     try:
         data = json.loads(body)
     except ValueError:

@@ -177,6 +177,13 @@ def test_a_url_that_does_not_answer():
         stream_chat(url, chat_body("m", "hi", None, 8))
 
 
+def test_a_server_without_health_is_asked_for_its_models(fake_server):
+    url = fake_server("ok")  # answers 404 to anything but /health
+    assert check_reachable(url) == {"status": "healthy"}
+    with pytest.raises(ServerError, match=r"the server at .* is not ready: GET /health \(404\) and /v1/models answered HTTP 404"):
+        check_reachable(url + "/prefix")
+
+
 def test_a_port_in_use_is_refused_before_anything_starts(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
