@@ -491,11 +491,6 @@ class MlxServer:
     def started_here(self) -> bool:
         return self.process is not None
 
-    def describe(self) -> str:
-        if self.process is not None:
-            return f"mlx_vlm.server started here at {self.url} (log {self.process.log})"
-        return f"the server at {self.url}"
-
     def check(self) -> None:
         """ServerError when a server started here has died (with its exit and log)."""
         if self.process is not None:
