@@ -216,7 +216,6 @@ def jobs_fixed(kind, mm, n, scheme):
 
 def swapped(mm, swap, sel=None):
     if isinstance(swap, np.ndarray):  # per-pair mask aligned with sel
-        full = np.zeros(len(mm["decode"][0]), bool)
         out = {}
         for m, (b, h) in mm.items():
             b2, h2 = b.copy(), h.copy()

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from pytest_mlxvlm.images import image_file
 from pytest_mlxvlm.models import resolve_path
-from pytest_mlxvlm.server import ImageVariants, ServerProcess, chat_body, eos_token_ids, stream_chat
+from pytest_mlxvlm.serverclient import ImageVariants, chat_body, eos_token_ids, stream_chat
+from pytest_mlxvlm.serverprocess import ServerProcess
 from pytest_mlxvlm.settings import DEFAULT_PROMPT, parse_resolution
 
 from ._common import parser, workdir

@@ -78,15 +78,15 @@ def read(path: Path) -> History:
     reported (file, line number and field) and skipped, never rewritten."""
     history = History()
     with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
+        for line_no, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 history.records.append(check_record(loads(line)))
             except NotJSON as exc:
-                history.problems.append(f"{path}:{number}: not JSON ({exc.reason}); skipped")
+                history.problems.append(f"{path}:{line_no}: not JSON ({exc.reason}); skipped")
             except InvalidInput as exc:
-                history.problems.append(f"{path}:{number}: {exc}; skipped")
+                history.problems.append(f"{path}:{line_no}: {exc}; skipped")
     return history
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from .settings import FLAGS, Settings, SettingsError, resolve
+from .resolve import FLAGS, resolve
+from .settings import Settings, SettingsError
 
 
 def add_options(parser: pytest.Parser) -> None:

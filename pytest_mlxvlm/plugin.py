@@ -17,8 +17,9 @@ from .models import LoadedModel, ModelLoadError, load, short_name
 from .options import add_options, ini_value, settings_from_config
 from .paired import format_change
 from .runner import measure_generation
-from .server import ServerBench, ServerError, start_server
-from .server import stop_all as stop_servers
+from .server import ServerBench, start_server
+from .serverprocess import ServerError
+from .serverprocess import stop_all as stop_servers
 from .session import BenchSession, session_key, settings_key
 from .settings import Resolution, Settings, SettingsError
 from .terminal import PROGRESS, MlxReporter, figures, progress

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Sequence
 
 from .results import METRICS, REPORT_SCHEMA, CaseResult

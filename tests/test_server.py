@@ -14,17 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm.server import (
-    MlxServer,
-    ServerError,
-    ServerProcess,
-    chat_body,
-    check_reachable,
-    eos_token_ids,
-    free_port,
-    percentiles,
-    stream_chat,
-)
+from pytest_mlxvlm.server import MlxServer
+from pytest_mlxvlm.serverclient import chat_body, check_reachable, eos_token_ids, percentiles, stream_chat
+from pytest_mlxvlm.serverprocess import ServerError, ServerProcess, free_port
 
 # A fake OpenAI-compatible server: /health, and streamed chat completions of N chunks.
 # MODE: ok | http500 | http400 | die (exits mid-stream) | eos (stops after 3 tokens)

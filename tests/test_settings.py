@@ -1,7 +1,5 @@
 """Settings: resolution parsing, precedence, marker overrides."""
 
-from pathlib import Path
-
 import pytest
 
 from pytest_mlxvlm.settings import (
@@ -11,22 +9,8 @@ from pytest_mlxvlm.settings import (
     Settings,
     SettingsError,
     parse_resolution,
-    mapping_lookup,
     parse_resolutions,
-    resolve,
 )
-
-
-def _resolve(tmp_path: Path, cli=None, ini=None):
-    """Settings from command-line and ini values (by ini name), command line first."""
-    cli, ini = cli or {}, ini or {}
-    from_cli, from_ini = mapping_lookup(cli), mapping_lookup(ini, source="ini")
-
-    def lookup(name):
-        value, where = from_cli(name)
-        return (value, where) if value is not None else from_ini(name)
-
-    return resolve(lookup, base_dir=tmp_path)
 
 
 def test_sweeps_are_the_published_sizes():
@@ -56,79 +40,6 @@ def test_resolution_list_keeps_order_and_drops_repeats():
     assert [r.id for r in parse_resolutions("1024x1024, 224x224 224x224")] == [
         "1024x1024", "224x224",
     ]
-
-
-def test_defaults(tmp_path):
-    w = _resolve(tmp_path).workload
-    assert w.models == ("synthetic:tiny",)
-    assert w.resolutions == FULL_SWEEP
-    assert (w.max_tokens, w.rounds, w.warmup) == (64, 5, 1)
-    assert w.suites == ()
-
-
-def test_quick_and_explicit_resolutions(tmp_path):
-    assert _resolve(tmp_path, {"mlx_quick": True}).workload.resolutions == QUICK_SWEEP
-    assert _resolve(tmp_path, ini={"mlx_quick": True}).workload.resolutions == QUICK_SWEEP
-    w = _resolve(tmp_path, {"mlx_quick": True, "mlx_resolutions": "336x336"}).workload
-    assert [r.id for r in w.resolutions] == ["336x336"]
-
-
-def test_command_line_beats_ini(tmp_path):
-    w = _resolve(tmp_path, {"mlx_model": ["a/b"], "mlx_resolutions": "224x224"},
-                 {"mlx_model": ["c/d"], "mlx_resolutions": "448x448"}).workload
-    assert w.models == ("a/b",)
-    assert [r.id for r in w.resolutions] == ["224x224"]
-    assert _resolve(tmp_path, ini={"mlx_model": ["c/d"]}).workload.models == ("c/d",)
-
-
-def test_suite_runs_when_a_model_is_named_on_the_command_line(tmp_path):
-    assert _resolve(tmp_path, {"mlx_model": ["synthetic:tiny"]}).workload.suites == ("images",)
-    assert _resolve(tmp_path, ini={"mlx_model": ["synthetic:tiny"]}).workload.suites == ()
-    assert _resolve(tmp_path, {"mlx_model": ["synthetic:tiny"], "mlx_suite": "off"}).workload.suites == ()
-    assert _resolve(tmp_path, {"mlx_suite": "all"}).workload.suites == ("images", "cache")
-    assert _resolve(tmp_path, {"mlx_suite": "cache"}).workload.suites == ("cache",)
-
-
-@pytest.mark.parametrize(
-    "cli, message",
-    [
-        ({"mlx_max_tokens": "0"}, "--mlx-max-tokens must be between 1 and"),
-        ({"mlx_max_tokens": "-4"}, "--mlx-max-tokens must be between 1 and"),
-        ({"mlx_max_tokens": "99999999999999999999"}, "--mlx-max-tokens must be between 1 and"),
-        ({"mlx_rounds": "x"}, "--mlx-rounds must be a whole number"),
-        ({"mlx_warmup": "-1"}, "--mlx-warmup must be between 0 and"),
-        ({"mlx_image": "missing.png"}, "no such file"),
-        ({"mlx_suite": "maybe"}, "unknown suite 'maybe'"),
-        ({"mlx_alpha": "2"}, "--mlx-alpha must be above 0 and at most 0.5"),
-    ],
-)
-def test_bad_values(tmp_path, cli, message):
-    with pytest.raises(SettingsError, match=message):
-        _resolve(tmp_path, cli)
-
-
-@pytest.mark.parametrize(
-    "ini, message",
-    [
-        ({"mlx_rounds": "0"}, "ini mlx_rounds must be between 1 and"),
-        ({"mlx_resolutions": "0x5"}, "ini mlx_resolutions: bad resolution"),
-        ({"mlx_tolerance": ["speed=5"]}, "ini mlx_tolerance: bad tolerance"),
-        ({"mlx_quick": "maybe"}, "ini mlx_quick must be true or false"),
-    ],
-)
-def test_bad_ini_values_name_the_ini_key(tmp_path, ini, message):
-    with pytest.raises(SettingsError, match=message):
-        _resolve(tmp_path, ini=ini)
-
-
-def test_empty_resolutions_on_the_command_line_are_refused(tmp_path):
-    lookup = lambda name: ("", "--mlx-resolutions") if name == "mlx_resolutions" else (None, None)  # noqa: E731
-    with pytest.raises(SettingsError, match="no resolution given"):
-        resolve(lookup, base_dir=tmp_path)
-
-
-def test_warmup_zero_is_allowed(tmp_path):
-    assert _resolve(tmp_path, {"mlx_warmup": "0"}).workload.warmup == 0
 
 
 def test_marker_overrides():

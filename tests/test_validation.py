@@ -5,7 +5,6 @@ included; the command exits 2 on bad input and 1 only for a regression, never wi
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,237 @@
+"""Resolving the settings: one lookup (command line over ini file) for every setting, the
+defaults, and errors that name the flag or the ini key the bad value came from."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any, Callable
+
+from .compare import ToleranceError, merge_tolerances, parse_tolerances
+from .paired import AB_TOLERANCES
+from .settings import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MODEL,
+    DEFAULT_PROMPT,
+    DEFAULT_ROUNDS,
+    DEFAULT_WARMUP,
+    FULL_SWEEP,
+    QUICK_SWEEP,
+    ABPlan,
+    GatePolicy,
+    Outputs,
+    ServerPlan,
+    Settings,
+    SettingsError,
+    Workload,
+    parse_resolutions,
+    parse_suites,
+    positive_int,
+)
+
+# A lookup answers a setting's name (the ini name, e.g. "mlx_rounds") with its value and
+# where it came from ("--mlx-rounds", "ini mlx_rounds"), or (None, None) when it is not set.
+Lookup = Callable[[str], "tuple[Any, str | None]"]
+
+FLAGS = {
+    "mlx_model": "--mlx-model", "mlx_quick": "--quick", "mlx_resolutions": "--mlx-resolutions",
+    "mlx_max_tokens": "--mlx-max-tokens", "mlx_rounds": "--mlx-rounds",
+    "mlx_warmup": "--mlx-warmup", "mlx_prompt": "--mlx-prompt", "mlx_image": "--mlx-image",
+    "mlx_json": "--mlx-json", "mlx_chip": "--mlx-chip", "mlx_suite": "--mlx-suite",
+    "mlx_baseline_dir": "--mlx-baseline-dir", "mlx_update_baselines": "--mlx-update-baselines",
+    "mlx_missing_baseline": "--mlx-missing-baseline", "mlx_tolerance": "--mlx-tolerance",
+    "mlx_alpha": "--mlx-alpha", "mlx_no_confirm": "--mlx-no-confirm",
+    "mlx_stale_threshold": "--mlx-stale-threshold", "mlx_markdown": "--mlx-markdown",
+    "mlx_history": "--mlx-history", "mlx_bandwidth": "--mlx-bandwidth",
+    "mlx_isolate": "--mlx-isolate", "mlx_baseline_min_sessions": "--mlx-baseline-min-sessions",
+    "mlx_strict_baselines": "--mlx-strict-baselines", "mlx_precision": "--mlx-precision",
+    "mlx_max_rounds": "--mlx-max-rounds", "mlx_case_budget": "--mlx-case-budget", "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
+    "mlx_ab_pairs": "--mlx-ab-pairs", "mlx_ab_budget": "--mlx-ab-budget",
+    "mlx_worker_timeout": "--mlx-worker-timeout", "mlx_ab_estimator": "--mlx-ab-estimator",
+    "mlx_server_url": "--mlx-server-url", "mlx_server_port": "--mlx-server-port",
+    "mlx_server_timeout": "--mlx-server-timeout", "mlx_server_concurrency": "--mlx-server-concurrency",
+    "mlx_server_args": "--mlx-server-args",
+}
+
+
+def mapping_lookup(values: dict[str, Any], source: str = "command line") -> Lookup:
+    """A lookup over a plain dict of ini names (for tests and scripts)."""
+    def lookup(name: str) -> tuple[Any, str | None]:
+        value = values.get(name)
+        if value is None or value == "" or value == []:
+            return None, None
+        return value, FLAGS.get(name, name) if source == "command line" else f"ini {name}"
+    return lookup
+
+
+def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> Settings:
+    """Resolve every setting through ``lookup`` (option over ini), then the defaults.
+
+    Errors name where the bad value came from: the flag, or the ini key.
+    """
+    def get(name: str, default: Any = None) -> tuple[Any, str]:
+        value, where = lookup(name)
+        return (default, FLAGS.get(name, name)) if value is None else (value, where or name)
+
+    def path_of(name: str) -> Path | None:
+        value, _ = get(name)
+        return base_dir / str(value) if value else None
+
+    models, where_models = lookup("mlx_model")
+    chosen_models = tuple(dict.fromkeys(models or [DEFAULT_MODEL]))
+    quick, _ = get("mlx_quick", False)
+    is_quick = _boolean("mlx_quick", quick)
+    res_text, where = lookup("mlx_resolutions")
+    if res_text is not None:
+        try:
+            sweep = parse_resolutions(res_text)
+        except SettingsError as exc:
+            raise SettingsError(_from_ini(where, exc)) from None
+    else:
+        sweep = QUICK_SWEEP if is_quick else FULL_SWEEP
+    image, where = lookup("mlx_image")
+    image_path = None
+    if image:
+        image_path = Path(image)
+        if not image_path.is_absolute():
+            image_path = base_dir / image_path
+        if not image_path.is_file():
+            raise SettingsError(f"{where} {image!r}: no such file")
+    suite, where = get("mlx_suite", "auto")
+    run_suite = parse_suites(suite, bool(models) and where_models == FLAGS["mlx_model"], where)
+    update, _ = lookup("mlx_update_baselines")
+    if update not in (None, "all", "new", "add"):
+        raise SettingsError(f"--mlx-update-baselines takes all, new or add, got {update!r}")
+    missing, where = get("mlx_missing_baseline", "warn")
+    if missing not in ("warn", "fail", "skip"):
+        raise SettingsError(f"{where} must be warn, fail or skip, got {missing!r}")
+    tolerances, where = get("mlx_tolerance", [])
+    try:
+        user_tolerances = parse_tolerances(tolerances)
+        tolerance_map = merge_tolerances(user_tolerances)
+    except ToleranceError as exc:
+        raise SettingsError(_from_ini(where, exc)) from None
+    stale, where_stale = lookup("mlx_stale_threshold")
+    bandwidth, where_bw = lookup("mlx_bandwidth")
+    root = rootdir or base_dir
+    baseline_dir, _ = get("mlx_baseline_dir", "baselines")
+    bdir = Path(baseline_dir)
+    no_confirm, _ = get("mlx_no_confirm", False)
+    chip, _ = lookup("mlx_chip")
+    rounds_text, _ = get("mlx_rounds", DEFAULT_ROUNDS)
+    adaptive = str(rounds_text).strip().lower() == "auto"
+    workload = Workload(
+        models=chosen_models,
+        resolutions=sweep,
+        quick=is_quick,
+        max_tokens=positive_int(*_named("mlx_max_tokens", get, DEFAULT_MAX_TOKENS)),
+        rounds=DEFAULT_ROUNDS if adaptive else positive_int(*_named("mlx_rounds", get, DEFAULT_ROUNDS)),
+        adaptive=adaptive,
+        precision=_fraction(*_named("mlx_precision", get, 3), upper=100) / 100,
+        max_rounds=positive_int(*_named("mlx_max_rounds", get, 30), minimum=DEFAULT_ROUNDS, maximum=10_000),
+        case_budget_s=_fraction(*_named("mlx_case_budget", get, 120), upper=86400),
+        warmup=positive_int(*_named("mlx_warmup", get, DEFAULT_WARMUP), minimum=0),
+        prompt=get("mlx_prompt", DEFAULT_PROMPT)[0],
+        image=image_path,
+        suites=run_suite,
+        isolate=_boolean("mlx_isolate", get("mlx_isolate", False)[0]),
+    )
+    gate = GatePolicy(
+        baseline_dir=bdir if bdir.is_absolute() else root / bdir,
+        update=update,
+        missing=missing,
+        tolerances=tolerance_map,
+        alpha=_fraction(*_named("mlx_alpha", get, 0.05), upper=0.5),
+        confirm=not no_confirm,
+        stale=None if stale is None else _fraction(where_stale or "", stale, 1000) / 100,
+        ab_tolerances={k: v for k, v in {**AB_TOLERANCES, **user_tolerances}.items() if v is not None},
+        min_sessions=positive_int(*_named("mlx_baseline_min_sessions", get, 3), maximum=1000),
+        strict=_boolean("mlx_strict_baselines", get("mlx_strict_baselines", False)[0]),
+    )
+    outputs = Outputs(
+        json_path=path_of("mlx_json"),
+        markdown_path=path_of("mlx_markdown"),
+        history_path=path_of("mlx_history"),
+        chip=chip or None,
+        bandwidth=None if bandwidth is None else _fraction(where_bw or "", bandwidth, 1e6),
+    )
+    return Settings(workload=workload, gate=gate, outputs=outputs, ab=_ab_plan(get, lookup),
+                    server=_server_plan(get, lookup))
+
+
+def _server_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ServerPlan:
+    url, where_url = lookup("mlx_server_url")
+    if url:
+        url = str(url).strip()
+        if not re.match(r"https?://[^/\s:]+(:\d+)?(/\S*)?$", url):
+            raise SettingsError(f"{where_url} {url!r}: write http://HOST:PORT")
+    levels, where = get("mlx_server_concurrency", "1,2,4")
+    parts = [p for p in re.split(r"[,\s]+", str(levels)) if p]
+    if not parts:
+        raise SettingsError(f"{where}: give client counts, e.g. 1,2,4")
+    concurrency = tuple(dict.fromkeys(positive_int(where, p, maximum=1024) for p in parts))
+    args, where_args = get("mlx_server_args", "")
+    try:
+        extra = tuple(shlex.split(str(args)))
+    except ValueError as exc:
+        raise SettingsError(f"{where_args}: {exc}") from None
+    return ServerPlan(
+        url=url or None,
+        port=positive_int(*_named("mlx_server_port", get, 0), minimum=0, maximum=65535),
+        timeout_s=_fraction(*_named("mlx_server_timeout", get, ServerPlan.timeout_s), upper=86400),
+        concurrency=concurrency,
+        args=extra,
+    )
+
+
+def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
+    base_rev, _ = lookup("mlx_ab_base")
+    base_python, _ = lookup("mlx_ab_python")
+    estimator, where_estimator = get("mlx_ab_estimator", ABPlan.estimator)
+    if estimator not in ("fast", "median"):
+        raise SettingsError(f"{where_estimator} must be fast or median, got {estimator!r}")
+    pairs, where = get("mlx_ab_pairs", f"{ABPlan.min_pairs}:{ABPlan.max_pairs}")
+    low, sep, high = str(pairs).partition(":")
+    low_n = positive_int(where, low, minimum=2, maximum=10_000)
+    high_n = positive_int(where, high if sep else low, minimum=low_n, maximum=10_000)
+    return ABPlan(
+        base_rev=str(base_rev) if base_rev else None,
+        base_python=str(base_python) if base_python else None,
+        min_pairs=low_n,
+        max_pairs=high_n,
+        budget_s=_fraction(*_named("mlx_ab_budget", get, ABPlan.budget_s), upper=86400),
+        timeout_s=_fraction(*_named("mlx_worker_timeout", get, ABPlan.timeout_s), upper=86400),
+        estimator=estimator,
+    )
+
+
+def _from_ini(where: str | None, exc: Exception) -> str:
+    """An error message that names the ini key when the value came from the ini file."""
+    return f"{where}: {exc}" if where and where.startswith("ini ") else str(exc)
+
+
+def _named(name: str, get: Callable[..., tuple[Any, str]], default: Any) -> tuple[str, Any]:
+    value, where = get(name, default)
+    return where, value
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"ini {name} must be true or false, got {value!r}")
+
+
+def _fraction(name: str, value: Any, upper: float) -> float:
+    try:
+        number = float(str(value).strip().rstrip("%"))
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if not 0 < number <= upper:
+        raise SettingsError(f"{name} must be above 0 and at most {upper}, got {number}")
+    return number

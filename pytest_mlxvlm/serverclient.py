@@ -1,0 +1,323 @@
+"""A streamed chat-completions client timed as a client sees it (no pytest here): time to the
+first content chunk, the gaps between chunks, the end, the token counts of the response's
+``usage``; ``Timing.sample()`` makes a ``Sample``; concurrent clients in rounds."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+from .results import Sample
+from .serverprocess import LOG_TAIL, ServerError, _connection
+
+EOS_BIAS = -1.0e4  # logit bias that keeps end-of-sequence tokens from being chosen
+
+
+def _get(url: str, path: str, timeout_s: float) -> tuple[int, str, bytes]:
+    conn, prefix = _connection(url, timeout_s)
+    try:
+        conn.request("GET", prefix + path)
+        response = conn.getresponse()
+        return response.status, response.reason, response.read()
+    finally:
+        conn.close()
+
+
+def check_reachable(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The health of a server the user runs (``/health``, else ``/v1/models`` for servers
+    without one); ServerError when it does not answer or is not ready."""
+    asked = "/health"
+    try:
+        status, reason, body = _get(url, "/health", timeout_s)
+        if status == 404:
+            asked = "/health (404) and /v1/models"
+            status, reason, body = _get(url, "/v1/models", timeout_s)
+            if status == 200:
+                return {}
+    except (OSError, http.client.HTTPException) as exc:
+        raise ServerError(f"no answer from the server at {url}: {type(exc).__name__}: {exc}") from None
+    if status != 200:
+        raise ServerError(f"the server at {url} is not ready: GET {asked} answered HTTP "
+                          f"{status} {reason}: {_short(body)}")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _short(body: bytes) -> str:
+    text = body.decode("utf-8", "replace").strip()
+    return (text[:LOG_TAIL] + " …") if len(text) > LOG_TAIL else (text or "(empty body)")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default); 0 for no values."""
+    if not values:
+        return 0.0
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100
+    low, high = math.floor(pos), math.ceil(pos)
+    return data[low] + (data[high] - data[low]) * (pos - low)
+
+
+def percentiles(values: list[float], qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
+    return {f"p{q}": _percentile(values, q) for q in qs}
+
+
+@dataclass
+class Timing:
+    """One streamed request as the client saw it (seconds from sending it)."""
+
+    time_s: float  # until the stream ended
+    ttft_s: float  # until the first chunk with content
+    chunk_times: list[float]  # each content chunk's arrival
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    usage: bool  # whether the server sent usage (else completion_tokens counts chunks)
+    server_timings: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    started: float = 0.0  # perf_counter when the request was sent
+    ended: float = 0.0
+
+    @property
+    def itl(self) -> list[float]:
+        """Inter-token latencies: the gaps between consecutive content chunks."""
+        t = self.chunk_times
+        return [b - a for a, b in zip(t, t[1:])]
+
+    def sample(self) -> Sample:
+        """The request as a Sample; what a client cannot see is 0 (see the README)."""
+        t = self.chunk_times
+        decode = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+        prompt_ms = float(self.server_timings.get("prompt_ms") or 0.0)
+        prompt_tps = float(self.server_timings.get("prompt_per_second") or 0.0)
+        return Sample(
+            time_s=self.time_s,
+            ttft_s=self.ttft_s,
+            preprocess_s=0.0,
+            prefill_s=prompt_ms / 1000,
+            prompt_tokens=self.prompt_tokens,
+            cached_tokens=self.cached_tokens,
+            image_tokens=0,
+            generation_tokens=self.completion_tokens,
+            prompt_tps=prompt_tps,
+            generation_tps=decode,
+            end_to_end_tps=self.completion_tokens / self.time_s if self.time_s else 0.0,
+            peak_memory=0.0,
+        )
+
+
+def chat_body(model: str, prompt: str, image_url: str | None, max_tokens: int,
+              eos_ids: list[int] | None = None) -> bytes:
+    """A streamed, greedy chat-completions request; EOS ids biased away for a fixed length."""
+    content: list[dict[str, Any]] = []
+    if image_url is not None:
+        content.append({"type": "image_url", "image_url": {"url": image_url}})
+    content.append({"type": "text", "text": prompt})
+    body: dict[str, Any] = {
+        "model": model, "stream": True, "stream_options": {"include_usage": True},
+        "max_tokens": max_tokens, "temperature": 0.0, "seed": 0,
+        "messages": [{"role": "user", "content": content}],
+    }
+    if eos_ids:
+        body["logit_bias"] = {str(i): EOS_BIAS for i in eos_ids}
+    return json.dumps(body).encode()
+
+
+def stream_chat(url: str, body: bytes, timeout_s: float = 300.0) -> Timing:
+    """Send one streamed chat completion and time it; ServerError on any failure."""
+    where = f"{url}/v1/chat/completions"
+    conn, prefix = _connection(url, timeout_s)
+    chunks: list[float] = []
+    text: list[str] = []
+    usage: dict[str, Any] | None = None
+    timings: dict[str, Any] = {}
+    finish = None
+    try:
+        start = time.perf_counter()
+        conn.request("POST", prefix + "/v1/chat/completions", body,
+                     {"Content-Type": "application/json", "Accept": "text/event-stream"})
+        response = conn.getresponse()
+        if response.status >= 400:
+            raise ServerError(f"POST {where} answered HTTP {response.status} {response.reason}: "
+                              f"{_short(response.read())}")
+        done = False
+        while not done:
+            line = response.readline()
+            if not line:
+                break
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                done = True
+                break
+            now = time.perf_counter()
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise ServerError(f"POST {where}: a stream line that is not JSON: {_short(data)}") from None
+            if chunk.get("error"):
+                raise ServerError(f"POST {where}: the server reported an error mid-stream: "
+                                  f"{_short(json.dumps(chunk['error']).encode())}")
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                piece = delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content")
+                if piece:
+                    chunks.append(now - start)
+                    text.append(piece)
+                finish = choice.get("finish_reason") or finish
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            if isinstance(chunk.get("timings"), dict) and "prompt_ms" in chunk["timings"]:
+                timings = chunk["timings"]
+        end = time.perf_counter()
+        if not done and finish is None:
+            raise ServerError(f"POST {where}: the stream ended before the response was complete "
+                              f"(after {len(chunks)} content chunks)")
+    except ServerError:
+        raise
+    except socket.timeout:
+        raise ServerError(f"POST {where}: no answer within {timeout_s:g} s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise ServerError(f"POST {where} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        conn.close()
+    if not chunks:
+        raise ServerError(f"POST {where}: the response held no content (finish_reason {finish!r})")
+    details = (usage or {}).get("prompt_tokens_details") or {}
+    return Timing(
+        time_s=end - start, ttft_s=chunks[0], chunk_times=chunks,
+        prompt_tokens=int((usage or {}).get("prompt_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+        completion_tokens=int((usage or {}).get("completion_tokens") or len(chunks)),
+        finish_reason=finish, usage=usage is not None, server_timings=timings,
+        text="".join(text), started=start, ended=end,
+    )
+
+
+# -- images and end-of-sequence ids -------------------------------------------------------------
+
+class ImageVariants:
+    """Data URLs of one image, each with a different stamp in its corner: a server's vision
+    cache (keyed by pixel content) cannot answer a request from an earlier one's features."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._base: Any = None
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def next_url(self) -> str | None:
+        if self.path is None:
+            return None
+        from PIL import Image
+
+        with self._lock:
+            if self._base is None:
+                with Image.open(self.path) as img:
+                    self._base = img.convert("RGB")
+            self._count += 1
+            n = self._count
+            image = self._base.copy()
+        colour = (n % 256, (n // 256) % 256, 255 - n % 256)
+        side = max(4, min(image.size) // 32)
+        image.paste(colour, (0, 0, side, side))
+        buf = io.BytesIO()
+        image.save(buf, "PNG", compress_level=1)
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def eos_token_ids(folder: Path | None) -> list[int]:
+    """The end-of-sequence ids a checkpoint folder declares (config, generation config)."""
+    if folder is None:
+        return []
+    ids: list[int] = []
+    for name in ("config.json", "generation_config.json"):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        for holder in (data, data.get("text_config") or {}):
+            value = holder.get("eos_token_id") if isinstance(holder, dict) else None
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, int) and v not in ids:
+                    ids.append(v)
+    return ids
+
+
+# -- concurrent clients --------------------------------------------------------------------------
+
+def run_round(send: Callable[[bytes], Timing], bodies: list[bytes]) -> tuple[list[Timing], float]:
+    """The requests of ``bodies`` sent at once (one thread each, released together);
+    (their timings, wall seconds from the release to the last one's end)."""
+    clients = len(bodies)
+    if clients == 1:
+        start = time.perf_counter()
+        timing = send(bodies[0])
+        return [timing], time.perf_counter() - start
+    results: list[Timing | None] = [None] * clients
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def client(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = send(bodies[i])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None], wall
+
+
+def summarize_timings(timings: list[Timing], walls: list[float], clients: int,
+                      max_tokens: int) -> dict[str, Any]:
+    """What a table shows beside the samples: percentiles, aggregate throughput, fixed length."""
+    itl = [g for t in timings for g in t.itl]
+    tokens = sum(t.completion_tokens for t in timings)
+    short = [t for t in timings if t.completion_tokens != max_tokens]
+    rounds_tokens = tokens / len(walls) if walls else 0
+    return {
+        "clients": clients,
+        "ttft_ms": {k: v * 1000 for k, v in percentiles([t.ttft_s for t in timings]).items()},
+        "itl_ms": {k: v * 1000 for k, v in percentiles(itl).items()},
+        "tpot_ms": {k: v * 1000 for k, v in percentiles(
+            [(t.time_s - t.ttft_s) / (t.completion_tokens - 1) for t in timings
+             if t.completion_tokens > 1]).items()},
+        "e2e_ms": {k: v * 1000 for k, v in percentiles([t.time_s for t in timings]).items()},
+        "aggregate_tps": rounds_tokens / (sum(walls) / len(walls)) if walls and sum(walls) else 0.0,
+        "round_wall_s": walls,
+        "fixed_length": not short,
+        "short_requests": len(short),
+        "requests": len(timings),
+        "usage_reported": all(t.usage for t in timings),
+        "finish_reasons": sorted({str(t.finish_reason) for t in timings}),
+        "server_peak_memory_gb": max(float(t.server_timings.get("peak_memory") or 0.0) for t in timings),
+    }
+
+
+# -- the pytest side: measure a case, record it, gate it ----------------------------------------
+
