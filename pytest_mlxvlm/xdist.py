@@ -27,9 +27,12 @@ def measure_lock() -> Path:
     return Path(tempfile.gettempdir()) / f".pytest-mlxvlm-{os.getpid()}.measure.lock"
 
 
+MEASURING_FIXTURES = ("mlx_model", "mlx_server")  # a test that uses one of them measures
+
+
 def measures(item: pytest.Item) -> bool:
-    """Does this test measure (it loads a model)?"""
-    return "mlx_model" in getattr(item, "fixturenames", ())
+    """Does this test measure (it loads a model, or starts or reaches a server)?"""
+    return any(f in getattr(item, "fixturenames", ()) for f in MEASURING_FIXTURES)
 
 
 def use_loadgroup(config: pytest.Config, measuring: bool) -> None:
