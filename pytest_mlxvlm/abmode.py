@@ -181,18 +181,22 @@ class ABModel:
                 continue
             hello = worker.call({"op": "hello"}, timeout_s=120)
             if side.name == "head" and "base" in self.info:
-                self._check_memory()
+                self._check_memory(hello)
             answer = worker.call({"op": "load", "spec": self.spec, "side": side.name})
             self.info[side.name] = {**hello, "weight_bytes": answer.get("weight_bytes", 0)}
             self.load_times[side.name] = float(answer.get("load_time_s", 0.0))
 
-    def _check_memory(self) -> None:
+    def _check_memory(self, head_hello: dict[str, Any]) -> None:
+        """Before the head loads: does a second copy fit beside the base's? Against free host
+        memory measured now (the base already loaded), or a device's total for both copies."""
         weights = int(self.info["base"].get("weight_bytes") or 0)
-        limit = self.info["base"].get("available_memory")
-        if weights and limit and 2 * weights * MEMORY_HEADROOM > limit:
+        limit = head_hello.get("available_memory")
+        copies = 1 if head_hello.get("memory_is_free") else 2
+        if weights and limit and copies * weights * MEMORY_HEADROOM > limit:
+            room = f"{limit / 1e9:.1f} GB free beside the base's" if copies == 1 else f"{limit / 1e9:.1f} GB"
             raise WorkerError(
                 f"two copies of {self.spec} ({weights / 1e9:.1f} GB each) do not fit beside each "
-                f"other in {limit / 1e9:.1f} GB: the A/B mode keeps base and head loaded at once; "
+                f"other ({room}): the A/B mode keeps base and head loaded at once; "
                 "use a smaller model, or gate against stored baselines instead"
             )
 

@@ -119,7 +119,8 @@ def identity(chip_override: str | None = None) -> dict[str, Any]:
 
 def available_memory_bytes() -> int | None:
     """Memory a generation may use here: the GPU's recommended working set on Apple silicon,
-    the device memory MLX reports on CUDA, else the host's available RAM; None if unknown."""
+    the device memory MLX reports on CUDA, else the host's available RAM; None if unknown.
+    See ``memory_is_free`` for which of them it is."""
     try:
         import mlx.core as mx
 
@@ -137,6 +138,19 @@ def available_memory_bytes() -> int | None:
     except OSError:
         pass
     if sys.platform == "darwin":
-        text = _run("sysctl", "-n", "hw.memsize")
+        text = _run("sysctl", "-n", "hw.memsize")  # (an Apple GPU answered above)
         return int(text) if text.isdigit() else None
     return None
+
+
+def memory_is_free() -> bool:
+    """Is ``available_memory_bytes`` what is free now (the host's available RAM), rather than a
+    device's total (Apple's working set, CUDA's device memory), which copies already loaded use up?"""
+    try:
+        import mlx.core as mx
+
+        info = mx.device_info() if hasattr(mx, "device_info") else {}
+    except Exception:  # noqa: BLE001 - no usable MLX
+        info = {}
+    return not any(info.get(k) for k in ("max_recommended_working_set_size", "memory_size", "total_memory"))
+

@@ -24,7 +24,7 @@ from importlib import metadata
 from typing import Any, TextIO
 
 from .bandwidth import decode_weight_bytes
-from .machine import available_memory_bytes
+from .machine import available_memory_bytes, memory_is_free
 from .models import ModelLoadError, load
 from .results import GenerationRequest
 from .runner import measure_generation
@@ -59,14 +59,16 @@ def hello() -> dict[str, Any]:
     info = mx.device_info() if hasattr(mx, "device_info") else {}
     found["device"] = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
     found["available_memory"] = available_memory_bytes()
+    found["memory_is_free"] = memory_is_free()
     return {"ok": True, **found}
 
 
 def fake_engine(side: str) -> Any:
     """The exact fake engine of ``pytest_mlxvlm.testing`` for worker tests. A module
     ``fake_mlx_speed`` on this side's path (so that a git revision can change it) may set
-    ``SLOWDOWN`` (time factor), ``IMAGE_TOKENS_EXTRA`` (a changed workload), and ``CRASH_AT`` /
-    ``HANG_AT`` (the measurement, counted from 1, at which the worker aborts or hangs);
+    ``SLOWDOWN`` (time factor), ``IMAGE_TOKENS_EXTRA`` (a changed workload), ``WEIGHT_BYTES``
+    (the model's size as reported), and ``CRASH_AT`` / ``HANG_AT`` (the measurement, counted
+    from 1, at which the worker aborts or hangs);
     otherwise ``$FAKE_MLX_*`` as in process. The head's noise has its own seed."""
     from .testing import FakeEngine  # test-only, and it imports numpy: loaded when asked for
 
@@ -79,6 +81,7 @@ def fake_engine(side: str) -> Any:
     engine.extra_image_tokens = int(getattr(fake_mlx_speed, "IMAGE_TOKENS_EXTRA", engine.extra_image_tokens))
     engine.crash_at = int(getattr(fake_mlx_speed, "CRASH_AT", 0))  # type: ignore[attr-defined]
     engine.hang_at = int(getattr(fake_mlx_speed, "HANG_AT", 0))  # type: ignore[attr-defined]
+    engine.weight_bytes = int(getattr(fake_mlx_speed, "WEIGHT_BYTES", 0))  # type: ignore[attr-defined]
     if side == "head":
         engine.seed += 1
         engine.__post_init__()
@@ -97,7 +100,8 @@ class Worker:
         if spec.startswith("fake:"):
             self.fake = fake_engine(side)
             self.loaded = self.fake.pytest_mlxvlm_load_model(spec, None)
-            return {"ok": True, "load_time_s": time.perf_counter() - start, "weight_bytes": 0}
+            return {"ok": True, "load_time_s": time.perf_counter() - start,
+                    "weight_bytes": self.fake.weight_bytes}
         try:
             self.loaded = load(spec)
         except ModelLoadError as exc:

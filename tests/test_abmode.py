@@ -213,3 +213,13 @@ def test_ctrl_c_stops_the_workers_and_removes_the_worktree(repo):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
     no_leftovers(repo)
+
+
+def test_two_copies_that_do_not_fit_are_refused_before_the_head_loads(pytester, repo):
+    (repo / "fake_mlx_speed.py").write_text(speed_module(SLOWDOWN=1.0, WEIGHT_BYTES=10**15))
+    git(repo, "commit", "-qam", "a petabyte model")
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*two copies of fake:m (1000000.0 GB each) do not fit beside each other (*GB*): *"])
+    no_leftovers(repo)
+
