@@ -172,7 +172,8 @@ class MlxBench:
         for side, samples, warm in (("base", run.base, run.base_warmup), ("head", run.head, run.head_warmup)):
             sides[side] = CaseResult(
                 model=self.model.spec, resolution=self.resolution.id if request.image is not None else "text",
-                samples=samples, warmup=warm, workload={**workload, "pairs": len(samples)},
+                samples=samples, warmup=warm,
+                workload={**workload, "rounds": len(samples), "pairs": len(samples)},
                 load_time_s=ab_model.load_times.get(side, 0.0), test_id=nodeid(self.request.node),
                 case_key=key, side=side, comparison=comparison if side == "head" else None,
             )

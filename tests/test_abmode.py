@@ -223,3 +223,29 @@ def test_two_copies_that_do_not_fit_are_refused_before_the_head_loads(pytester, 
     result.stdout.fnmatch_lines(["*two copies of fake:m (1000000.0 GB each) do not fit beside each other (*GB*): *"])
     no_leftovers(repo)
 
+
+
+def test_another_interpreter_as_the_base(pytester, repo):
+    """--mlx-ab-python alone: the same code under another environment (here the same one)."""
+    result = pytester.runpytest(*AB, "--mlx-ab-python", sys.executable, "--mlx-json", "ab.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"*base: {sys.executable}*", "*2 compared, 0 regressed*"])
+    assert {r["side"] for r in json.loads((repo / "ab.json").read_text())["results"]} == {"base", "head"}
+    no_leftovers(repo)
+
+
+@pytest.mark.slow
+def test_real_model_side_by_side(pytester, repo):
+    """The built-in suite on synthetic:tiny through base and head workers (integration: wide
+    tolerances, so that only a broken run fails)."""
+    wide = [arg for m in ("end_to_end_tps", "generation_tps", "ttft_s", "peak_memory")
+            for arg in ("--mlx-tolerance", f"{m}=60")]
+    result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-resolutions", "224x224",
+                                "--mlx-max-tokens", "8", "--mlx-ab-pairs", "4:6", "--mlx-ab-base", "HEAD",
+                                "-p", "no:cacheprovider", "--mlx-json", "ab.json", *wide)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*| 224x224 | Decode *| ok *"])
+    doc = json.loads((repo / "ab.json").read_text())
+    assert sorted(r["side"] for r in doc["results"]) == ["base", "head"]
+    assert all(len(r["samples"]) == r["workload"]["rounds"] >= 4 for r in doc["results"])
+    no_leftovers(repo)
