@@ -199,11 +199,12 @@ def settled(comparisons: Sequence[MetricComparison]) -> bool:
 
 
 def inconclusive(comparison: MetricComparison) -> bool:
-    """A tok/s metric whose interval is still too wide to say anything about a few percent."""
+    """A tok/s metric that did not regress, but whose interval is too wide to say anything about
+    a few percent and still reaches past the tolerance: a regression was not ruled out."""
     if METRICS[comparison.metric].unit != "tok/s" or not comparison.interval:
         return False
     low, high = comparison.interval
-    return (high - low) / 2 > INCONCLUSIVE_HALF_WIDTH
+    return (high - low) / 2 > INCONCLUSIVE_HALF_WIDTH and worse_bounds(comparison)[1] >= comparison.tolerance
 
 
 def format_change(m: MetricComparison) -> str:

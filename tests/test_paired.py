@@ -109,3 +109,16 @@ def test_the_change_reads_like_the_report():
     base, head = drifting(20, 1.06)
     text = format_change(compare_paired("generation_tps", base, head, 0.03, 0.01))
     assert text.startswith("Decode -") and "pairs" in text and "[" in text and "p=" in text
+
+
+def test_inconclusive_only_when_a_regression_is_not_ruled_out():
+    from pytest_mlxvlm.paired import inconclusive
+    from pytest_mlxvlm.results import MetricComparison
+
+    def decode(low: float, high: float) -> MetricComparison:
+        return MetricComparison("generation_tps", 100, 100, (low + high) / 2, 0.03, 0.5, "ok", 20, 20, None,
+                                interval=[low, high])
+
+    assert inconclusive(decode(-0.15, 0.05))  # wide, and could be 15% slower
+    assert not inconclusive(decode(-0.02, 0.20))  # wide, but at worst 2% slower: a pass
+    assert not inconclusive(decode(-0.05, 0.05))  # narrow
