@@ -293,8 +293,13 @@ def mlx_image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def mlx_image(mlx_resolution: Resolution, mlx_image_dir: Path, mlx_settings: Settings) -> Path:
     """A PNG at this test's resolution: the synthetic pattern, or ``--mlx-image`` resized."""
+    return _image_or_fail(mlx_resolution, mlx_image_dir, mlx_settings.workload.image)
+
+
+def _image_or_fail(resolution: Resolution, directory: Path, source: Path | None) -> Path:
+    """The image file of a resolution; an image that cannot be opened fails the test in one line."""
     try:
-        return image_file(mlx_resolution, mlx_image_dir, mlx_settings.workload.image)
+        return image_file(resolution, directory, source)
     except ImageError as exc:
         error = str(exc)
     pytest.fail(error, pytrace=False)
@@ -383,13 +388,6 @@ def mlx_server_concurrency(request: pytest.FixtureRequest, mlx_server: Any, mlx_
     ``--mlx-server-concurrency``) at the first resolution of the sweep."""
     settings = _marker_settings(request.node, mlx_settings)
     resolution = settings.workload.resolutions[0]
-    try:
-        image = image_file(resolution, mlx_image_dir, settings.workload.image)
-    except ImageError as exc:
-        error = str(exc)
-    else:
-        error = None
-    if error is not None:
-        pytest.fail(error, pytrace=False)
+    image = _image_or_fail(resolution, mlx_image_dir, settings.workload.image)
     return ServerBench(request, mlx_server, resolution, image, settings,
                        clients=getattr(request, "param", 1))

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
-from .workers import exit_reason
+from .workers import end_process, exit_reason
 
 LOG_TAIL = 1500  # characters of a server's log (or an error body) quoted in an error
 HOST = "127.0.0.1"
@@ -159,14 +159,8 @@ class ServerProcess:
         """Terminate, then kill; close the log. Safe to call twice."""
         proc, self._proc = self._proc, None
         _LIVE.discard(self)
-        if proc is not None and proc.poll() is None:
-            for stop, wait in ((proc.terminate, 5.0), (proc.kill, 5.0)):
-                stop()
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        if proc is not None:
+            end_process(proc, term_s=5.0)
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None

@@ -45,6 +45,23 @@ def exit_reason(code: int | None) -> str:
     return f"exit status {code}"
 
 
+def end_process(proc: subprocess.Popen[Any], *, grace_s: float = 0.0, term_s: float = 3.0,
+                kill_s: float = 5.0) -> None:
+    """Give a process told to quit ``grace_s`` to go, then terminate it, then kill it."""
+    if proc.poll() is not None:
+        return
+    for stop, wait in ((None, grace_s), (proc.terminate, term_s), (proc.kill, kill_s)):
+        if stop is not None:
+            stop()
+        elif wait <= 0:
+            continue
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def plugin_copy(directory: Path) -> Path:
     """A copy of this plugin's code, so that both sides measure with the same code whatever
     their own import path holds; returns the folder to put first on the path."""
@@ -149,14 +166,7 @@ class WorkerProcess:
                 proc.stdin.flush()
             except (BrokenPipeError, OSError, ValueError):
                 pass
-            for stop, wait in ((None, 2.0), (proc.terminate, 3.0), (proc.kill, 5.0)):
-                if stop is not None:
-                    stop()
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            end_process(proc, grace_s=2.0)
         if proc is not None:
             for stream in (proc.stdin, proc.stdout):
                 try:
