@@ -60,6 +60,19 @@ def summarize(work: Path, level: str) -> dict[str, Any] | None:
             "allowed": statistics.median(allowed) if allowed else None}
 
 
+def record_baselines(common: list[str], cache: ModelCache, work: Path, numbers: range) -> dict[str, Any]:
+    """Baseline sessions ``numbers`` (the first of all replaces, the others add); the last one's
+    report marks the baseline as written. Returns that session."""
+    base: dict[str, Any] = {}
+    for i in numbers:
+        mode = "--mlx-update-baselines" + ("=add" if i else "")
+        base = run_session([*common, mode], cache, work / f"baseline-{i}.json")
+        if base["exit"] != 0:
+            raise SystemExit(f"baseline session {i + 1} failed (exit {base['exit']})")
+    (work / "baseline.json").write_text(json.dumps(base["doc"]))
+    return base
+
+
 def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--model", default="synthetic:tiny")
@@ -93,24 +106,14 @@ def main() -> None:
         run_session(common, cache, work / f"warm-{i}.partial")
     if args.baseline_burst:
         done = len(list(work.glob("baseline-*.json")))
-        for i in range(done, done + args.baseline_burst):
-            mode = "--mlx-update-baselines" + ("=add" if i else "")
-            base = run_session([*common, mode], cache, work / f"baseline-{i}.json")
-            if base["exit"] != 0:
-                raise SystemExit(f"baseline session {i + 1} failed (exit {base['exit']})")
-        (work / "baseline.json").write_text(json.dumps(base["doc"]))
+        record_baselines(common, cache, work, range(done, done + args.baseline_burst))
         print(f"baseline holds {done + args.baseline_burst} sessions; run again later to add "
               "more, or without --baseline-burst for the gated sessions", flush=True)
         return
     if (work / "baseline.json").exists():  # a later call on the same work folder
         base = {"doc": json.loads((work / "baseline.json").read_text()), "seconds": 0.0}
     else:
-        for i in range(args.baseline_sessions):
-            mode = "--mlx-update-baselines" + ("=add" if i else "")
-            base = run_session([*common, mode], cache, work / f"baseline-{i}.json")
-            if base["exit"] != 0:
-                raise SystemExit(f"baseline session {i + 1} failed (exit {base['exit']})")
-        (work / "baseline.json").write_text(json.dumps(base["doc"]))
+        base = record_baselines(common, cache, work, range(args.baseline_sessions))
     print(f"baseline written: {len(base['doc']['results'])} cases over "
           f"{len(list(work.glob('baseline-*.json')))} sessions", flush=True)
 
