@@ -121,15 +121,9 @@ def available_memory_bytes() -> int | None:
     """Memory a generation may use here: the GPU's recommended working set on Apple silicon,
     the device memory MLX reports on CUDA, else the host's available RAM; None if unknown.
     See ``memory_is_free`` for which of them it is."""
-    try:
-        import mlx.core as mx
-
-        info = mx.device_info() if hasattr(mx, "device_info") else {}
-    except Exception:  # noqa: BLE001 - no usable MLX: fall back to the host
-        info = {}
-    for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
-        if info.get(key):
-            return int(info[key])
+    device = _device_memory()
+    if device:
+        return device
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             for line in fh:
@@ -146,11 +140,20 @@ def available_memory_bytes() -> int | None:
 def memory_is_free() -> bool:
     """Is ``available_memory_bytes`` what is free now (the host's available RAM), rather than a
     device's total (Apple's working set, CUDA's device memory), which copies already loaded use up?"""
+    return _device_memory() is None
+
+
+def _device_memory() -> int | None:
+    """The memory MLX reports for its device: Apple's recommended working set, CUDA's device
+    memory; None on the CPU backend (or without a usable MLX)."""
     try:
         import mlx.core as mx
 
         info = mx.device_info() if hasattr(mx, "device_info") else {}
-    except Exception:  # noqa: BLE001 - no usable MLX
+    except Exception:  # noqa: BLE001 - no usable MLX: the caller falls back to the host
         info = {}
-    return not any(info.get(k) for k in ("max_recommended_working_set_size", "memory_size", "total_memory"))
+    for key in ("max_recommended_working_set_size", "memory_size", "total_memory"):
+        if info.get(key):
+            return int(info[key])
+    return None
 
