@@ -66,6 +66,8 @@ class Estimate:
     p_worse: float  # one-sided: the head is worse
     p_better: float
     se: float  # standard error of the estimate (log units)
+    base_value: float | None = None  # the values compared, where not the medians (the fast end)
+    head_value: float | None = None
 
 
 def _walsh(d: Sequence[float]) -> list[float]:
@@ -115,15 +117,19 @@ def estimate_fast(metric: str, base: Sequence[float], head: Sequence[float], alp
         return Estimate(0, 0.0, -math.inf, math.inf, 1.0, 1.0, 0.0)
     q = 90 if higher else 10
     sign = 1.0 if higher else -1.0  # worse = slower tok/s, longer times
-    point = sign * float(np.percentile(b, q) - np.percentile(h, q))
+    b_end, h_end = float(np.percentile(b, q)), float(np.percentile(h, q))
+    point = sign * (b_end - h_end)
+    ends = {"base_value": math.exp(b_end), "head_value": math.exp(h_end)}
     if np.ptp(b) == 0 and np.ptp(h) == 0:
-        return Estimate(n, point, point, point, 0.0 if point > 0 else 1.0, 0.0 if point < 0 else 1.0, 0.0)
+        return Estimate(n, point, point, point, 0.0 if point > 0 else 1.0, 0.0 if point < 0 else 1.0, 0.0,
+                        **ends)
     index = np.random.default_rng(20261127).integers(0, n, size=(RESAMPLES, n))
     boot = sign * (np.percentile(b[index], q, axis=1) - np.percentile(h[index], q, axis=1))
     low, high = (float(v) for v in np.quantile(boot, [alpha, 1 - alpha]))
     p_worse = float((np.sum(boot <= 0) + 1) / (RESAMPLES + 1))
     p_better = float((np.sum(boot >= 0) + 1) / (RESAMPLES + 1))
-    return Estimate(n, point, min(low, point), max(high, point), p_worse, p_better, float(boot.std()))
+    return Estimate(n, point, min(low, point), max(high, point), p_worse, p_better, float(boot.std()),
+                    **ends)
 
 
 def detectable(se: float, n: int, tolerance: float, alpha: float) -> float | None:
@@ -154,11 +160,8 @@ def compare_paired(metric: str, base: Sequence[float], head: Sequence[float], to
         verdict, p = "improved", est.p_better
     else:
         verdict, p = "ok", est.p_worse
-    if method == "fast":  # the values compared: each side's fast end
-        import numpy as np
-
-        q = 90 if higher else 10
-        b_med, h_med = float(np.percentile(base, q)), float(np.percentile(head, q))
+    if est.base_value is not None and est.head_value is not None:  # the fast end was compared
+        b_med, h_med = est.base_value, est.head_value
     else:
         b_med, h_med = float(median(base)), float(median(head))
     return MetricComparison(
