@@ -13,7 +13,7 @@ from .abmode import judge_pairs, run_pairs
 from .baselines import BaselineError
 from .paired import format_change
 from .results import METRICS, CaseResult, GenerationRequest, Sample
-from .runner import GenerationLengthError, TooLargeError, run_adaptive, run_case
+from .runner import CaseError, GenerationLengthError, TooLargeError, run_adaptive, run_case
 from .stats import per_comparison_alpha
 from .workers import WorkerError
 from .session import BenchSession, session_key
@@ -46,6 +46,8 @@ def describe_image(image: Any, default: str) -> str:
 class MlxBench:
     """Runs measured generations for one test and records them for the reports."""
 
+    side = ""  # CaseResult.side of the cases it records (a subclass's own section: "video", "batch")
+
     def __init__(self, request: pytest.FixtureRequest, model: Any, resolution: Resolution,
                  image: Path, settings: Settings) -> None:
         self.request = request
@@ -54,6 +56,7 @@ class MlxBench:
         self.image = image
         self.settings = settings
         self.results: list[CaseResult] = []
+        self.extra_workload: dict[str, Any] = {}  # what a subclass adds to each case's workload
 
     @property
     def session(self) -> BenchSession:
@@ -76,7 +79,7 @@ class MlxBench:
         ``mlx_vlm.stream_generate`` (e.g. ``prompt_cache_state``).
         """
         work = self.settings.workload
-        request = GenerationRequest(
+        request = self.make_request(
             image=self.image if image is _THIS_TEST else image,
             prompt=work.prompt if prompt is None else prompt,
             max_tokens=work.max_tokens if max_tokens is None else max_tokens,
@@ -86,18 +89,15 @@ class MlxBench:
         n_warmup = work.warmup if warmup is None else warmup
         workload = {**work.describe(), "prompt": request.prompt, "max_tokens": request.max_tokens,
                     "rounds": n_rounds, "warmup": n_warmup,
-                    "image": describe_image(image, work.describe()["image"])}
+                    "image": describe_image(image, work.describe()["image"]), **self.extra_workload}
         if getattr(self.model, "ab", None) is not None:
             return self._run_ab(request, n_warmup, workload)
         hook = self.request.config.hook
-        isolated = getattr(self.model, "isolated", None)
-        if isolated is not None:
+        if getattr(self.model, "isolated", None) is not None:
             request = self._with_image_file(request)
 
         def measure() -> Sample:
-            if isolated is not None:
-                return isolated.measure(request)
-            return hook.pytest_mlxvlm_measure(model=self.model, request=request)
+            return self.measure_request(request)
 
         try:
             if work.adaptive and rounds is None:
@@ -108,8 +108,8 @@ class MlxBench:
                 workload.update(rounds=n_rounds, adaptive=reached)
             else:
                 samples, warm = self._measure(measure, n_rounds, n_warmup)
-        except (TooLargeError, GenerationLengthError, WorkerError) as exc:
-            error = f"mlxvlm: {self.model.spec} {self.resolution.id}: {exc}"
+        except (TooLargeError, GenerationLengthError, WorkerError, CaseError) as exc:
+            error = f"mlxvlm: {self.model.spec} {self.label(request)}: {exc}"
         else:
             error = None
         if error is not None:
@@ -117,13 +117,14 @@ class MlxBench:
         session = self.session
         result = CaseResult(
             model=self.model.spec,
-            resolution=self.resolution.id if request.image is not None else "text",
+            resolution=self.label(request),
             samples=samples,
             warmup=warm,
             workload=workload,
             load_time_s=session.load_times.get(self.model.spec, 0.0),
             test_id=nodeid(self.request.node),
             case_key=self._case_key(),
+            side=self.side,
         )
         result.bandwidth = session.decode_limit(self.model, result)
         self.results.append(result)
@@ -133,6 +134,21 @@ class MlxBench:
         finally:
             hook.pytest_mlxvlm_case_finished(config=self.request.config, result=result)
         return result
+
+    def make_request(self, **fields: Any) -> GenerationRequest:
+        """The generation a round measures (a subclass adds its clip or batch)."""
+        return GenerationRequest(**fields)
+
+    def label(self, request: GenerationRequest) -> str:
+        """The case's name in tables: its resolution, or ``text`` without an image."""
+        return self.resolution.id if request.image is not None else "text"
+
+    def measure_request(self, request: GenerationRequest) -> Sample:
+        """One measured generation: in the isolated worker, or through the measure hook."""
+        isolated = getattr(self.model, "isolated", None)
+        if isolated is not None:
+            return isolated.measure(request)
+        return self.request.config.hook.pytest_mlxvlm_measure(model=self.model, request=request)
 
     def _with_image_file(self, request: GenerationRequest) -> GenerationRequest:
         """A worker reads images from files: a PIL image is saved first."""

@@ -95,7 +95,7 @@ def add_options(parser: pytest.Parser) -> None:
            default=None, metavar="GBPS")
     option("--mlx-suite", "mlx_suite",
            "built-in suites to run: auto (the image benchmark when --mlx-model is given), "
-           "images, cache, all (images,cache), server (named only) or off", default=None,
+           "images, cache, all (images,cache), server, video, batch (named only) or off", default=None,
            metavar="SUITES")
     option("--mlx-server-url", "mlx_server_url",
            "server suite: measure the server running at URL (OpenAI-compatible chat completions) "
@@ -113,6 +113,18 @@ def add_options(parser: pytest.Parser) -> None:
     option("--mlx-server-args", "mlx_server_args",
            "server suite: more arguments for mlx_vlm.server, e.g. '--max-num-seqs 4'",
            default=None, metavar="ARGS")
+
+    option("--mlx-video", "mlx_video",
+           "video suite: your own clip, re-encoded at --mlx-video-size (default: a synthetic 10 s clip)",
+           default=None, metavar="PATH")
+    option("--mlx-video-configs", "mlx_video_configs",
+           "video suite: frames@fps per case, e.g. 4@1,16@2 (default: ten from 2@0.5 to 64@8; "
+           "--quick: 4@1,8@2,16@2)", default=None, metavar="FRAMES@FPS,...")
+    option("--mlx-video-size", "mlx_video_size", "video suite: frame size of the clip (default 640x360)",
+           default=None, metavar="WxH")
+    option("--mlx-batch-sizes", "mlx_batch_sizes",
+           "batch suite: requests per mlx_vlm.batch_generate call (default 1,2,4,8)", default=None,
+           metavar="N,...")
 
     option("--mlx-cache-engine", "mlx_cache_engine",
            "prefix-cache engines for the cache suite: apc, prompt-cache, vllm-mlx, your own "

@@ -17,16 +17,21 @@ from .settings import (
     DEFAULT_ROUNDS,
     DEFAULT_WARMUP,
     FULL_SWEEP,
+    FULL_VIDEO,
     QUICK_SWEEP,
+    QUICK_VIDEO,
     ABPlan,
+    MediaPlan,
     GatePolicy,
     Outputs,
     ServerPlan,
     Settings,
     SettingsError,
     Workload,
+    parse_resolution,
     parse_resolutions,
     parse_suites,
+    parse_video_configs,
     positive_int,
 )
 
@@ -52,6 +57,8 @@ FLAGS = {
     "mlx_server_url": "--mlx-server-url", "mlx_server_port": "--mlx-server-port",
     "mlx_server_timeout": "--mlx-server-timeout", "mlx_server_concurrency": "--mlx-server-concurrency",
     "mlx_server_args": "--mlx-server-args",
+    "mlx_video": "--mlx-video", "mlx_video_configs": "--mlx-video-configs",
+    "mlx_video_size": "--mlx-video-size", "mlx_batch_sizes": "--mlx-batch-sizes",
 }
 
 
@@ -157,7 +164,35 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
         bandwidth=None if bandwidth is None else _fraction(where_bw or "", bandwidth, 1e6),
     )
     return Settings(workload=workload, gate=gate, outputs=outputs, ab=_ab_plan(get, lookup),
-                    server=_server_plan(get, lookup))
+                    server=_server_plan(get, lookup), media=_media_plan(get, lookup, base_dir, is_quick))
+
+
+def _media_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup, base_dir: Path, quick: bool) -> MediaPlan:
+    """The video and batch suites' settings: clip, sampling sweep, frame size, batch sizes."""
+    configs, where = lookup("mlx_video_configs")
+    clip, where_clip = lookup("mlx_video")
+    clip_path = None
+    if clip:
+        clip_path = Path(str(clip))
+        clip_path = clip_path if clip_path.is_absolute() else base_dir / clip_path
+        if not clip_path.is_file():
+            raise SettingsError(f"{where_clip} {clip!r}: no such file")
+    size, where_size = get("mlx_video_size", "640x360")
+    try:
+        frame_size = parse_resolution(str(size))
+    except SettingsError as exc:
+        raise SettingsError(f"{where_size}: {exc}") from None
+    sizes, where_sizes = get("mlx_batch_sizes", "1,2,4,8")
+    parts = [p for p in re.split(r"[,\s]+", str(sizes)) if p]
+    if not parts:
+        raise SettingsError(f"{where_sizes}: give batch sizes, e.g. 1,2,4,8")
+    return MediaPlan(
+        video_configs=parse_video_configs(configs, where or "--mlx-video-configs") if configs is not None
+        else QUICK_VIDEO if quick else FULL_VIDEO,
+        video=clip_path,
+        video_size=frame_size,
+        batch_sizes=tuple(dict.fromkeys(positive_int(where_sizes, p, maximum=256) for p in parts)),
+    )
 
 
 def _server_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ServerPlan:

@@ -155,6 +155,20 @@ def summarize(values: Any) -> Summary:
 # -- what is measured ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class VideoInput(Record):
+    """A clip and how mlx-vlm samples it: at ``fps`` frames a second, at most ``max_frames``."""
+
+    path: str
+    fps: float
+    max_frames: int
+
+    @property
+    def id(self) -> str:
+        """``16f@2fps``: the case's label and test id."""
+        return f"{self.max_frames}f@{self.fps:g}fps"
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One generation to measure."""
 
@@ -163,6 +177,7 @@ class GenerationRequest:
     max_tokens: int
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
     capture_logprobs: bool = False  # keep the first token's log-probabilities (cache checks)
+    video: VideoInput | None = None  # a clip instead of (or beside) the image
 
 
 _NOT_SAVED = {"skip": True}
@@ -178,7 +193,7 @@ class Sample(Record):
     prefill_s: float  # vision encoder and prompt prefill, as timed by mlx-vlm
     prompt_tokens: int  # all prompt tokens, cached ones included
     cached_tokens: int  # prompt tokens answered from a prefix cache
-    image_tokens: int
+    image_tokens: int  # image placeholder tokens (a video's, for a clip)
     generation_tokens: int
     prompt_tps: float  # computed (uncached) prompt tokens / prefill_s
     generation_tps: float  # (tokens - 1) / (time of last token - time of first token)

@@ -21,6 +21,10 @@ class TooLargeError(RuntimeError):
     """An input the vision encoder cannot take on this machine; refused before it runs."""
 
 
+class CaseError(RuntimeError):
+    """A case that cannot be measured here, with the reason: a bad clip or batch, memory, time."""
+
+
 INDEX_LIMIT = 2**31  # MLX kernels index arrays with 32-bit integers
 
 
@@ -57,9 +61,11 @@ def check_vision_size(model: Any, inputs: dict[str, Any], available: int | None)
     grid = inputs.get("image_grid_thw")
     vision = getattr(getattr(model, "config", None), "vision_config", None)
     heads = getattr(vision, "num_heads", None)
-    if grid is None or not heads:
+    frames = inputs.get("video_grid_thw")  # a clip's frames attend within themselves
+    if (grid is None and frames is None) or not heads:
         return
-    patches = max(int(t) * int(h) * int(w) for t, h, w in grid.tolist())
+    patches = max([int(t) * int(h) * int(w) for t, h, w in (grid.tolist() if grid is not None else [])]
+                  + [int(h) * int(w) for _, h, w in (frames.tolist() if frames is not None else [])])
     scores = int(heads) * patches**2
     itemsize = _vision_itemsize(model)
     if scores >= INDEX_LIMIT:
@@ -99,10 +105,13 @@ def fixed_output_length(processor: Any) -> Iterator[None]:
             tokenizer.thinking_budget_criteria = saved_thinking
 
 
-def format_prompt(model: Any, processor: Any, prompt: str, num_images: int) -> str:
-    """The model's chat template applied to a user prompt with ``num_images`` images."""
+def format_prompt(model: Any, processor: Any, prompt: str, num_images: int, video: Any = None) -> str:
+    """The model's chat template applied to a user prompt with ``num_images`` images (and a clip)."""
     from mlx_vlm.prompt_utils import apply_chat_template
 
+    if video is not None:
+        return apply_chat_template(processor, model.config, prompt, num_images=num_images,
+                                   video=video.path, fps=video.fps)
     return apply_chat_template(processor, model.config, prompt, num_images=num_images)
 
 
@@ -119,8 +128,12 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
         images = [_image_arg(i) for i in request.image]
     else:
         images = [_image_arg(request.image)]
-    formatted = format_prompt(model, processor, request.prompt, 0 if images is None else len(images))
+    video = request.video
+    formatted = format_prompt(model, processor, request.prompt, 0 if images is None else len(images), video)
     image_token = getattr(model.config, "image_token_index", None)
+    counted_token = image_token  # a clip's placeholder tokens count as its image tokens
+    if video is not None:
+        counted_token = getattr(model.config, "video_token_index", None) or getattr(model.config, "video_token_id", None)
     mx.synchronize()
     mx.reset_peak_memory()
     with fixed_output_length(processor):
@@ -131,9 +144,11 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
             prompts=formatted,
             image_token_index=image_token,
             add_special_tokens=should_add_special_tokens(model.config.model_type, processor),
+            **({} if video is None else {"videos": [video.path], "fps": video.fps,
+                                         "max_frames": video.max_frames}),
         )
         input_ids = inputs["input_ids"]
-        if images is not None:
+        if images is not None or video is not None:
             check_vision_size(model, inputs, _available_memory())
         extra = {
             k: v
@@ -177,7 +192,7 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
     computed = result.prompt_tokens - result.cached_tokens
     prefill_s = result.prompt_tokens / result.prompt_tps if result.prompt_tps else first - start
     image_tokens = (
-        int((input_ids == image_token).sum().item()) if images and image_token is not None else 0
+        int((input_ids == counted_token).sum().item()) if (images or video) and counted_token is not None else 0
     )
     time_s = end - start
     return Sample(

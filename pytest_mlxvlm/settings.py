@@ -189,6 +189,46 @@ class ServerPlan:
 @dataclass(frozen=True)
 class Settings:
     """The resolved settings of a session, grouped by what they govern."""
+# Video sweeps as vllm-mlx's video benchmark: (frames, fps) on a 10 s clip, 96+ frames left out
+FULL_VIDEO: tuple[tuple[int, float], ...] = ((2, 0.5), (4, 1.0), (6, 1.0), (8, 2.0), (12, 2.0), (16, 2.0),
+                                             (24, 4.0), (32, 4.0), (48, 8.0), (64, 8.0))
+QUICK_VIDEO: tuple[tuple[int, float], ...] = ((4, 1.0), (8, 2.0), (16, 2.0))
+MAX_FRAMES = 4096
+
+
+def parse_video_configs(value: Any, where: str = "--mlx-video-configs") -> tuple[tuple[int, float], ...]:
+    """``FRAMES@FPS,...`` (e.g. ``4@1,16@2``; ``16f@2fps`` too), keeping order, no repeats."""
+    parts = [p for p in re.split(r"[,\s]+", str(value)) if p]
+    if not parts:
+        raise SettingsError(f"{where}: no clip configuration given: write FRAMES@FPS, e.g. 4@1,16@2")
+    out = []
+    for part in parts:
+        match = re.fullmatch(r"(\d+)f?@([0-9.eE+-]+)(?:fps)?", part.strip())
+        if match is None:
+            raise SettingsError(f"{where}: bad clip configuration {part!r}: write FRAMES@FPS, e.g. 16@2")
+        frames = positive_int(where, match[1], maximum=MAX_FRAMES)
+        try:
+            fps = float(match[2])
+        except ValueError:
+            fps = float("nan")
+        if not 0 < fps <= 1000:
+            raise SettingsError(f"{where}: bad clip configuration {part!r}: fps must be above 0 "
+                                f"and at most 1000, got {match[2]}")
+        out.append((frames, fps))
+    return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """The video and batch suites: the clip, its sampling sweep, and the batch sizes."""
+
+    video_configs: tuple[tuple[int, float], ...] = FULL_VIDEO  # (frames, fps) per case
+    video: Path | None = None  # the user's own clip (resized to video_size); None: a synthetic one
+    video_size: Resolution = Resolution(640, 360)  # frame size of the clip (vllm-mlx's 360p clip)
+    video_seconds: float = 10.0  # length of the synthetic clip
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+
+
 
     workload: Workload = field(default_factory=Workload)
     gate: GatePolicy = field(default_factory=GatePolicy)
@@ -198,6 +238,7 @@ class Settings:
 
     def for_marker(self, **overrides: Any) -> Settings:
         """These settings with a ``mlx_benchmark`` marker's keywords applied."""
+    media: MediaPlan = field(default_factory=MediaPlan)
         known = {"rounds", "max_tokens", "warmup", "resolutions", "prompt", "tolerance"}
         unknown = set(overrides) - known
         if unknown:
@@ -249,7 +290,7 @@ def _merge_tolerance(base: dict[str, float], value: Any) -> dict[str, float]:
 
 
 SUITES = ("images", "cache")
-OPT_IN_SUITES = ("server",)  # named only: not part of "all"
+OPT_IN_SUITES = ("server", "video", "batch")  # named only: not part of "all"
 
 
 def parse_suites(value: str, models_given: bool, where: str = "--mlx-suite") -> tuple[str, ...]:
@@ -264,6 +305,7 @@ def parse_suites(value: str, models_given: bool, where: str = "--mlx-suite") -> 
     unknown = [n for n in names if n not in SUITES + OPT_IN_SUITES]
     if unknown:
         raise SettingsError(
-            f"{where}: unknown suite {unknown[0]!r}; use auto, off, all, or images, cache, server"
+            f"{where}: unknown suite {unknown[0]!r}; use auto, off, all, or images, cache, server, "
+            "video, batch"
         )
     return tuple(dict.fromkeys(names))
