@@ -130,7 +130,8 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
         images = [_image_arg(request.image)]
     video = request.video
     formatted = format_prompt(model, processor, request.prompt, 0 if images is None else len(images), video)
-    image_token = getattr(model.config, "image_token_index", None)
+    # Qwen2.5-VL and Gemma 4 configs name it image_token_id only
+    image_token = getattr(model.config, "image_token_index", None) or getattr(model.config, "image_token_id", None)
     counted_token = image_token  # a clip's placeholder tokens count as its image tokens
     if video is not None:
         counted_token = getattr(model.config, "video_token_index", None) or getattr(model.config, "video_token_id", None)
