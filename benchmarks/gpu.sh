@@ -6,6 +6,10 @@
 #   bash benchmarks/gpu.sh overhead MODEL [ROUNDS] plugin runner vs bare stream_generate
 #   bash benchmarks/gpu.sh sensitivity MODEL LEVELS SESSIONS [SECONDS [BASELINE_SESSIONS [WORKDIR]]]
 #                                                  gated sessions vs slowdowns (resumable in WORKDIR)
+#   bash benchmarks/gpu.sh ab MODEL MODES BLOCKS SECONDS [SIZES]
+#                                                  A/A-A/B triples of the paired gate, MODES among
+#                                                  seq (taking turns) and duet (at once), in blocks
+#                                                  that alternate; appends to $OUT/ab-<mode>/
 # Paths come from the environment (defaults in brackets):
 #   OUT                   where results go [./gpu-out]
 #   MLXVLM_SITE           a folder of installed wheels (pip install --target) put first on
@@ -55,6 +59,17 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
       --resolutions 224x224,448x448,768x768,1024x1024 --max-tokens 64 --workdir "$work" \
       | grep -v '^\(|\|$\|Average\|Aggregate\|synthetic\)' | tee -a "$OUT/sensitivity.txt"
     tar czf "$OUT/sensitivity-sessions.tgz" -C "$work" . ;;
+  ab)
+    scratch=${TMPDIR:-/tmp}/mlxvlm-ab-scratch
+    [ -d "$scratch/repo" ] || "$py" -m benchmarks.ab_jobs build "$scratch" --mlp 0.1
+    for _ in $(seq "$3"); do
+      for mode in ${2//,/ }; do
+        flag=; [ "$mode" = duet ] && flag=--concurrent
+        "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode" --model "$1" \
+          --sizes "${5:-224x224,1024x1024}" --triples 100000 --tokens 64 --time-limit "$4" $flag
+      done
+    done
+    for mode in ${2//,/ }; do "$py" -m benchmarks.ab_noise "$OUT/ab-$mode"; done | tee "$OUT/ab-noise.md" ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 find "$OUT" -name '.*.lock' -delete

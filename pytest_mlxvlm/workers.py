@@ -129,15 +129,23 @@ class WorkerProcess:
 
     def call(self, message: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         """Send one request; raise WorkerError on an error answer, a crash or a time-out."""
+        self.send(message)
+        return self.receive(message.get("op"), timeout_s)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one request without waiting (``receive`` takes the answer)."""
         if not self.alive:
             self.start()
         assert self._proc is not None and self._proc.stdin is not None
-        op = message.get("op")
         try:
             self._proc.stdin.write(json.dumps(message) + "\n")
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            pass  # it died: the read below says how
+            pass  # it died: the read in receive says how
+
+    def receive(self, op: Any, timeout_s: float | None = None) -> dict[str, Any]:
+        """The answer to the request sent last; raise WorkerError as ``call`` does."""
+        assert self._proc is not None
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
             line = self._answers.get(timeout=limit)
