@@ -39,7 +39,8 @@ def short_name(spec: str) -> str:
 def model_slug(spec: str) -> str:
     """A file-name-safe key for a model spec, unique per spec."""
     if synthetic.is_synthetic(spec):
-        return "synthetic-" + spec[len(synthetic.PREFIX) :]
+        name = spec[len(synthetic.PREFIX) :].strip().rstrip("/")  # a twin's folder: a safe name
+        return "synthetic-" + name.replace("/", "--").replace(":", "-").replace(" ", "_").lstrip(".-~")
     text = spec.strip().rstrip("/")
     return text.replace("/", "--").replace(":", "-").replace(" ", "_").lstrip(".-") or "model"
 
@@ -66,10 +67,9 @@ def resolve_path(spec: str) -> Path:
     kind = source_kind(spec)
     if kind == "synthetic":
         try:
-            recipe = synthetic.parse(spec)
+            return synthetic.ensure_built(synthetic.parse(spec))
         except synthetic.SyntheticModelError as exc:
             raise ModelLoadError(str(exc)) from None
-        return synthetic.ensure_built(recipe)
     if kind == "local":
         path = Path(spec).expanduser()
         if not path.is_dir():

@@ -11,7 +11,6 @@ through ``mlx_vlm.load``.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import os
 import re
@@ -20,7 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from . import offlinetok, twins
 
 PREFIX = "synthetic:"
 RECIPE_VERSION = 1
@@ -61,15 +62,6 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
 
-# Text the byte-level BPE learns its merges from: enough for common English words.
-_BPE_CORPUS = (
-    "Describe this image in detail. What is shown in the picture? Describe the colors, "
-    "the shapes, the objects and the people in this image. The quick brown fox jumps over "
-    "the lazy dog. A photo of a cat sitting on a table next to a window with a view of the "
-    "city. There is a red car parked on the street and a tree in the background. "
-)
-
-
 @dataclass(frozen=True)
 class Recipe:
     """Everything that defines one synthetic checkpoint."""
@@ -105,7 +97,7 @@ def known_names() -> list[str]:
         names.append(shape)
         if shape != "tiny":
             names += [f"{shape}-bf16", f"{shape}-4bit", f"{shape}-3bit"]
-    return names
+    return names + twins.known_names()
 
 
 def is_synthetic(spec: str) -> bool:
@@ -113,12 +105,18 @@ def is_synthetic(spec: str) -> bool:
     return spec.startswith(PREFIX)
 
 
-def parse(spec: str, seed: int = DEFAULT_SEED) -> Recipe:
-    """Turn ``synthetic:qwen3-vl-8b-4bit`` into a recipe."""
+def parse(spec: str, seed: int = DEFAULT_SEED) -> Recipe | twins.TwinRecipe:
+    """Turn ``synthetic:qwen3-vl-8b-4bit`` (or a twin's name or folder) into a recipe."""
     name = spec[len(PREFIX) :] if is_synthetic(spec) else spec
     match = re.fullmatch(r"(?P<shape>.+?)(?:-(?P<quant>bf16|fp16|fp32|\d+bit))?", name)
     table = shapes()
     if not match or match["shape"] not in table or match["shape"].startswith("_"):
+        try:
+            twin = twins.parse(name, seed=seed)
+        except twins.TwinConfigError as exc:
+            raise SyntheticModelError(str(exc)) from None
+        if twin is not None:
+            return twin
         raise SyntheticModelError(
             f"unknown synthetic model {spec!r}; choose one of: "
             + ", ".join(PREFIX + n for n in known_names())
@@ -174,7 +172,7 @@ def cache_root() -> Path:
     return Path(base) / "pytest-mlxvlm"
 
 
-def ensure_built(recipe: Recipe, root: Path | None = None) -> Path:
+def ensure_built(recipe: Recipe | twins.TwinRecipe, root: Path | None = None) -> Path:
     """The checkpoint directory of a recipe, built first if it is not cached."""
     target = (root or cache_root()) / "synthetic" / recipe.cache_key
     if (target / "config.json").exists():
@@ -193,8 +191,16 @@ def ensure_built(recipe: Recipe, root: Path | None = None) -> Path:
     return target
 
 
-def write_checkpoint(recipe: Recipe, path: Path) -> None:
+def write_checkpoint(recipe: Recipe | twins.TwinRecipe, path: Path) -> None:
     """Write config, weights, tokenizer and processor files of a recipe into ``path``."""
+    if isinstance(recipe, twins.TwinRecipe):
+        from .twinbuild import write_twin
+
+        try:
+            write_twin(recipe, path)
+        except twins.TwinConfigError as exc:
+            raise SyntheticModelError(str(exc)) from None
+        return
     path.mkdir(parents=True, exist_ok=True)
     config = model_config(recipe)
     _write_weights(recipe, config, path)
@@ -231,66 +237,21 @@ def _write_weights(recipe: Recipe, config: dict[str, Any], path: Path) -> None:
     save_weights(path, model)
 
 
-def _filler_tokens(alphabet: list[str], taken: set[str]) -> Iterator[str]:
-    chars = sorted(alphabet)
-    for size in (2, 3):
-        for combo in itertools.product(chars, repeat=size):
-            token = "".join(combo)
-            if token not in taken:
-                yield token
-
-
 def _write_tokenizer(path: Path, vocab_size: int) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([_BPE_CORPUS] * 4, trainer)
-    data = json.loads(tokenizer.to_str())
-    vocab: dict[str, int] = data["model"]["vocab"]
-    # Every id the model can emit decodes: filler tokens (never produced by a merge) fill
-    # the vocabulary around the special tokens, up to the embedding size.
-    specials = {token_id: token for token, token_id in SPECIAL_TOKENS.items()}
-    fillers = _filler_tokens(pre_tokenizers.ByteLevel.alphabet(), set(vocab))
-    for token_id in range(len(vocab), vocab_size):
-        vocab[specials.get(token_id) or next(fillers)] = token_id
-    data["added_tokens"] = [
-        {
-            "id": token_id,
-            "content": token,
-            "single_word": False,
-            "lstrip": False,
-            "rstrip": False,
-            "normalized": False,
-            "special": True,
-        }
-        for token, token_id in SPECIAL_TOKENS.items()
-    ]
-    (path / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
     tokenizer_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": 262144,
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
         "bos_token": None,
         "unk_token": None,
-        "clean_up_tokenization_spaces": False,
         "extra_special_tokens": {
             "image_token": "<|image_pad|>",
             "video_token": "<|video_pad|>",
             "vision_bos_token": "<|vision_start|>",
             "vision_eos_token": "<|vision_end|>",
         },
-        "chat_template": CHAT_TEMPLATE,
     }
-    (path / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-    (path / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    offlinetok.write_tokenizer(path, vocab_size, SPECIAL_TOKENS,
+                               tokenizer_config=tokenizer_config, chat_template=CHAT_TEMPLATE)
 
 
 def _write_processor_files(config: dict[str, Any], path: Path) -> None:
