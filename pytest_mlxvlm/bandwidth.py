@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 # Published peak memory bandwidth in GB/s. Apple: per chip (and, where two configurations
@@ -41,24 +43,70 @@ def lookup_gbps(machine: dict[str, Any]) -> float | None:
     return APPLE_BANDWIDTH_GBPS.get(key)
 
 
-def decode_weight_bytes(model: Any) -> int:
-    """Bytes of language-model weights read for one generated token.
+@dataclass(frozen=True)
+class Tensor:
+    """One language-model parameter as decode sees it."""
 
-    Every language-model parameter is read once per token, except an untied input
-    embedding table, of which only one row is read.
+    name: str
+    shape: tuple[int, ...]
+    nbytes: int  # as stored: a quantized weight's packed bytes, its scales and biases apart
+    buffer: int  # identity of the memory it lives in (a tied head shares the embedding's)
+
+
+EXPERT_MARKERS = ("switch_mlp", ".experts.")
+
+
+def bytes_per_token(
+    tensors: list[Tensor], *, tied: bool, num_experts: int | None = None,
+    experts_per_token: int | None = None,
+) -> int:
+    """Bytes of weights one generated token reads.
+
+    A buffer shared by two parameters (a tied head and its embedding) is read once. An input
+    embedding table (``embed_tokens`` and per-layer input tables) gives one row per token,
+    unless the model is ``tied`` and reads it whole as its output head. Expert tensors
+    (first dimension ``num_experts``) are read for the ``experts_per_token`` routed experts
+    only. Quantized tensors count their packed weights, scales and biases as stored.
     """
+    counted: set[int] = set()
+    uses = Counter(t.buffer for t in tensors)
+    shared = {buffer for buffer, count in uses.items() if count > 1}
+    total = 0.0
+    for t in tensors:
+        if t.buffer in counted:
+            continue
+        counted.add(t.buffer)
+        size = float(t.nbytes)
+        rows = t.shape[0] if t.shape else 1
+        if "embed" in t.name and not (tied and "per_layer" not in t.name) and t.buffer not in shared:
+            size /= max(rows, 1)
+        elif num_experts and experts_per_token and rows == num_experts and any(
+            m in t.name for m in EXPERT_MARKERS
+        ):
+            size *= experts_per_token / num_experts
+        total += size
+    return int(total)
+
+
+def _moe(text: Any) -> tuple[int | None, int | None]:
+    """(experts, experts per token) of a language-model config, or (None, None) if dense."""
+    experts = next((getattr(text, k) for k in ("num_experts", "n_routed_experts", "num_local_experts")
+                    if getattr(text, k, None)), None)
+    active = next((getattr(text, k) for k in ("num_experts_per_tok", "top_k_experts", "moe_topk")
+                   if getattr(text, k, None)), None)
+    return experts, active
+
+
+def decode_weight_bytes(model: Any) -> int:
+    """Bytes of language-model weights read for one generated token (see ``bytes_per_token``)."""
     from mlx.utils import tree_flatten
 
-    lm = model.language_model
-    total = sum(v.nbytes for _, v in tree_flatten(lm.parameters()))
+    tensors = [Tensor(name, tuple(v.shape), int(v.nbytes), id(v))
+               for name, v in tree_flatten(model.language_model.parameters())]
     text = getattr(model.config, "text_config", None)
     tied = bool(getattr(text, "tie_word_embeddings", False))
-    embed = getattr(getattr(lm, "model", lm), "embed_tokens", None)
-    if embed is not None and not tied:
-        table = sum(v.nbytes for _, v in tree_flatten(embed.parameters()))
-        rows = getattr(text, "vocab_size", 1) or 1
-        total -= table - table // rows
-    return int(total)
+    experts, active = _moe(text)
+    return bytes_per_token(tensors, tied=tied, num_experts=experts, experts_per_token=active)
 
 
 def kv_bytes_per_position(model: Any) -> int:
