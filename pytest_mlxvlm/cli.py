@@ -12,6 +12,7 @@ from . import baselines
 from .compare import ToleranceError, compare_metric, merge_tolerances, parse_tolerances, token_differences
 from .files import atomic_write_text, locked, write_json
 from .history import read
+from .store import StoreError, hide_password, open_store
 from .merge import MergeError, check_report, load, markdown, merged_document
 from .machine import slug
 from .models import model_slug
@@ -224,9 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                      default=0.05)
     cmp.add_argument("--other-chip", action="store_true",
                      help="compare even when the two reports come from different chips")
-    rep = sub.add_parser("report", help="change points and plots from a --mlx-history file; "
-                         "exit 1 when a series' newest change point is a regression")
-    rep.add_argument("history", type=Path)
+    rep = sub.add_parser("report", help="change points and plots from a --mlx-history file or "
+                         "database; exit 1 when a series' newest change point is a regression")
+    rep.add_argument("history", help="a JSON-lines file, sqlite:///FILE.db or postgresql://...")
+    hist = sub.add_parser("history", help="move a history between stores")
+    hist_sub = hist.add_subparsers(dest="history_command", required=True)
+    imp = hist_sub.add_parser("import", help="copy every session of a JSON-lines history into a "
+                              "store, in one transaction; sessions already there are skipped")
+    imp.add_argument("source", type=Path, help="a --mlx-history JSON-lines file")
+    imp.add_argument("target", help="sqlite:///FILE.db, postgresql://... or another file")
     rep.add_argument("--out", type=Path, default=Path("mlxvlm-report"))
     mrg = sub.add_parser("merge", help="--mlx-json reports of several machines in one report, "
                          "grouped by chip")
@@ -245,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(args)
     if args.command == "merge":
         return _merge(args)
+    if args.command == "history":
+        return _history_import(args)
     try:
         doc = read_json(args.file)  # NaN and Infinity are refused: never in a baseline
         tolerance = args.tolerance / 100
@@ -289,9 +298,9 @@ def _compare(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
 
     try:
-        history = read(args.history)
-    except OSError as exc:
-        return _fail(f"cannot read {args.history}: {exc.strerror or exc}")
+        history = open_store(args.history).read()
+    except OSError as exc:  # StoreError included: it names the store
+        return _fail(str(exc) if isinstance(exc, StoreError) else f"cannot read {args.history}: {exc.strerror or exc}")
     for problem in history.problems:  # each bad line is skipped, the others are reported
         print(f"pytest-mlxvlm: {problem}", file=sys.stderr)
     try:
@@ -322,4 +331,22 @@ def _merge(args: argparse.Namespace) -> int:
             print(f"merged JSON written to {args.json}")
     except OSError as exc:
         return _fail(f"cannot write {exc.filename or args.out or args.json}: {exc.strerror or exc}")
+    return 0
+
+
+def _history_import(args: argparse.Namespace) -> int:
+    """``history import FILE URL``: all the file's usable sessions, or none of them."""
+    try:
+        history = read(args.source)
+    except OSError as exc:
+        return _fail(f"cannot read {args.source}: {exc.strerror or exc}")
+    for problem in history.problems:
+        print(f"pytest-mlxvlm: {problem}", file=sys.stderr)
+    try:
+        store = open_store(args.target)
+        added = store.append_many(history.records)
+    except OSError as exc:
+        return _fail(str(exc) if isinstance(exc, StoreError) else f"cannot write {args.target}: {exc.strerror or exc}")
+    print(f"{added} session(s) imported into {hide_password(str(args.target))}, "
+          f"{len(history.records) - added} already there, {len(history.problems)} line(s) skipped")
     return 0

@@ -85,7 +85,14 @@ def add_options(parser: pytest.Parser) -> None:
            default=None, metavar="PATH")
     option("--mlx-history", "mlx_history",
            "append this session's results (commit, branch, date, machine, settings, every "
-           "sample) as one line to a history file", default=None, metavar="PATH")
+           "sample) as one line to a history file, or as one transaction to a database: "
+           "sqlite:///FILE.db or postgresql://USER@HOST/DB", default=None, metavar="PATH|URL")
+    option("--mlx-bmf", "mlx_bmf",
+           "write the medians with their 95%% intervals in Bencher Metric Format to PATH",
+           default=None, metavar="PATH")
+    option("--mlx-github-benchmark", "mlx_github_benchmark",
+           "write github-action-benchmark files to DIR: customBiggerIsBetter.json (tok/s) and "
+           "customSmallerIsBetter.json (seconds, memory)", default=None, metavar="DIR")
     option("--mlx-chip", "mlx_chip",
            "override the chip key of this machine (also $PYTEST_MLXVLM_CHIP)",
            default=None, metavar="KEY")

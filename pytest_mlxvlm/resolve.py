@@ -59,6 +59,7 @@ FLAGS = {
     "mlx_server_args": "--mlx-server-args",
     "mlx_video": "--mlx-video", "mlx_video_configs": "--mlx-video-configs",
     "mlx_video_size": "--mlx-video-size", "mlx_batch_sizes": "--mlx-batch-sizes",
+    "mlx_bmf": "--mlx-bmf", "mlx_github_benchmark": "--mlx-github-benchmark",
 }
 
 
@@ -156,10 +157,14 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
         min_sessions=positive_int(*_named("mlx_baseline_min_sessions", get, 3), maximum=1000),
         strict=_boolean("mlx_strict_baselines", get("mlx_strict_baselines", False)[0]),
     )
+    history_url = _history_url(*_named("mlx_history", get, None))
     outputs = Outputs(
         json_path=path_of("mlx_json"),
         markdown_path=path_of("mlx_markdown"),
-        history_path=path_of("mlx_history"),
+        history_path=None if history_url else path_of("mlx_history"),
+        history_url=history_url,
+        bmf_path=path_of("mlx_bmf"),
+        github_benchmark_dir=path_of("mlx_github_benchmark"),
         chip=chip or None,
         bandwidth=None if bandwidth is None else _fraction(where_bw or "", bandwidth, 1e6),
     )
@@ -239,6 +244,19 @@ def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
         timeout_s=_fraction(*_named("mlx_worker_timeout", get, ABPlan.timeout_s), upper=86400),
         estimator=estimator,
     )
+
+
+def _history_url(where: str, value: Any) -> str | None:
+    """A database URL given to --mlx-history (None for a file path); a bad one names the flag."""
+    from .store import check_target, hide_password, is_url
+
+    if not value or not is_url(str(value).strip()):
+        return None
+    url = str(value).strip()
+    problem = check_target(url)
+    if problem:
+        raise SettingsError(f"{where} {hide_password(url)!r}: {problem}")
+    return url
 
 
 def _from_ini(where: str | None, exc: Exception) -> str:

@@ -26,13 +26,15 @@ from .baselines import (
 )
 from .files import atomic_write_text, write_json
 from .isolation import IsolatedModel
-from .history import append, git_state, session_record
+from .exports import write_bmf, write_github_benchmark
+from .history import git_state, session_record
 from .machine import identity
 from .models import model_slug
 from .report import by_model, gate_counts, json_document, markdown_report
 from .results import CaseResult, StepResult
 from .settings import Settings
 from .stats import per_comparison_alpha
+from .store import hide_password, open_store
 
 settings_key = pytest.StashKey[Settings]()
 session_key = pytest.StashKey["BenchSession"]()
@@ -95,7 +97,7 @@ class BenchSession:
     baseline_messages: list[str] = field(default_factory=list)
     ungated: list[str] = field(default_factory=list)  # regressions a weak baseline could not gate
     gate_counts: dict[str, int] = field(default_factory=dict)
-    written: list[Path] = field(default_factory=list)
+    written: list[Path | str] = field(default_factory=list)  # files, and database URLs
     output_errors: list[str] = field(default_factory=list)
     _machine: dict[str, Any] | None = None
     _store: BaselineStore | None = None
@@ -225,14 +227,21 @@ class BenchSession:
         if outputs.markdown_path is not None and self.results:
             self._attempt("Markdown report", outputs.markdown_path,
                           lambda: self._write_markdown(outputs.markdown_path, interrupted))
-        if outputs.history_path is not None and self.results and not interrupted:
-            self._attempt("history", outputs.history_path,
-                          lambda: self._append_history(outputs.history_path))
+        history = outputs.history_url or outputs.history_path
+        if history is not None and self.results and not interrupted:
+            self._attempt("history", hide_password(str(history)), lambda: self._append_history(history))
+        if outputs.bmf_path is not None and self.results:
+            self._attempt("Bencher file", outputs.bmf_path,
+                          lambda: write_bmf(outputs.bmf_path, self.results))
+        if outputs.github_benchmark_dir is not None and self.results:
+            self._attempt("github-action-benchmark files", outputs.github_benchmark_dir,
+                          lambda: write_github_benchmark(outputs.github_benchmark_dir, self.results,
+                                                         self.machine))
         if outputs.json_path is not None:
             self._attempt("JSON report", outputs.json_path,
                           lambda: self._write_json(outputs.json_path, interrupted))
 
-    def _attempt(self, what: str, path: Path | None, write: Any) -> None:
+    def _attempt(self, what: str, path: Path | str | None, write: Any) -> None:
         try:
             written = write()
         except (OSError, BaselineError, ValueError) as exc:
@@ -286,15 +295,17 @@ class BenchSession:
             self.results, unused=sum(len(v) for v in self.unused.values()), updated=written
         )
 
-    def _append_history(self, path: Path) -> Path:
+    def _append_history(self, target: Path | str) -> Path | str:
+        """One session into the history (a file, or one transaction of a database)."""
         record = session_record(
             [r for r in self.results if r.side != "base"],
             machine=self.machine,
             settings=self.settings.describe(),
             git=git_state(self.config.rootpath),
         )
-        append(path, record)
-        return path
+        store = open_store(target)
+        store.append(record)
+        return store.where
 
     def _write_markdown(self, path: Path, interrupted: bool) -> Path:
         if self.settings.ab.active:

@@ -154,6 +154,9 @@ class Outputs:
     json_path: Path | None = None
     markdown_path: Path | None = None
     history_path: Path | None = None
+    history_url: str | None = None  # --mlx-history sqlite:///... or postgresql://... (store.py)
+    bmf_path: Path | None = None  # --mlx-bmf: Bencher Metric Format
+    github_benchmark_dir: Path | None = None  # --mlx-github-benchmark: github-action-benchmark files
     chip: str | None = None
     bandwidth: float | None = None  # GB/s; overrides the published figure of the chip
 
