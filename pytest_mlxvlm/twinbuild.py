@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import offlinetok
+from .twincheck import INDEX_FILE, compare_with_index, read_tensor_headers
 from .twins import TOKENIZER_FILES, TWIN_RECIPE_VERSION, TwinFiles, TwinRecipe, prepare
 
 
@@ -79,6 +80,10 @@ def write_twin(recipe: TwinRecipe, path: Path) -> None:
     config["synthetic"] = {"twin_recipe_version": TWIN_RECIPE_VERSION, "name": recipe.name,
                            "folder": recipe.folder, "tiny": recipe.tiny, "dtype": files.dtype,
                            "quantization": config.get("quantization"), "seed": recipe.seed}
+    published = Path(recipe.folder) / INDEX_FILE
+    if published.is_file():  # the real checkpoint's index: record what differs (nothing, ideally)
+        index = json.loads(published.read_text())
+        config["synthetic"]["index_check"] = compare_with_index(read_tensor_headers(path), index)
     (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     for name, data in files.processors.items():
         (path / name).write_text(json.dumps(data, indent=2))
