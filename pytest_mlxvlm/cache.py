@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from .results import OUTCOMES, GenerationRequest, Sample, StepResult
+from .results import OUTCOMES, GenerationRequest, Sample, StepResult, VideoInput
 from .runner import measure_generation
 # Max |difference| of first-token log-probabilities vs a cold run of the same input. GPU
 # kernels are not bit-reproducible (two cold bf16 runs can part ways after a few tokens at
@@ -149,13 +149,15 @@ class VllmMlxEngine:
 
         if self.manager is None:
             self.reset()
-        images = image_paths(request.image)
-        entry, matched = self.manager.fetch(images, request.prompt, list(input_ids))
+        clip = request.video  # keyed as vllm-mlx keys clips: path (content here) + fps + max frames + prompt
+        images = image_paths(clip.path if clip else request.image)
+        key = f"{request.prompt}\x00video fps={clip.fps:g} max_frames={clip.max_frames}" if clip else request.prompt
+        entry, matched = self.manager.fetch(images, key, list(input_ids))
         state = PromptCacheState()
         reuse = min(matched, len(input_ids) - 1)
         if entry is not None and entry.kv_cache and reuse > 0:
             state.update(list(entry.token_ids[:reuse]), snapshot_kv(entry.kv_cache, reuse))
-        self.pending = (images, request.prompt, list(input_ids), entry is None, state)
+        self.pending = (images, key, list(input_ids), entry is None, state)
         return {"prompt_cache_state": state}
 
     def finish(self) -> None:
@@ -259,8 +261,10 @@ class CacheSession:
         With ``expect`` None the step only has to answer as the cold run does; ``judge`` can
         hold it to an outcome afterwards."""
         result = StepResult(step=name, description=description or name, expected="-")
+        video = image if isinstance(image, VideoInput) else None  # a clip: mlx_video_clip(frames, fps)
+        image = None if video else image
         base = GenerationRequest(image=image, prompt=prompt, max_tokens=self.max_tokens,
-                                 capture_logprobs=True)
+                                 capture_logprobs=True, video=video)
         try:
             cold = self._run(base)
         except Exception as exc:  # noqa: BLE001 - bad input fails this step only
@@ -269,7 +273,7 @@ class CacheSession:
             return result
         try:
             request = GenerationRequest(
-                image=image, prompt=prompt, max_tokens=self.max_tokens, capture_logprobs=True,
+                image=image, prompt=prompt, max_tokens=self.max_tokens, capture_logprobs=True, video=video,
                 generate_kwargs=self.engine.generate_kwargs(base, cold.input_ids),
             )
             try:

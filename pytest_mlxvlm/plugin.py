@@ -26,11 +26,15 @@ from .terminal import PROGRESS, MlxReporter, figures, progress
 from .workers import WorkerError
 from .xdist import group_measured, is_worker, lock_for, measure_lock, nodeid, use_loadgroup
 
+from .batching import BatchBench
+from .video import ClipFactory, VideoBench, clip_or_fail, parametrize_media
 SUITE_DIR = Path(__file__).with_name("builtin")
 SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR / "test_mlxvlm_cache.py",
-               "server": SUITE_DIR / "test_mlxvlm_server.py"}
+               "server": SUITE_DIR / "test_mlxvlm_server.py", "video": SUITE_DIR / "test_mlxvlm_video.py",
+               "batch": SUITE_DIR / "test_mlxvlm_batch.py"}
 SERVER_MEASURED = ("mlx_server_bench", "mlx_server_concurrency")  # fixtures of measured server tests
 REPORTER = "mlxvlm-reporter"
+MEASURED = ("mlx_bench", "mlx_video_bench", "mlx_batch_bench", *SERVER_MEASURED)  # fixtures of measured tests
 phase_key = pytest.StashKey[dict]()  # on an item: the outcome of each phase
 
 
@@ -158,11 +162,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         local = _marker_settings(metafunc.definition, settings).workload
         metafunc.parametrize("mlx_resolution", local.resolutions, ids=[r.id for r in local.resolutions])
 
+    parametrize_media(metafunc, settings)  # mlx_video, mlx_batch_case
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     bench = config.stash[session_key]
-    bench.measured_total = sum(any(f in getattr(item, "fixturenames", ()) for f in ("mlx_bench", *SERVER_MEASURED))
+    bench.measured_total = sum(any(f in getattr(item, "fixturenames", ()) for f in MEASURED)
                                for item in items)
     bench.started = time.perf_counter()
     group_measured(config, items)
@@ -353,6 +358,33 @@ def mlx_server(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> I
     """The server of the model under test (parametrized over ``--mlx-model``): ``python -m
     mlx_vlm.server`` on a free 127.0.0.1 port, stopped at the end of the session (also after
     Ctrl-C or a failure), or the server at ``--mlx-server-url`` (neither started nor stopped)."""
+# -- the video and batch suites --------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mlx_video_clip(tmp_path_factory: pytest.TempPathFactory, mlx_settings: Settings) -> ClipFactory:
+    """Clips: ``mlx_video_clip(frames, fps, seed=0)`` -> a ``VideoInput`` (synthetic, or ``--mlx-video``)."""
+    return ClipFactory(tmp_path_factory.mktemp("mlxvlm-video"), mlx_settings.media)
+
+
+@pytest.fixture
+def mlx_video(request: pytest.FixtureRequest, mlx_video_clip: ClipFactory, mlx_settings: Settings) -> Any:
+    """This test's clip at its frames@fps (parametrized over ``--mlx-video-configs``)."""
+    return clip_or_fail(mlx_video_clip, getattr(request, "param", None) or mlx_settings.media.video_configs[0])
+
+
+@pytest.fixture
+def mlx_video_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_video: Any, mlx_settings: Settings) -> VideoBench:
+    """Measure generations of ``mlx_model`` on ``mlx_video``: ``mlx_video_bench.run()``."""
+    return VideoBench(request, mlx_model, mlx_video, _marker_settings(request.node, mlx_settings))
+
+
+@pytest.fixture
+def mlx_batch_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_batch_case: Any, mlx_cache_image: Any,
+                    mlx_settings: Settings) -> BatchBench:
+    """Measure ``mlx_vlm.batch_generate`` calls of this test's batch: ``mlx_batch_bench.run()``."""
+    return BatchBench(request, mlx_model, mlx_batch_case, mlx_cache_image, _marker_settings(request.node, mlx_settings))
+
+
     settings = pytestconfig.stash[settings_key]
     spec = getattr(request, "param", None) or settings.workload.models[0]
     bench = pytestconfig.stash[session_key]

@@ -22,6 +22,7 @@ from .report import (
     sensitivity_line,
     server_section,
 )
+from .mediareport import SECTIONS as MEDIA_SECTIONS
 from .results import CaseResult
 from .server import SIDE as SERVER_SIDE
 from .session import BenchSession, session_key
@@ -127,8 +128,13 @@ class MlxReporter:
             for model, cases in by_model(bench.results).items():
                 for side in dict.fromkeys(r.side for r in cases):
                     title = f"mlxvlm: {model} on {machine['chip']} ({machine['backend']})"
-                    tr.write_sep("=", title + (f", {side}: {self._side_label(side)}" if side else ""))
+                    label = self._side_label(side)
+                    tr.write_sep("=", title + (f", {side}: {label}" if side and label else f", {side}" if side else ""))
                     shown = [r for r in cases if r.side == side]
+                    if side in MEDIA_SECTIONS:  # the video and batch suites' own tables
+                        for line in MEDIA_SECTIONS[side](shown) + precision_lines(shown):
+                            tr.write_line(line)
+                        continue
                     if side == SERVER_SIDE:
                         for line in server_section(shown, self._side_label(side)) + precision_lines(shown):
                             tr.write_line(line)
