@@ -45,7 +45,6 @@ def build_model(config: dict[str, Any], dtype: str, seed: int) -> Any:
 
 def quantize(model: Any, config: dict[str, Any]) -> None:
     """Quantize as ``mlx_vlm.convert --quantize`` does, with the config's group size and bits."""
-    import mlx.core as mx
     from mlx_vlm.quant_utils import quantize_model
     from mlx_vlm.utils import skip_multimodal_module
 
@@ -59,7 +58,6 @@ def quantize(model: Any, config: dict[str, Any]) -> None:
 
     plain = {k: v for k, v in config.items() if k != "quantization"}
     quantize_model(model, plain, quant["group_size"], quant["bits"], quant_predicate=predicate)
-    mx.eval(model.parameters())
 
 
 def write_twin(recipe: TwinRecipe, path: Path) -> None:
@@ -71,10 +69,10 @@ def write_twin(recipe: TwinRecipe, path: Path) -> None:
     files = prepare(recipe)
     path.mkdir(parents=True, exist_ok=True)
     model = build_model(files.config, files.dtype, recipe.seed)
+    if files.config.get("quantization"):  # on the lazy weights: each is drawn, then packed
+        quantize(model, files.config)
     for _, value in tree_flatten(model.parameters()):  # one tensor at a time: low peak memory
         mx.eval(value)
-    if files.config.get("quantization"):
-        quantize(model, files.config)
     save_weights(path, model)
     config = dict(files.config)
     config["synthetic"] = {"twin_recipe_version": TWIN_RECIPE_VERSION, "name": recipe.name,
