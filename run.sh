@@ -6,17 +6,45 @@
 # and again whenever pyproject.toml or this file changes. vllm-mlx is installed without its
 # dependencies (torch, gradio, a server stack): the cache suite uses only its prefix-cache
 # module, which needs nothing but the standard library.
+# MLX's backend is the package's extra that follows mlx's own: none on macOS (Metal comes with
+# mlx), cuda13 or cuda12 on Linux with an NVIDIA driver (by the CUDA version nvidia-smi reports),
+# cpu on other Linux machines; PYTEST_MLXVLM_BACKEND=cpu|cuda12|cuda13|none overrides the guess.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-stamp="$VENV/.installed-$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
+
+mlx_backend() {
+  if [ -n "${PYTEST_MLXVLM_BACKEND:-}" ]; then echo "$PYTEST_MLXVLM_BACKEND"; return; fi
+  case "$(uname -s)" in
+    Darwin) echo none ;;
+    Linux)
+      local cuda=""
+      if command -v nvidia-smi >/dev/null 2>&1; then
+        cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+      fi
+      if [ -z "$cuda" ]; then echo cpu; elif [ "$cuda" -ge 13 ]; then echo cuda13; else echo cuda12; fi ;;
+    *) echo none ;;
+  esac
+}
+BACKEND=$(mlx_backend)
+case "$BACKEND" in
+  cpu|cuda12|cuda13) extras="dev,$BACKEND" ;;
+  none) extras="dev" ;;
+  *) echo "run.sh: PYTEST_MLXVLM_BACKEND must be cpu, cuda12, cuda13 or none, not '$BACKEND'" >&2
+     exit 2 ;;
+esac
+stamp="$VENV/.installed-$( (cat pyproject.toml run.sh; echo "$BACKEND") | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+  # one backend at a time: drop the others' libraries when the backend changes
+  others=$(printf '%s\n' mlx-cpu mlx-cuda-12 mlx-cuda-13 | grep -v "^mlx-${BACKEND/cuda/cuda-}$" || true)
+  "$VENV/bin/python" -m pip uninstall --quiet --yes $others >/dev/null 2>&1 || true
+  echo "run.sh: installing .[$extras] (MLX backend: $BACKEND)" >&2
+  "$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
   "$VENV/bin/python" -m pip install --quiet --no-deps 'vllm-mlx==0.6.0'
   rm -f "$VENV"/.installed-*
   touch "$stamp"

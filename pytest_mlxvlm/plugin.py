@@ -10,6 +10,7 @@ import pytest
 
 from . import hookspec
 from .abmode import ABSetupError, validate
+from .backend import check_session as check_backend
 from .bench import MlxBench, results_key
 from .cachefixture import MlxCache, choose_engines, engines_key, expect_key, parse_expectations, start_session
 from .images import ImageError, image_file, synthetic_image
@@ -215,6 +216,12 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
             item.user_properties.append((f"{prefix}:baseline", comparison.status))
     if is_worker(item.config):
         item.user_properties.extend((PROGRESS, figures(result)) for result in results)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, naming the extra to install, when MLX cannot compute here (backend.py)."""
+    if not is_worker(session.config):
+        check_backend(session.config, session.config.stash[settings_key], pytest_mlxvlm_load_model)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

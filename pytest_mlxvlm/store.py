@@ -57,7 +57,7 @@ def check_target(target: str) -> str | None:
     if base not in SCHEMES:
         return f"unknown store {scheme}://; write {FORMS}"
     if importlib.util.find_spec("sqlalchemy") is None:
-        return "a database store needs SQLAlchemy: pip install 'pytest-mlxvlm[postgresql]'"
+        return "a database store needs SQLAlchemy: pip install 'sqlalchemy>=2'"
     if base != "sqlite" and driver in ("", "psycopg") and importlib.util.find_spec("psycopg") is None:
         return "a PostgreSQL store needs psycopg 3: pip install 'pytest-mlxvlm[postgresql]'"
     return None
