@@ -40,7 +40,8 @@ def clip_info(path: Path) -> dict[str, Any]:
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
-            raise VideoError(f"cannot open video {str(path)!r}: not a video OpenCV can read")
+            raise VideoError(f"cannot open video {str(path)!r}: not a video OpenCV can read, or a clip "
+                             "with no frames")
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         ok, _ = capture.read()
