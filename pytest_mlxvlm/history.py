@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,6 +14,15 @@ from typing import Any, Sequence
 from .files import append_line
 from .results import HISTORY_SCHEMA, METRICS, CaseResult
 from .validate import InvalidInput, NotJSON, get, join, lst, loads, number, numbers, obj, show, text
+
+
+class StoreError(OSError):
+    """A history store that cannot be reached, read or written; the message says which and why."""
+
+
+def hide_password(url: str) -> str:
+    """The URL with its password replaced by ``***``, for messages and reports."""
+    return re.sub(r"^([^:/]+://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def git_state(directory: Path) -> dict[str, str | None]:

@@ -17,8 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .history import History, check_record
-from .store import StoreError, hide_password
+from .history import History, StoreError, check_record, hide_password
 from .validate import InvalidInput
 
 LATEST_SCHEMA = 1  # the tables' version; a migration per step

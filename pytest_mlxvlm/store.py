@@ -12,15 +12,13 @@ import re
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from .history import History, append, read
+from .history import History, StoreError, append, hide_password, read
+
+__all__ = ["StoreError", "hide_password", "open_store", "is_url", "check_target", "HistoryStore"]
 
 SCHEMES = ("sqlite", "postgresql", "postgres")
 URL_PATTERN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 FORMS = "a file path, sqlite:///FILE.db or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
-
-
-class StoreError(OSError):
-    """A store that cannot be reached, read or written; the message says which and why."""
 
 
 class HistoryStore(Protocol):
@@ -41,11 +39,6 @@ class HistoryStore(Protocol):
 def is_url(target: str | Path) -> bool:
     """Whether ``target`` is a URL (``scheme://``) rather than a file path."""
     return isinstance(target, str) and bool(URL_PATTERN.match(target))
-
-
-def hide_password(url: str) -> str:
-    """The URL with its password replaced by ``***``, for messages and reports."""
-    return re.sub(r"^([^:/]+://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def check_target(target: str) -> str | None:

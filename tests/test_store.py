@@ -40,7 +40,7 @@ def make_record(writer: int, i: int, *, day: int | None = None, speed: float | N
                       "outcome": "passed", "medians": {m: v[1] for m, v in samples.items()},
                       "samples": samples})
     return {"schema_version": 1, "date": f"2026-01-{1 + (day if day is not None else i % 28):02d}T0{writer % 10}:00:00+00:00",
-            "commit": f"c{writer}-{i}", "branch": "main", "machine": {"key": "cpu-test", "mlx": "0.32.4"},
+            "commit": f"c{writer}-{i}", "branch": "main", "machine": {"key": "cpu-test", "mlx": "9.9.9"},
             "settings": {"max_tokens": 64, "rounds": 3}, "cases": cases, "writer": writer, "i": i}
 
 
