@@ -26,16 +26,16 @@ from .settings import Resolution, Settings, SettingsError
 from .terminal import PROGRESS, MlxReporter, figures, progress
 from .workers import WorkerError
 from .xdist import group_measured, is_worker, lock_for, measure_lock, nodeid, use_loadgroup
-
 from .batching import BatchBench
 from .video import ClipFactory, VideoBench, clip_or_fail, parametrize_media
+
 SUITE_DIR = Path(__file__).with_name("builtin")
 SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR / "test_mlxvlm_cache.py",
                "server": SUITE_DIR / "test_mlxvlm_server.py", "video": SUITE_DIR / "test_mlxvlm_video.py",
                "batch": SUITE_DIR / "test_mlxvlm_batch.py"}
 SERVER_MEASURED = ("mlx_server_bench", "mlx_server_concurrency")  # fixtures of measured server tests
-REPORTER = "mlxvlm-reporter"
 MEASURED = ("mlx_bench", "mlx_video_bench", "mlx_batch_bench", *SERVER_MEASURED)  # fixtures of measured tests
+REPORTER = "mlxvlm-reporter"
 phase_key = pytest.StashKey[dict]()  # on an item: the outcome of each phase
 
 
@@ -162,8 +162,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "mlx_resolution" in metafunc.fixturenames:
         local = _marker_settings(metafunc.definition, settings).workload
         metafunc.parametrize("mlx_resolution", local.resolutions, ids=[r.id for r in local.resolutions])
-
     parametrize_media(metafunc, settings)  # mlx_video, mlx_batch_case
+
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -358,13 +358,6 @@ def mlx_cache_image(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make
 
 
-# -- the server suite -------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def mlx_server(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Any]:
-    """The server of the model under test (parametrized over ``--mlx-model``): ``python -m
-    mlx_vlm.server`` on a free 127.0.0.1 port, stopped at the end of the session (also after
-    Ctrl-C or a failure), or the server at ``--mlx-server-url`` (neither started nor stopped)."""
 # -- the video and batch suites --------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -392,6 +385,13 @@ def mlx_batch_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_batch_ca
     return BatchBench(request, mlx_model, mlx_batch_case, mlx_cache_image, _marker_settings(request.node, mlx_settings))
 
 
+# -- the server suite -------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mlx_server(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Any]:
+    """The server of the model under test (parametrized over ``--mlx-model``): ``python -m
+    mlx_vlm.server`` on a free 127.0.0.1 port, stopped at the end of the session (also after
+    Ctrl-C or a failure), or the server at ``--mlx-server-url`` (neither started nor stopped)."""
     settings = pytestconfig.stash[settings_key]
     spec = getattr(request, "param", None) or settings.workload.models[0]
     bench = pytestconfig.stash[session_key]

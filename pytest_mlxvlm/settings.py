@@ -189,9 +189,6 @@ class ServerPlan:
     args: tuple[str, ...] = ()  # more arguments for mlx_vlm.server
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The resolved settings of a session, grouped by what they govern."""
 # Video sweeps as vllm-mlx's video benchmark: (frames, fps) on a 10 s clip, 96+ frames left out
 FULL_VIDEO: tuple[tuple[int, float], ...] = ((2, 0.5), (4, 1.0), (6, 1.0), (8, 2.0), (12, 2.0), (16, 2.0),
                                              (24, 4.0), (32, 4.0), (48, 8.0), (64, 8.0))
@@ -232,16 +229,19 @@ class MediaPlan:
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings of a session, grouped by what they govern."""
 
     workload: Workload = field(default_factory=Workload)
     gate: GatePolicy = field(default_factory=GatePolicy)
     outputs: Outputs = field(default_factory=Outputs)
     ab: ABPlan = field(default_factory=lambda: ABPlan())
     server: ServerPlan = field(default_factory=ServerPlan)
+    media: MediaPlan = field(default_factory=MediaPlan)
 
     def for_marker(self, **overrides: Any) -> Settings:
         """These settings with a ``mlx_benchmark`` marker's keywords applied."""
-    media: MediaPlan = field(default_factory=MediaPlan)
         known = {"rounds", "max_tokens", "warmup", "resolutions", "prompt", "tolerance"}
         unknown = set(overrides) - known
         if unknown:
