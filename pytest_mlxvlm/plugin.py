@@ -13,21 +13,20 @@ from .abmode import ABSetupError, validate
 from .backend import check_session as check_backend
 from .bench import MlxBench, results_key
 from .cachefixture import MlxCache, choose_engines, engines_key, expect_key, parse_expectations, start_session
-from .images import ImageError, image_file, synthetic_image
+from .images import synthetic_image
 from .models import LoadedModel, ModelLoadError, load, short_name
 from .options import add_options, ini_value, settings_from_config
 from .paired import format_change
 from .runner import measure_generation
-from .server import ServerBench, start_server
-from .serverprocess import ServerError
 from .serverprocess import stop_all as stop_servers
 from .session import BenchSession, session_key, settings_key
-from .settings import Resolution, Settings, SettingsError
+from .settings import Resolution, Settings
 from .terminal import PROGRESS, MlxReporter, figures, progress
 from .workers import WorkerError
+from .suitefixtures import image_or_fail as _image_or_fail
+from .suitefixtures import marker_settings as _marker_settings
 from .xdist import group_measured, is_worker, lock_for, measure_lock, nodeid, use_loadgroup
-from .batching import BatchBench
-from .video import ClipFactory, VideoBench, clip_or_fail, parametrize_media
+from .video import parametrize_media
 
 SUITE_DIR = Path(__file__).with_name("builtin")
 SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR / "test_mlxvlm_cache.py",
@@ -36,6 +35,7 @@ SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR
 SERVER_MEASURED = ("mlx_server_bench", "mlx_server_concurrency")  # fixtures of measured server tests
 MEASURED = ("mlx_bench", "mlx_video_bench", "mlx_batch_bench", *SERVER_MEASURED)  # fixtures of measured tests
 REPORTER = "mlxvlm-reporter"
+pytest_plugins = ["pytest_mlxvlm.suitefixtures"]  # the video, batch and server fixtures
 phase_key = pytest.StashKey[dict]()  # on an item: the outcome of each phase
 
 
@@ -125,19 +125,6 @@ def pytest_mlxvlm_case_finished(config: pytest.Config, result: Any) -> None:
 
 
 # -- collection and parametrization -----------------------------------------------------------
-
-def _marker_settings(node: Any, base: Settings) -> Settings:
-    marker = node.get_closest_marker("mlx_benchmark")
-    if marker is None:
-        return base
-    try:
-        if marker.args:
-            raise SettingsError("the mlx_benchmark marker takes keyword arguments only")
-        return base.for_marker(**marker.kwargs)
-    except SettingsError as exc:
-        error = f"{node.nodeid}: {exc}"
-    pytest.fail(error, pytrace=False)
-
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     settings = metafunc.config.stash[settings_key]
@@ -308,15 +295,6 @@ def mlx_image(mlx_resolution: Resolution, mlx_image_dir: Path, mlx_settings: Set
     return _image_or_fail(mlx_resolution, mlx_image_dir, mlx_settings.workload.image)
 
 
-def _image_or_fail(resolution: Resolution, directory: Path, source: Path | None) -> Path:
-    """The image file of a resolution; an image that cannot be opened fails the test in one line."""
-    try:
-        return image_file(resolution, directory, source)
-    except ImageError as exc:
-        error = str(exc)
-    pytest.fail(error, pytrace=False)
-
-
 @pytest.fixture
 def mlx_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_resolution: Resolution,
               mlx_image: Path, mlx_settings: Settings) -> MlxBench:
@@ -356,77 +334,3 @@ def mlx_cache_image(tmp_path_factory: pytest.TempPathFactory) -> Any:
         return path
 
     return make
-
-
-# -- the video and batch suites --------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def mlx_video_clip(tmp_path_factory: pytest.TempPathFactory, mlx_settings: Settings) -> ClipFactory:
-    """Clips: ``mlx_video_clip(frames, fps, seed=0)`` -> a ``VideoInput`` (synthetic, or ``--mlx-video``)."""
-    return ClipFactory(tmp_path_factory.mktemp("mlxvlm-video"), mlx_settings.media)
-
-
-@pytest.fixture
-def mlx_video(request: pytest.FixtureRequest, mlx_video_clip: ClipFactory, mlx_settings: Settings) -> Any:
-    """This test's clip at its frames@fps (parametrized over ``--mlx-video-configs``)."""
-    return clip_or_fail(mlx_video_clip, getattr(request, "param", None) or mlx_settings.media.video_configs[0])
-
-
-@pytest.fixture
-def mlx_video_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_video: Any, mlx_settings: Settings) -> VideoBench:
-    """Measure generations of ``mlx_model`` on ``mlx_video``: ``mlx_video_bench.run()``."""
-    return VideoBench(request, mlx_model, mlx_video, _marker_settings(request.node, mlx_settings))
-
-
-@pytest.fixture
-def mlx_batch_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_batch_case: Any, mlx_cache_image: Any,
-                    mlx_settings: Settings) -> BatchBench:
-    """Measure ``mlx_vlm.batch_generate`` calls of this test's batch: ``mlx_batch_bench.run()``."""
-    return BatchBench(request, mlx_model, mlx_batch_case, mlx_cache_image, _marker_settings(request.node, mlx_settings))
-
-
-# -- the server suite -------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def mlx_server(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Any]:
-    """The server of the model under test (parametrized over ``--mlx-model``): ``python -m
-    mlx_vlm.server`` on a free 127.0.0.1 port, stopped at the end of the session (also after
-    Ctrl-C or a failure), or the server at ``--mlx-server-url`` (neither started nor stopped)."""
-    settings = pytestconfig.stash[settings_key]
-    spec = getattr(request, "param", None) or settings.workload.models[0]
-    bench = pytestconfig.stash[session_key]
-    if settings.ab.active:
-        pytest.skip("the server suite measures one server; it does not run with --mlx-ab-*")
-    try:
-        server = start_server(spec, settings.server)
-    except (ServerError, ModelLoadError) as exc:
-        bench.load_errors[f"{spec} (server)"] = f"{spec}: server: {exc}"
-        error = bench.load_errors[f"{spec} (server)"]
-    else:
-        error = None
-    if error is not None:
-        pytest.fail(error, pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def mlx_server_bench(request: pytest.FixtureRequest, mlx_server: Any, mlx_resolution: Resolution,
-                     mlx_image: Path, mlx_settings: Settings) -> ServerBench:
-    """Measure streamed requests to ``mlx_server`` with ``mlx_image``: ``mlx_server_bench.run()``."""
-    return ServerBench(request, mlx_server, mlx_resolution, mlx_image,
-                       _marker_settings(request.node, mlx_settings))
-
-
-@pytest.fixture
-def mlx_server_concurrency(request: pytest.FixtureRequest, mlx_server: Any, mlx_image_dir: Path,
-                           mlx_settings: Settings) -> ServerBench:
-    """``mlx_server_bench`` with N concurrent clients (parametrized over
-    ``--mlx-server-concurrency``) at the first resolution of the sweep."""
-    settings = _marker_settings(request.node, mlx_settings)
-    resolution = settings.workload.resolutions[0]
-    image = _image_or_fail(resolution, mlx_image_dir, settings.workload.image)
-    return ServerBench(request, mlx_server, resolution, image, settings,
-                       clients=getattr(request, "param", 1))

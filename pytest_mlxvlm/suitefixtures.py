@@ -1,0 +1,115 @@
+"""Fixtures of the video, batch and server suites, and the helpers every suite's fixtures share
+(loaded by ``plugin.py`` through ``pytest_plugins``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .batching import BatchBench
+from .images import ImageError, image_file
+from .models import ModelLoadError
+from .server import ServerBench, start_server
+from .serverprocess import ServerError
+from .session import session_key, settings_key
+from .settings import Resolution, Settings, SettingsError
+from .video import ClipFactory, VideoBench, clip_or_fail
+
+
+def marker_settings(node: Any, base: Settings) -> Settings:
+    """The settings of a test: the session's, amended by its ``mlx_benchmark`` marker."""
+    marker = node.get_closest_marker("mlx_benchmark")
+    if marker is None:
+        return base
+    try:
+        if marker.args:
+            raise SettingsError("the mlx_benchmark marker takes keyword arguments only")
+        return base.for_marker(**marker.kwargs)
+    except SettingsError as exc:
+        error = f"{node.nodeid}: {exc}"
+    pytest.fail(error, pytrace=False)
+
+
+def image_or_fail(resolution: Resolution, directory: Path, source: Path | None) -> Path:
+    """The image file of a resolution; an image that cannot be opened fails the test in one line."""
+    try:
+        return image_file(resolution, directory, source)
+    except ImageError as exc:
+        error = str(exc)
+    pytest.fail(error, pytrace=False)
+
+
+# -- the video and batch suites --------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mlx_video_clip(tmp_path_factory: pytest.TempPathFactory, mlx_settings: Settings) -> ClipFactory:
+    """Clips: ``mlx_video_clip(frames, fps, seed=0)`` -> a ``VideoInput`` (synthetic, or ``--mlx-video``)."""
+    return ClipFactory(tmp_path_factory.mktemp("mlxvlm-video"), mlx_settings.media)
+
+
+@pytest.fixture
+def mlx_video(request: pytest.FixtureRequest, mlx_video_clip: ClipFactory, mlx_settings: Settings) -> Any:
+    """This test's clip at its frames@fps (parametrized over ``--mlx-video-configs``)."""
+    return clip_or_fail(mlx_video_clip, getattr(request, "param", None) or mlx_settings.media.video_configs[0])
+
+
+@pytest.fixture
+def mlx_video_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_video: Any, mlx_settings: Settings) -> VideoBench:
+    """Measure generations of ``mlx_model`` on ``mlx_video``: ``mlx_video_bench.run()``."""
+    return VideoBench(request, mlx_model, mlx_video, marker_settings(request.node, mlx_settings))
+
+
+@pytest.fixture
+def mlx_batch_bench(request: pytest.FixtureRequest, mlx_model: Any, mlx_batch_case: Any, mlx_cache_image: Any,
+                    mlx_settings: Settings) -> BatchBench:
+    """Measure ``mlx_vlm.batch_generate`` calls of this test's batch: ``mlx_batch_bench.run()``."""
+    return BatchBench(request, mlx_model, mlx_batch_case, mlx_cache_image, marker_settings(request.node, mlx_settings))
+
+
+# -- the server suite -------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mlx_server(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Any]:
+    """The server of the model under test (parametrized over ``--mlx-model``): ``python -m
+    mlx_vlm.server`` on a free 127.0.0.1 port, stopped at the end of the session (also after
+    Ctrl-C or a failure), or the server at ``--mlx-server-url`` (neither started nor stopped)."""
+    settings = pytestconfig.stash[settings_key]
+    spec = getattr(request, "param", None) or settings.workload.models[0]
+    bench = pytestconfig.stash[session_key]
+    if settings.ab.active:
+        pytest.skip("the server suite measures one server; it does not run with --mlx-ab-*")
+    try:
+        server = start_server(spec, settings.server)
+    except (ServerError, ModelLoadError) as exc:
+        bench.load_errors[f"{spec} (server)"] = f"{spec}: server: {exc}"
+        error = bench.load_errors[f"{spec} (server)"]
+    else:
+        error = None
+    if error is not None:
+        pytest.fail(error, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mlx_server_bench(request: pytest.FixtureRequest, mlx_server: Any, mlx_resolution: Resolution,
+                     mlx_image: Path, mlx_settings: Settings) -> ServerBench:
+    """Measure streamed requests to ``mlx_server`` with ``mlx_image``: ``mlx_server_bench.run()``."""
+    return ServerBench(request, mlx_server, mlx_resolution, mlx_image,
+                       marker_settings(request.node, mlx_settings))
+
+
+@pytest.fixture
+def mlx_server_concurrency(request: pytest.FixtureRequest, mlx_server: Any, mlx_image_dir: Path,
+                           mlx_settings: Settings) -> ServerBench:
+    """``mlx_server_bench`` with N concurrent clients (parametrized over
+    ``--mlx-server-concurrency``) at the first resolution of the sweep."""
+    settings = marker_settings(request.node, mlx_settings)
+    resolution = settings.workload.resolutions[0]
+    image = image_or_fail(resolution, mlx_image_dir, settings.workload.image)
+    return ServerBench(request, mlx_server, resolution, image, settings,
+                       clients=getattr(request, "param", 1))
