@@ -1,5 +1,8 @@
 """Paired A/B runs: the base (a git revision, another environment) and the head measured
-side by side in two worker processes, round by round in ABBA order, until the answer is clear.
+side by side in two worker processes, pair by pair, until the answer is clear. A pair is two
+rounds in ABBA order ("turns") or two generations at once ("duet": the host's drift, which
+on a CUDA host flips decode between a fast and a slow mode from one second to the next, then
+hits both sides alike; ``docs/benchmarks.md`` has the figures).
 """
 
 from __future__ import annotations
@@ -200,8 +203,33 @@ class ABModel:
                 "use a smaller model, or gate against stored baselines instead"
             )
 
+    @property
+    def order(self) -> str:
+        """``turns`` or ``duet``: as asked, or for ``auto`` duet where both sides run on CUDA."""
+        if self.plan.order != "auto":
+            return self.plan.order
+        backends = {self.info.get(side, {}).get("backend") for side in ("base", "head")}
+        return "duet" if backends == {"cuda"} else "turns"
+
     def measure(self, side: str, request: GenerationRequest) -> Sample:
         return Sample.from_dict(self.workers[side].call(request_message(request))["sample"])
+
+    def measure_both(self, request: GenerationRequest) -> tuple[Sample, Sample]:
+        """Base and head generate at once; both answers are read before any error is raised,
+        so no answer is left behind for the next request."""
+        message = request_message(request)
+        for side in ("base", "head"):
+            self.workers[side].send(message)
+        samples: dict[str, Sample] = {}
+        error: WorkerError | None = None
+        for side in ("base", "head"):
+            try:
+                samples[side] = Sample.from_dict(self.workers[side].receive("measure")["sample"])
+            except WorkerError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return samples["base"], samples["head"]
 
     def stop(self) -> None:
         for worker in self.workers.values():
@@ -222,20 +250,29 @@ class PairedRun:
 
 def run_pairs(measure: Callable[[str, GenerationRequest], Sample], request: GenerationRequest, *,
               warmup: int, plan: ABPlan, judge: Callable[[list[Sample], list[Sample]], CaseComparison],
-              check_every: int = 5) -> PairedRun:
-    """Warm both sides, then pairs in ABBA order (base-head, head-base, ...) until the verdict
-    is settled (checked every ``check_every`` pairs from ``min_pairs`` on), ``max_pairs``, or
-    the time budget is spent."""
+              check_every: int = 5,
+              measure_both: Callable[[GenerationRequest], tuple[Sample, Sample]] | None = None) -> PairedRun:
+    """Warm both sides, then pairs (in ABBA order: base-head, head-base, ...; or both at once
+    with ``measure_both``) until the verdict is settled (checked every ``check_every`` pairs
+    from ``min_pairs`` on), ``max_pairs``, or the time budget is spent."""
     start = time.perf_counter()
+
+    def pair(i: int, into: dict[str, list[Sample]]) -> None:
+        if measure_both is not None:
+            base, head = measure_both(request)
+            into["base"].append(base)
+            into["head"].append(head)
+            return
+        for side in (("base", "head") if i % 2 == 0 else ("head", "base")):
+            into[side].append(measure(side, request))
+
     warm: dict[str, list[Sample]] = {"base": [], "head": []}
     for i in range(warmup):
-        for side in (("base", "head") if i % 2 == 0 else ("head", "base")):
-            warm[side].append(measure(side, request))
+        pair(i, warm)
     rounds: dict[str, list[Sample]] = {"base": [], "head": []}
     stopped = "max pairs"
     for i in range(plan.max_pairs):
-        for side in (("base", "head") if i % 2 == 0 else ("head", "base")):
-            rounds[side].append(measure(side, request))
+        pair(i, rounds)
         n = i + 1
         if n < plan.min_pairs:
             continue

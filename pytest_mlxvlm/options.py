@@ -182,8 +182,8 @@ def add_options(parser: pytest.Parser) -> None:
 
     ab_option("--mlx-ab-base", "mlx_ab_base",
               "gate against this git revision of the repository under test (e.g. origin/main), "
-              "measured side by side with the working tree in two worker processes, round by "
-              "round (ABBA); no stored baseline needed", default=None, metavar="REV")
+              "measured side by side with the working tree in two worker processes, pair by "
+              "pair (see --mlx-ab-order); no stored baseline needed", default=None, metavar="REV")
     ab_option("--mlx-ab-python", "mlx_ab_python",
               "the base side's Python interpreter or virtual environment (other mlx / mlx-vlm "
               "versions); alone: the same code under another environment", default=None,
@@ -198,6 +198,11 @@ def add_options(parser: pytest.Parser) -> None:
               "the change of a metric: fast (the fast end of each side, q90 of tok/s, paired "
               "bootstrap; default: a busy host only slows rounds) or median (Hodges-Lehmann, "
               "Wilcoxon signed-rank)", default=None, choices=("fast", "median"))
+    ab_option("--mlx-ab-order", "mlx_ab_order",
+              "how the sides take their rounds: turns (ABBA, one at a time), duet (both generate "
+              "at once, so the host's drift hits both alike; 4-5x less noise on a CUDA host) or "
+              "auto (default: duet where both workers run on CUDA, else turns)", default=None,
+              choices=("auto", "turns", "duet"))
     gate_option("--mlx-markdown", "mlx_markdown",
                 "write a pull-request comment (Markdown) to PATH; also appended to "
                 "$GITHUB_STEP_SUMMARY when set", default=None, metavar="PATH")

@@ -1,4 +1,4 @@
-"""The paired A/B decision: base and head rounds that took turns, judged pair by pair.
+"""The paired A/B decision: base and head rounds that took turns or ran at once, judged pair by pair.
 
 Two estimators of the change, signed so that positive means the head is worse:
 
@@ -146,7 +146,7 @@ def detectable(se: float, n: int, tolerance: float, alpha: float) -> float | Non
 
 def compare_paired(metric: str, base: Sequence[float], head: Sequence[float], tolerance: float,
                    alpha: float, method: str = "fast") -> MetricComparison:
-    """One metric of the head against the base, from pairs of rounds that took turns."""
+    """One metric of the head against the base, from pairs of rounds (taking turns or at once)."""
     if method == "fast":
         est = estimate_fast(metric, base, head, alpha)
     else:

@@ -20,6 +20,7 @@ from .settings import (
     FULL_VIDEO,
     QUICK_SWEEP,
     QUICK_VIDEO,
+    AB_ORDERS,
     ABPlan,
     MediaPlan,
     GatePolicy,
@@ -54,6 +55,7 @@ FLAGS = {
     "mlx_max_rounds": "--mlx-max-rounds", "mlx_case_budget": "--mlx-case-budget", "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
     "mlx_ab_pairs": "--mlx-ab-pairs", "mlx_ab_budget": "--mlx-ab-budget",
     "mlx_worker_timeout": "--mlx-worker-timeout", "mlx_ab_estimator": "--mlx-ab-estimator",
+    "mlx_ab_order": "--mlx-ab-order",
     "mlx_server_url": "--mlx-server-url", "mlx_server_port": "--mlx-server-port",
     "mlx_server_timeout": "--mlx-server-timeout", "mlx_server_concurrency": "--mlx-server-concurrency",
     "mlx_server_args": "--mlx-server-args",
@@ -231,6 +233,9 @@ def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
     estimator, where_estimator = get("mlx_ab_estimator", ABPlan.estimator)
     if estimator not in ("fast", "median"):
         raise SettingsError(f"{where_estimator} must be fast or median, got {estimator!r}")
+    order, where_order = get("mlx_ab_order", ABPlan.order)
+    if order not in AB_ORDERS:
+        raise SettingsError(f"{where_order} must be one of {', '.join(AB_ORDERS)}, got {order!r}")
     pairs, where = get("mlx_ab_pairs", f"{ABPlan.min_pairs}:{ABPlan.max_pairs}")
     low, sep, high = str(pairs).partition(":")
     low_n = positive_int(where, low, minimum=2, maximum=10_000)
@@ -243,6 +248,7 @@ def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
         budget_s=_fraction(*_named("mlx_ab_budget", get, ABPlan.budget_s), upper=86400),
         timeout_s=_fraction(*_named("mlx_worker_timeout", get, ABPlan.timeout_s), upper=86400),
         estimator=estimator,
+        order=str(order),
     )
 
 

@@ -161,6 +161,9 @@ class Outputs:
     bandwidth: float | None = None  # GB/s; overrides the published figure of the chip
 
 
+AB_ORDERS = ("auto", "turns", "duet")
+
+
 @dataclass(frozen=True)
 class ABPlan:
     """What the A/B mode compares and how long it may measure a case."""
@@ -172,6 +175,7 @@ class ABPlan:
     budget_s: float = 480.0  # per case, warmup included
     timeout_s: float = 600.0  # one generation; a worker silent this long is stopped
     estimator: str = "fast"  # "fast" (q90 of tok/s, bootstrap) or "median" (Wilcoxon, HL)
+    order: str = "auto"  # "turns" (ABBA), "duet" (both at once), "auto": duet on CUDA, else turns
 
     @property
     def active(self) -> bool:

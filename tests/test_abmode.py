@@ -87,6 +87,38 @@ def test_abba_order_and_stopping_once_settled():
     assert run.stopped == "settled" and len(run.base) == len(run.head) == 6
 
 
+def test_duet_pairs_come_from_one_call_for_both_sides():
+    calls = []
+
+    def measure(side, request):
+        raise AssertionError("a duet measures both sides at once")
+
+    def both(request):
+        calls.append("both")
+        return samples([100.0])[0], samples([80.0])[0]
+
+    def judge(base, head):
+        return judge_pairs("k", base, head, tolerances={"generation_tps": 0.03}, alpha=0.05)
+
+    run = run_pairs(measure, GenerationRequest(None, "p", 1), warmup=2, measure_both=both,
+                    plan=ABPlan(base_rev="x", min_pairs=6, max_pairs=40), judge=judge)
+    assert len(calls) == 2 + 6 and len(run.base_warmup) == 2
+    assert run.stopped == "settled" and [s.generation_tps for s in run.head] == [80.0] * 6
+
+
+def test_auto_order_is_a_duet_only_where_both_sides_run_on_cuda():
+    from pytest_mlxvlm.abmode import ABModel, Side
+
+    side = Side("base", sys.executable, [], None, "")
+    model = ABModel("m", side, side, ABPlan(base_rev="x"), Path("."))
+    model.info = {"base": {"backend": "cuda"}, "head": {"backend": "cuda"}}
+    assert model.order == "duet"
+    model.info["base"]["backend"] = "metal"
+    assert model.order == "turns"
+    model.plan = ABPlan(base_rev="x", order="duet")
+    assert model.order == "duet"
+
+
 def test_stops_at_max_pairs_or_the_time_budget():
     def measure(side, request):
         time.sleep(0.01)
@@ -187,6 +219,28 @@ def test_a_crashing_worker_fails_its_case_only(pytester, repo):
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*336x336*head worker died during 'measure' (*SIGABRT*)*"])
     assert len(json.loads((repo / "ab.json").read_text())["results"]) == 4
+    no_leftovers(repo)
+
+
+def test_a_duet_catches_the_slower_head_and_says_so(pytester, repo, monkeypatch):
+    monkeypatch.setenv("FAKE_MLX_NOISE", "0.03")
+    head(repo, SLOWDOWN=1.12)
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-ab-order", "duet")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*Decode -1?.?% [[]-*%, -*%[]], p=*, * pairs (tolerance 3%)",
+                                 "*pairs (duet) in * s, stopped: *"])
+    no_leftovers(repo)
+
+
+def test_a_worker_crashing_in_a_duet_fails_its_case_only(pytester, repo):
+    # as above: the head dies at its 15th measurement, in the second case, while the base is
+    # generating too; the base's answer is read, so the third case starts clean
+    head(repo, SLOWDOWN=1.0, CRASH_AT=15)
+    result = pytester.runpytest(*AB[:2], "--mlx-resolutions", "224x224,336x336,448x448",
+                                "--mlx-ab-pairs", "10:10", "-p", "no:cacheprovider",
+                                "--mlx-ab-base", "HEAD", "--mlx-ab-order", "duet")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*336x336*head worker died during 'measure' (*SIGABRT*)*"])
     no_leftovers(repo)
 
 
