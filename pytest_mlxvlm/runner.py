@@ -162,6 +162,7 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
         first_logprobs = None
         result = None
         generated = 0
+        streamed: list[int] = []  # mlx-vlm before 0.7.1 has no GenerationResult.token_ids
         for result in stream_generate(
             model,
             processor,
@@ -182,6 +183,8 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
             if result.generation_tokens > generated:
                 generated = result.generation_tokens
                 last_token_at = now
+                if result.token is not None and not hasattr(result, "token_ids"):
+                    streamed.append(int(getattr(result.token, "item", lambda: result.token)()))
         end = time.perf_counter()
     if result is None or first is None or last_token_at is None:
         raise GenerationLengthError("the engine produced no output")
@@ -209,7 +212,7 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
         generation_tps=(generated - 1) / (last_token_at - first) if generated > 1 else 0.0,
         end_to_end_tps=generated / time_s,
         peak_memory=mx.get_peak_memory() / 1e9,
-        token_ids=list(result.token_ids or []),
+        token_ids=list(getattr(result, "token_ids", None) or streamed),
         input_ids=input_ids.reshape(-1).tolist(),
         first_logprobs=first_logprobs,
     )

@@ -83,3 +83,31 @@ def test_fixed_output_length_without_stopping_criteria_changes_nothing():
     with fixed_output_length(SimpleNamespace(tokenizer=tokenizer)):
         pass
     assert vars(tokenizer) == {"name": "t"}
+
+
+@pytest.mark.parametrize("with_token_ids", [True, False])
+def test_generated_ids_with_and_without_the_results_token_ids(monkeypatch, with_token_ids):
+    """mlx-vlm 0.7.0's GenerationResult has no token_ids: the ids come from the streamed tokens."""
+    mx = pytest.importorskip("mlx.core")
+    mlx_vlm = pytest.importorskip("mlx_vlm")
+    import mlx_vlm.utils
+
+    from pytest_mlxvlm import runner
+    from pytest_mlxvlm.results import GenerationRequest
+
+    def stream(*args, **kwargs):
+        for n in range(1, kwargs["max_tokens"] + 1):
+            fields = dict(token=mx.array(100 + n), generation_tokens=n, prompt_tokens=5, cached_tokens=0,
+                          prompt_tps=50.0, finish_reason=None, logprobs=None)
+            if with_token_ids:
+                fields["token_ids"] = [200 + i for i in range(1, n + 1)] if n == kwargs["max_tokens"] else None
+            yield SimpleNamespace(**fields)
+
+    monkeypatch.setattr(mlx_vlm, "stream_generate", stream)
+    monkeypatch.setattr(mlx_vlm.utils, "prepare_inputs", lambda *a, **k: {"input_ids": mx.array([[1, 2, 3]])})
+    monkeypatch.setattr(mlx_vlm.utils, "should_add_special_tokens", lambda *a: False)
+    monkeypatch.setattr(runner, "format_prompt", lambda *a: "prompt")
+    model = SimpleNamespace(config=SimpleNamespace(model_type="fake", image_token_index=9))
+    sample = runner.measure_generation(model, _tokenizer([2]), GenerationRequest(image=None, prompt="p", max_tokens=4))
+    assert sample.token_ids == ([201, 202, 203, 204] if with_token_ids else [101, 102, 103, 104])
+    assert sample.generation_tokens == 4
