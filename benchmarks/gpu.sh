@@ -10,6 +10,8 @@
 #                                                  A/A-A/B triples of the paired gate, MODES among
 #                                                  seq (taking turns) and duet (at once), in blocks
 #                                                  that alternate; appends to $OUT/ab-<mode>/
+#   bash benchmarks/gpu.sh ab-real MODEL [SIZES]     the plugin's own A/B mode on the scratch repository:
+#                                                  one job against the slowed head, one of unchanged code
 # Paths come from the environment (defaults in brackets):
 #   OUT                   where results go [./gpu-out]
 #   MLXVLM_SITE           a folder of installed wheels (pip install --target) put first on
@@ -28,6 +30,7 @@ shift
 py=${PYTHON:-python3}
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 # Where the package is not installed, load the plugin by name unless its entry point exists.
 if ! "$py" -c "import importlib.metadata as m, sys; \
 sys.exit(0 if any(e.name == 'mlxvlm' for e in m.entry_points(group='pytest11')) else 1)"; then
@@ -70,6 +73,23 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
       done
     done
     for mode in ${2//,/ }; do "$py" -m benchmarks.ab_noise "$OUT/ab-$mode"; done | tee "$OUT/ab-noise.md" ;;
+  ab-real)
+    scratch=${TMPDIR:-/tmp}/mlxvlm-ab-real
+    if [ ! -f "$scratch/slowed.sha" ]; then
+      "$py" -m benchmarks.ab_jobs build "$scratch" --mlp 0.1
+      git -C "$scratch/repo" rev-parse HEAD >"$scratch/slowed.sha"
+    fi
+    slowed=$(cat "$scratch/slowed.sha")
+    for job in ab aa; do
+      # ab: the head is the slowed commit, the base the one before; aa: both the unchanged commit
+      if [ "$job" = ab ]; then head=$slowed base=$slowed~1; else head=$slowed~1 base=$slowed~1; fi
+      git -C "$scratch/repo" checkout -q --detach "$head"
+      (cd "$scratch/repo" && "$py" -m pytest -p no:cacheprovider -p no:benchmark --rootdir . \
+        --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off --mlx-model "$1" --quick \
+        --mlx-resolutions "${2:-224x224,1024x1024}" --mlx-ab-base "$base" ${AB_ARGS:-} \
+        --mlx-json "$OUT/ab-real-$job.json" --mlx-markdown "$OUT/ab-real-$job.md" -q) \
+        | tee "$OUT/ab-real-$job.txt" || true
+    done ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 find "$OUT" -name '.*.lock' -delete

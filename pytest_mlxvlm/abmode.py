@@ -214,11 +214,12 @@ class ABModel:
     def measure(self, side: str, request: GenerationRequest) -> Sample:
         return Sample.from_dict(self.workers[side].call(request_message(request))["sample"])
 
-    def measure_both(self, request: GenerationRequest) -> tuple[Sample, Sample]:
-        """Base and head generate at once; both answers are read before any error is raised,
-        so no answer is left behind for the next request."""
+    def measure_both(self, request: GenerationRequest, base_first: bool = True) -> tuple[Sample, Sample]:
+        """Base and head generate at once (the one asked first may get a head start, so the
+        caller alternates); both answers are read before any error is raised, so no answer is
+        left behind for the next request."""
         message = request_message(request)
-        for side in ("base", "head"):
+        for side in (("base", "head") if base_first else ("head", "base")):
             self.workers[side].send(message)
         samples: dict[str, Sample] = {}
         error: WorkerError | None = None
@@ -251,15 +252,15 @@ class PairedRun:
 def run_pairs(measure: Callable[[str, GenerationRequest], Sample], request: GenerationRequest, *,
               warmup: int, plan: ABPlan, judge: Callable[[list[Sample], list[Sample]], CaseComparison],
               check_every: int = 5,
-              measure_both: Callable[[GenerationRequest], tuple[Sample, Sample]] | None = None) -> PairedRun:
+              measure_both: Callable[[GenerationRequest, bool], tuple[Sample, Sample]] | None = None) -> PairedRun:
     """Warm both sides, then pairs (in ABBA order: base-head, head-base, ...; or both at once
-    with ``measure_both``) until the verdict is settled (checked every ``check_every`` pairs
+    with ``measure_both``, asked in ABBA order) until the verdict is settled (checked every ``check_every`` pairs
     from ``min_pairs`` on), ``max_pairs``, or the time budget is spent."""
     start = time.perf_counter()
 
     def pair(i: int, into: dict[str, list[Sample]]) -> None:
         if measure_both is not None:
-            base, head = measure_both(request)
+            base, head = measure_both(request, i % 4 in (0, 3))  # asked first: ABBA as well
             into["base"].append(base)
             into["head"].append(head)
             return

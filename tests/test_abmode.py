@@ -93,8 +93,8 @@ def test_duet_pairs_come_from_one_call_for_both_sides():
     def measure(side, request):
         raise AssertionError("a duet measures both sides at once")
 
-    def both(request):
-        calls.append("both")
+    def both(request, base_first):
+        calls.append(base_first)
         return samples([100.0])[0], samples([80.0])[0]
 
     def judge(base, head):
@@ -102,7 +102,8 @@ def test_duet_pairs_come_from_one_call_for_both_sides():
 
     run = run_pairs(measure, GenerationRequest(None, "p", 1), warmup=2, measure_both=both,
                     plan=ABPlan(base_rev="x", min_pairs=6, max_pairs=40), judge=judge)
-    assert len(calls) == 2 + 6 and len(run.base_warmup) == 2
+    assert calls == [True, False] + [True, False, False, True, True, False]  # ABBA, who is asked first
+    assert len(run.base_warmup) == 2
     assert run.stopped == "settled" and [s.generation_tps for s in run.head] == [80.0] * 6
 
 
