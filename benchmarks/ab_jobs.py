@@ -183,41 +183,44 @@ def _replay_job(pairs: list[tuple[Sample, Sample]], cursor: int, key: str, plan:
     return judge(run.base, run.head), cursor + len(run.base)
 
 
-def judge_recording(out: Path, jobs: int, pairs: str, alpha: float, estimator: str = "fast") -> str:
+def judge_recording(outs: list[Path], jobs: int, pairs: str, alpha: float, estimator: str = "fast") -> str:
+    """Cut each recording into consecutive jobs (up to ``jobs`` in all, the folders in turn)
+    and judge each as ``pytest --mlx-ab-base`` would."""
     low, _, high = pairs.partition(":")
     plan = ABPlan(base_rev="recorded", min_pairs=int(low), max_pairs=int(high), budget_s=math.inf,
                   estimator=estimator)
-    files = sorted(out.glob("rounds-*.jsonl"))
+    files = sorted(outs[0].glob("rounds-*.jsonl"))
     sizes = [re.sub(r"^rounds-|\.jsonl$", "", f.name) for f in files]
     family = per_comparison_alpha(alpha, len(files) * len(AB_TOLERANCES))
-    lines = [f"recording {out}: sizes {', '.join(sizes)}; estimator {estimator}; pairs {pairs}, alpha {alpha} "
-             f"(each metric at {family:.2g}); tolerances " +
+    lines = [f"recording {', '.join(map(str, outs))}: sizes {', '.join(sizes)}; estimator {estimator}; "
+             f"pairs {pairs}, alpha {alpha} (each metric at {family:.2g}); tolerances " +
              ", ".join(f"{k} {v * 100:.0f}%" for k, v in AB_TOLERANCES.items()), ""]
     lines.append("| jobs | sizes | failed | pairs per case (median, max) | cases failed per metric |")
     lines.append("|---|---|---|---|---|")
     summary = {}
     for label, side in (("A/A", "a2"), ("A/B", "b")):
-        streams = {size: _stream(f, side) for size, f in zip(sizes, files)}
-        cursors = {size: 0 for size in sizes}
         failed = done = 0
         used: list[int] = []
         per_metric: dict[str, int] = {}
-        for _ in range(jobs):
-            verdicts = []
-            try:
-                for size in sizes:
-                    before = cursors[size]
-                    comparison, cursors[size] = _replay_job(streams[size], before, size, plan, family)
-                    used.append(cursors[size] - before)
-                    verdicts.append(comparison)
-            except IndexError:
-                break
-            done += 1
-            bad = [c for c in verdicts if c.status in ("regressed", "workload-changed")]
-            failed += bool(bad)
-            for c in bad:
-                for m in c.regressed:
-                    per_metric[m.metric] = per_metric.get(m.metric, 0) + 1
+        for out in outs:
+            streams = {size: _stream(out / f"rounds-{size}.jsonl", side) for size in sizes}
+            cursors = {size: 0 for size in sizes}
+            while done < jobs:
+                verdicts = []
+                try:
+                    for size in sizes:
+                        before = cursors[size]
+                        comparison, cursors[size] = _replay_job(streams[size], before, size, plan, family)
+                        used.append(cursors[size] - before)
+                        verdicts.append(comparison)
+                except IndexError:
+                    break
+                done += 1
+                bad = [c for c in verdicts if c.status in ("regressed", "workload-changed")]
+                failed += bool(bad)
+                for c in bad:
+                    for m in c.regressed:
+                        per_metric[m.metric] = per_metric.get(m.metric, 0) + 1
         metrics = ", ".join(f"{k} {v}" for k, v in per_metric.items()) or "-"
         pairs_used = f"{median(used):.0f}, {max(used)}" if used else "-"
         lines.append(f"| {label} | {', '.join(sizes)} | **{failed}/{done}** | {pairs_used} | {metrics} |")
@@ -225,8 +228,8 @@ def judge_recording(out: Path, jobs: int, pairs: str, alpha: float, estimator: s
     lines.append("")
     lines.append("Size of the committed slowdown, all recorded pairs (A against B; per-pair log ratios, "
                  "Hodges-Lehmann with its 95% interval):")
-    for size, f in zip(sizes, files):
-        stream = _stream(f, "b")
+    for size in sizes:
+        stream = [pair for out in outs for pair in _stream(out / f"rounds-{size}.jsonl", "b")]
         base, head = [p[0] for p in stream], [p[1] for p in stream]
         parts = []
         for metric in ("generation_tps", "end_to_end_tps", "ttft_s"):
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--concurrent", action="store_true",
                    help="the three workers generate at once (duet) instead of taking turns")
     j = sub.add_parser("judge")
-    j.add_argument("out", type=Path)
+    j.add_argument("out", type=Path, nargs="+")
     j.add_argument("--jobs", type=int, default=20)
     j.add_argument("--pairs", default="10:40")
     j.add_argument("--alpha", type=float, default=0.05)
