@@ -108,6 +108,9 @@ def add_options(parser: pytest.Parser) -> None:
            "server suite: measure the server running at URL (OpenAI-compatible chat completions) "
            "instead of starting mlx_vlm.server; nothing is started or stopped", default=None,
            metavar="URL")
+    option("--mlx-server", "mlx_server",
+           "server suite: the server to start, mlx_vlm (python -m mlx_vlm.server, default) or "
+           "vllm-mlx (vllm-mlx serve --mllm)", default=None, metavar="KIND")
     option("--mlx-server-port", "mlx_server_port",
            "server suite: the 127.0.0.1 port of the server started here (default 0: a free one)",
            default=None, metavar="PORT")

@@ -35,7 +35,7 @@ SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR
 SERVER_MEASURED = ("mlx_server_bench", "mlx_server_concurrency")  # fixtures of measured server tests
 MEASURED = ("mlx_bench", "mlx_video_bench", "mlx_batch_bench", *SERVER_MEASURED)  # fixtures of measured tests
 REPORTER = "mlxvlm-reporter"
-pytest_plugins = ["pytest_mlxvlm.suitefixtures"]  # the video, batch and server fixtures
+pytest_plugins = ["pytest_mlxvlm.suitefixtures", "pytest_mlxvlm.serverfixtures"]  # the video, batch, server fixtures
 phase_key = pytest.StashKey[dict]()  # on an item: the outcome of each phase
 
 

@@ -118,7 +118,16 @@ def model_section(model: str, results: Sequence[CaseResult], load_time_s: float 
 
 
 SERVER_COLUMNS = ("Case", "Clients", "Time", "Tokens", "Speed", "Aggregate", "TTFT p50/p95/p99",
-                  "ITL p50/p95/p99", "Decode", "Prefill*", "Spread")
+                  "ITL p50/p95/p99", "Decode", "Prefill*", "Peak mem**", "Spread")
+
+
+def server_memory(info: dict[str, Any]) -> str:
+    """A server case's peak memory: from the metrics endpoint (or why not), else the stream's."""
+    value = info.get("metrics_peak_memory_gb")
+    if isinstance(value, str):
+        return value
+    value = value or info.get("server_peak_memory_gb")
+    return f"{float(value):.2f}GB" if value else "-"
 
 
 def server_section(results: Sequence[CaseResult], where: str = "") -> list[str]:
@@ -141,6 +150,7 @@ def server_section(results: Sequence[CaseResult], where: str = "") -> list[str]:
             "/".join(f"{itl.get(q, 0.0):.1f}" for q in ("p50", "p95", "p99")) + "ms",
             f"{med['generation_tps']:.1f} tok/s",
             f"{med['prompt_tps']:.0f} tok/s" if med["prompt_tps"] else "-",
+            server_memory(info),
             f"±{speed.spread * 100:.1f}% (n={speed.n})",
         ])
         if not info.get("fixed_length", True):
@@ -152,7 +162,8 @@ def server_section(results: Sequence[CaseResult], where: str = "") -> list[str]:
     lines.append("")
     lines.append("Through the server" + (f" ({where})" if where else "") + ": times as the client saw "
                  "them, per request; Aggregate = tokens of a round's requests / its wall time; "
-                 "*Prefill as the server reported it")
+                 "*Prefill as the server reported it; **the server's high-water mark after the case, "
+                 "from its metrics endpoint")
     if peak:
         lines.append(f"Server peak memory (its own high-water mark since it started): {peak:.2f}GB")
     return lines + notes

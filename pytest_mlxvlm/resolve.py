@@ -25,6 +25,7 @@ from .settings import (
     MediaPlan,
     GatePolicy,
     Outputs,
+    SERVER_KINDS,
     ServerPlan,
     Settings,
     SettingsError,
@@ -58,7 +59,7 @@ FLAGS = {
     "mlx_ab_order": "--mlx-ab-order",
     "mlx_server_url": "--mlx-server-url", "mlx_server_port": "--mlx-server-port",
     "mlx_server_timeout": "--mlx-server-timeout", "mlx_server_concurrency": "--mlx-server-concurrency",
-    "mlx_server_args": "--mlx-server-args",
+    "mlx_server_args": "--mlx-server-args", "mlx_server": "--mlx-server",
     "mlx_video": "--mlx-video", "mlx_video_configs": "--mlx-video-configs",
     "mlx_video_size": "--mlx-video-size", "mlx_batch_sizes": "--mlx-batch-sizes",
     "mlx_bmf": "--mlx-bmf", "mlx_github_benchmark": "--mlx-github-benchmark",
@@ -218,7 +219,11 @@ def _server_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ServerP
         extra = tuple(shlex.split(str(args)))
     except ValueError as exc:
         raise SettingsError(f"{where_args}: {exc}") from None
+    kind, where_kind = get("mlx_server", ServerPlan.kind)
+    if str(kind) not in SERVER_KINDS:
+        raise SettingsError(f"{where_kind} {kind!r}: choose {' or '.join(SERVER_KINDS)}")
     return ServerPlan(
+        kind=str(kind),
         url=url or None,
         port=positive_int(*_named("mlx_server_port", get, 0), minimum=0, maximum=65535),
         timeout_s=_fraction(*_named("mlx_server_timeout", get, ServerPlan.timeout_s), upper=86400),

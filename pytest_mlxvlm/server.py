@@ -28,8 +28,8 @@ from .models import ModelLoadError, resolve_path, source_kind
 from .results import CaseResult, Sample
 from .runner import run_adaptive
 from .serverclient import (ImageVariants, Timing, chat_body, check_reachable, eos_token_ids, run_round,
-                           stream_chat, summarize_timings)
-from .serverprocess import ServerError, ServerProcess, health
+                           server_peak_memory, stream_chat, summarize_timings)
+from .serverprocess import SERVER_INSTALL, ServerError, ServerProcess, health, missing_packages
 from .xdist import nodeid
 
 SIDE = "server"  # CaseResult.side of every case measured through a server
@@ -49,6 +49,7 @@ class MlxServer:
     timeout_s: float = 300.0
     info: dict[str, Any] = field(default_factory=dict)  # /health
     load_time_s: float = 0.0
+    kind: str = "mlx_vlm"  # the server started here (settings.SERVER_KINDS); "url" for --mlx-server-url
 
     @property
     def started_here(self) -> bool:
@@ -61,11 +62,11 @@ class MlxServer:
             if death:
                 raise ServerError(death)
 
-    def request(self, body: bytes) -> Timing:
+    def request(self, body: bytes, headers: dict[str, str] | None = None) -> Timing:
         """One timed request; a failure says whether the server died and why."""
         self.check()
         try:
-            return stream_chat(self.url, body, self.timeout_s)
+            return stream_chat(self.url, body, self.timeout_s, headers)
         except ServerError as exc:
             time.sleep(0.2)  # a dying server: let its exit status arrive
             death = self.process.death() if self.process is not None else None
@@ -78,8 +79,10 @@ class MlxServer:
             self.process.stop()
 
 
-def start_server(spec: str, plan: Any) -> MlxServer:
-    """The server of ``spec`` for a session: reach ``plan.url``, or start mlx_vlm.server.
+def start_server(spec: str, plan: Any, env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> MlxServer:
+    """The server of ``spec`` for a session: reach ``plan.url``, or start ``plan.kind``'s server
+    (``env`` added to its environment, ``extra_args`` to its command line).
 
     ``plan`` is the session's ``ServerPlan``. Raises ServerError (or ModelLoadError for a model
     spec that cannot be resolved to a folder)."""
@@ -95,15 +98,20 @@ def start_server(spec: str, plan: Any) -> MlxServer:
         info = check_reachable(plan.url, timeout_s=min(plan.timeout_s, 30.0))
         model = str(folder) if folder is not None and source_kind(spec) != "hub" else spec
         return MlxServer(spec=spec, url=plan.url.rstrip("/"), request_model=model,
-                         eos_ids=eos_token_ids(folder), timeout_s=plan.timeout_s, info=info)
+                         eos_ids=eos_token_ids(folder), timeout_s=plan.timeout_s, info=info, kind="url")
+    kind = getattr(plan, "kind", "mlx_vlm")
+    missing = missing_packages(kind)
+    if missing:
+        raise ServerError(f"--mlx-server {kind}: its server cannot start here: the Python package(s) "
+                          f"{', '.join(missing)} are not installed ({SERVER_INSTALL[kind]})")
     folder = resolve_path(spec)
     process = ServerProcess(model=str(folder), port=plan.port, timeout_s=plan.timeout_s,
-                            extra_args=list(plan.args))
+                            extra_args=[*plan.args, *(extra_args or [])], kind=kind, env=dict(env or {}))
     start = time.perf_counter()
     process.start()
     return MlxServer(spec=spec, url=process.url, request_model=str(folder),
                      eos_ids=eos_token_ids(folder), process=process, timeout_s=plan.timeout_s,
-                     info=health(process.url) or {}, load_time_s=time.perf_counter() - start)
+                     info=health(process.url) or {}, load_time_s=time.perf_counter() - start, kind=kind)
 
 
 class MlxServerWarning(pytest.PytestWarning):
@@ -165,8 +173,9 @@ class ServerBench(MlxBench):
             error = None
         if error is not None:
             pytest.fail(error, pytrace=False)
-        workload["server"] = {"url": server.url, "started_here": server.started_here,
-                              **summarize_timings(timings, walls, self.clients, max_tokens)}
+        workload["server"] = {"url": server.url, "started_here": server.started_here, "kind": server.kind,
+                              **summarize_timings(timings, walls, self.clients, max_tokens),
+                              "metrics_peak_memory_gb": server_peak_memory(server.url)}
         result = CaseResult(
             model=server.spec,
             resolution=self.resolution.id if path is not None else "text",

@@ -9,6 +9,7 @@ import http.client
 import io
 import json
 import math
+import re
 import socket
 import threading
 import time
@@ -91,6 +92,8 @@ class Timing:
     text: str = ""
     started: float = 0.0  # perf_counter when the request was sent
     ended: float = 0.0
+    first_logprobs: list[tuple[str, float]] | None = None  # the first token's (token, logprob), chosen first
+    cached_reported: bool = False  # whether usage held prompt_tokens_details.cached_tokens
 
     @property
     def itl(self) -> list[float]:
@@ -120,12 +123,14 @@ class Timing:
         )
 
 
-def chat_body(model: str, prompt: str, image_url: str | None, max_tokens: int,
-              eos_ids: list[int] | None = None) -> bytes:
-    """A streamed, greedy chat-completions request; EOS ids biased away for a fixed length."""
+def chat_body(model: str, prompt: str, image_url: str | list[str] | None, max_tokens: int,
+              eos_ids: list[int] | None = None, top_logprobs: int = 0) -> bytes:
+    """A streamed, greedy chat-completions request; EOS ids biased away for a fixed length;
+    with ``top_logprobs``, each token's log-probability and its ``top_logprobs`` rivals."""
     content: list[dict[str, Any]] = []
-    if image_url is not None:
-        content.append({"type": "image_url", "image_url": {"url": image_url}})
+    urls = image_url if isinstance(image_url, list) else [] if image_url is None else [image_url]
+    for url in urls:
+        content.append({"type": "image_url", "image_url": {"url": url}})
     content.append({"type": "text", "text": prompt})
     body: dict[str, Any] = {
         "model": model, "stream": True, "stream_options": {"include_usage": True},
@@ -134,10 +139,24 @@ def chat_body(model: str, prompt: str, image_url: str | None, max_tokens: int,
     }
     if eos_ids:
         body["logit_bias"] = {str(i): EOS_BIAS for i in eos_ids}
+    if top_logprobs:
+        body.update(logprobs=True, top_logprobs=top_logprobs)
     return json.dumps(body).encode()
 
 
-def stream_chat(url: str, body: bytes, timeout_s: float = 300.0) -> Timing:
+def first_token_logprobs(choice: dict[str, Any]) -> list[tuple[str, float]] | None:
+    """A stream choice's first token as [(chosen, logprob), *(rival, logprob)], or None."""
+    content = (choice.get("logprobs") or {}).get("content") or []
+    if not content or not isinstance(content[0], dict) or content[0].get("logprob") is None:
+        return None
+    head = content[0]
+    rivals = [(str(t.get("token")), float(t["logprob"])) for t in head.get("top_logprobs") or []
+              if isinstance(t, dict) and t.get("logprob") is not None]
+    return [(str(head.get("token")), float(head["logprob"])), *rivals]
+
+
+def stream_chat(url: str, body: bytes, timeout_s: float = 300.0,
+                headers: dict[str, str] | None = None) -> Timing:
     """Send one streamed chat completion and time it; ServerError on any failure."""
     where = f"{url}/v1/chat/completions"
     conn, prefix = _connection(url, timeout_s)
@@ -146,10 +165,11 @@ def stream_chat(url: str, body: bytes, timeout_s: float = 300.0) -> Timing:
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] = {}
     finish = None
+    logprobs: list[tuple[str, float]] | None = None
     try:
         start = time.perf_counter()
         conn.request("POST", prefix + "/v1/chat/completions", body,
-                     {"Content-Type": "application/json", "Accept": "text/event-stream"})
+                     {"Content-Type": "application/json", "Accept": "text/event-stream", **(headers or {})})
         response = conn.getresponse()
         if response.status >= 400:
             raise ServerError(f"POST {where} answered HTTP {response.status} {response.reason}: "
@@ -179,6 +199,8 @@ def stream_chat(url: str, body: bytes, timeout_s: float = 300.0) -> Timing:
                 if piece:
                     chunks.append(now - start)
                     text.append(piece)
+                if logprobs is None:
+                    logprobs = first_token_logprobs(choice)
                 finish = choice.get("finish_reason") or finish
             if chunk.get("usage"):
                 usage = chunk["usage"]
@@ -205,7 +227,8 @@ def stream_chat(url: str, body: bytes, timeout_s: float = 300.0) -> Timing:
         cached_tokens=int(details.get("cached_tokens") or 0),
         completion_tokens=int((usage or {}).get("completion_tokens") or len(chunks)),
         finish_reason=finish, usage=usage is not None, server_timings=timings,
-        text="".join(text), started=start, ended=end,
+        text="".join(text), started=start, ended=end, first_logprobs=logprobs,
+        cached_reported=isinstance(details, dict) and "cached_tokens" in details,
     )
 
 
@@ -319,5 +342,30 @@ def summarize_timings(timings: list[Timing], walls: list[float], clients: int,
     }
 
 
-# -- the pytest side: measure a case, record it, gate it ----------------------------------------
+# -- the server's own figures ---------------------------------------------------------------------
+
+NO_METRICS = "n/a (no metrics endpoint)"
+_PROM_PEAK = re.compile(r'^\w*memory_bytes\{[^}]*kind="peak"[^}]*\}\s+([0-9.eE+-]+)', re.M)
+
+
+def server_peak_memory(url: str, timeout_s: float = 10.0) -> float | str | None:
+    """The server's peak memory in GB from its metrics endpoint: ``/metrics`` as mlx_vlm.server's
+    JSON (the requests' ``peak_memory_gb``) or Prometheus text (vllm-mlx's ``*memory_bytes{kind="peak"}``).
+    NO_METRICS when there is no such endpoint; None when it holds no memory figure."""
+    try:
+        status, _, body = _get(url, "/metrics", timeout_s)
+    except (OSError, http.client.HTTPException):
+        return NO_METRICS
+    if status != 200:
+        return NO_METRICS
+    try:
+        data = json.loads(body)
+    except ValueError:
+        found = [float(v) / 1e9 for v in _PROM_PEAK.findall(body.decode("utf-8", "replace"))]
+        return max(found) if found else None
+    if not isinstance(data, dict):
+        return None
+    entries = [data.get("latest"), *(data.get("recent") or [])]
+    found = [float(e["peak_memory_gb"]) for e in entries if isinstance(e, dict) and e.get("peak_memory_gb")]
+    return max(found) if found else None
 

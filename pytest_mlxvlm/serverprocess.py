@@ -32,6 +32,46 @@ class ServerError(RuntimeError):
     """A server that would not start, died, answered with an error, or did not answer."""
 
 
+# -- which server ------------------------------------------------------------------------------
+
+# the Python packages each server imports at start-up (checked before it is started)
+SERVER_NEEDS = {"mlx_vlm": ("mlx_vlm", "fastapi", "uvicorn"),
+                "vllm-mlx": ("vllm_mlx", "mlx_lm", "mlx_vlm", "fastapi", "uvicorn", "prometheus_client")}
+SERVER_INSTALL = {"mlx_vlm": "pip install 'mlx-vlm[server]'", "vllm-mlx": "pip install vllm-mlx (with its dependencies)"}
+# per kind: the server's environment; mlx_vlm.server's prefix cache (APC) is on only where asked
+APC_ENV = {"APC_ENABLED": "1", "APC_DISK_ENABLED": "0"}
+
+
+def missing_packages(kind: str, python: str = sys.executable) -> list[str]:
+    """The packages ``kind``'s server needs that ``python`` cannot import (found, not imported)."""
+    needs = SERVER_NEEDS[kind]
+    if python == sys.executable:
+        import importlib.util
+
+        return [name for name in needs if importlib.util.find_spec(name) is None]
+    probe = ("import importlib.util, sys; print(' '.join(n for n in sys.argv[1:] "
+             "if importlib.util.find_spec(n) is None))")
+    out = subprocess.run([python, "-c", probe, *needs], capture_output=True, text=True, timeout=60)
+    return out.stdout.split()
+
+
+def server_command(kind: str, python: str, model: str, port: int, extra: list[str]) -> list[str]:
+    """The command line that serves ``model`` on 127.0.0.1:``port``."""
+    if kind == "vllm-mlx":
+        return [python, "-m", "vllm_mlx.cli", "serve", model, "--host", HOST, "--port", str(port),
+                "--mllm", "--enable-metrics", *extra]
+    return [python, "-m", "mlx_vlm.server", "--model", model, "--host", HOST, "--port", str(port), *extra]
+
+
+def missing_module_hint(log_tail: str) -> str:
+    """'; it needs the Python package X, which is not installed' when the log says so."""
+    import re
+
+    found = re.findall(r"No module named '([\w.]+)'", log_tail)
+    return (f"; it needs the Python package {found[-1].split('.')[0]!r}, which is not installed"
+            if found else "")
+
+
 # -- the server process -----------------------------------------------------------------------
 
 def free_port(host: str = HOST) -> int:
@@ -72,6 +112,8 @@ class ServerProcess:
     python: str = sys.executable
     log: Path | None = None
     command: list[str] | None = None  # replaces the default command (tests)
+    kind: str = "mlx_vlm"  # a key of SERVER_NEEDS (settings.SERVER_KINDS)
+    env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
     _proc: subprocess.Popen[bytes] | None = None
     _log_fh: Any = None
 
@@ -108,8 +150,8 @@ class ServerProcess:
             fd, name = tempfile.mkstemp(prefix="mlxvlm-server-", suffix=".log")
             os.close(fd)
             self.log = Path(name)
-        command = self.command or [self.python, "-m", "mlx_vlm.server", "--model", self.model,
-                                   "--host", HOST, "--port", str(self.port), *self.extra_args]
+        command = self.command or server_command(self.kind, self.python, self.model, self.port,
+                                                 self.extra_args)
         command = [c.replace("{port}", str(self.port)) for c in command]
         self._log_fh = open(self.log, "ab")
         self._log_fh.write(f"$ {shlex.join(command)}\n".encode())
@@ -117,7 +159,7 @@ class ServerProcess:
         try:
             self._proc = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                 start_new_session=True,  # Ctrl-C reaches pytest, which stops the server
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
@@ -136,8 +178,9 @@ class ServerProcess:
         while True:
             code = self._proc.poll() if self._proc is not None else None
             if code is not None:
-                raise ServerError(f"the server exited during start-up ({exit_reason(code)}); "
-                                  f"log {self.log}: {self.tail() or '(empty)'}")
+                tail = self.tail()
+                raise ServerError(f"the server exited during start-up ({exit_reason(code)})"
+                                  f"{missing_module_hint(tail)}; log {self.log}: {tail or '(empty)'}")
             if health(self.url, timeout_s=2.0) is not None:
                 return
             if time.monotonic() > deadline:

@@ -191,6 +191,10 @@ class ServerPlan:
     timeout_s: float = 300.0  # to become ready, and for one request
     concurrency: tuple[int, ...] = (1, 2, 4)
     args: tuple[str, ...] = ()  # more arguments for mlx_vlm.server
+    kind: str = "mlx_vlm"  # the server started here: one of SERVER_KINDS
+
+
+SERVER_KINDS = ("mlx_vlm", "vllm-mlx")  # --mlx-server: python -m mlx_vlm.server, or vllm-mlx serve
 
 
 # Video sweeps as vllm-mlx's video benchmark: (frames, fps) on a 10 s clip, 96+ frames left out

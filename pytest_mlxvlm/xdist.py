@@ -27,7 +27,7 @@ def measure_lock() -> Path:
     return Path(tempfile.gettempdir()) / f".pytest-mlxvlm-{os.getpid()}.measure.lock"
 
 
-MEASURING_FIXTURES = ("mlx_model", "mlx_server")  # a test that uses one of them measures
+MEASURING_FIXTURES = ("mlx_model", "mlx_server", "mlx_cache_server")  # a test that uses one of them measures
 
 
 def measures(item: pytest.Item) -> bool:

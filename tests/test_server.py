@@ -241,7 +241,7 @@ def test_stop_terminates_then_kills(tmp_path):
 
 SUITE = ["-p", "no:cacheprovider", "--mlx-model", "synthetic:tiny", "--mlx-suite", "server",
          "--mlx-resolutions", "224x224", "--mlx-rounds", "2", "--mlx-warmup", "0",
-         "--mlx-max-tokens", "8", "--mlx-server-concurrency", "1,2"]
+         "--mlx-max-tokens", "8", "--mlx-server-concurrency", "1,2", "-k", "not server_cache"]
 
 
 def test_the_suite_measures_a_server_at_a_url(pytester, fake_server):
@@ -364,7 +364,8 @@ def test_real_server_that_cannot_load_the_model(pytester, tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     result = pytester.runpytest("-p", "no:cacheprovider", "--mlx-model", str(folder), "--mlx-suite",
-                                "server", "--mlx-resolutions", "224x224", "--mlx-server-concurrency", "1")
+                                "server", "--mlx-resolutions", "224x224", "--mlx-server-concurrency", "1",
+                                "-k", "not server_cache")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*server: the server exited during start-up (exit status *); log *"])
     assert not _servers_of(str(folder))
@@ -427,7 +428,7 @@ def test_adaptive_rounds_and_progress_lines(pytester, fake_server):
 def test_real_server_refuses_bad_arguments(pytester):
     result = pytester.runpytest("-p", "no:cacheprovider", "--mlx-model", "synthetic:tiny", "--mlx-suite",
                                 "server", "--mlx-resolutions", "224x224", "--mlx-server-concurrency", "1",
-                                "--mlx-server-args=--no-such-flag 3")
+                                "--mlx-server-args=--no-such-flag 3", "-k", "not server_cache")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*the server exited during start-up (exit status 2); log *"
                                  "unrecognized arguments: --no-such-flag 3*"])

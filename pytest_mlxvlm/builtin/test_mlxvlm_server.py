@@ -1,9 +1,14 @@
-"""The built-in server suite (``--mlx-suite server``): the resolution sweep and a concurrency
-sweep, through streamed HTTP requests to ``mlx_vlm.server`` (or ``--mlx-server-url``)."""
+"""The built-in server suite (``--mlx-suite server``): the resolution sweep, a concurrency
+sweep and the cache suite's steps, through streamed HTTP requests to ``mlx_vlm.server``
+(or vllm-mlx's server, or ``--mlx-server-url``)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
+
+from pytest_mlxvlm.builtin import test_mlxvlm_cache as cache_steps  # the steps, not collected here
 
 
 def _check(result: Any, clients: int) -> None:
@@ -24,3 +29,33 @@ def test_server_generation(mlx_server_bench: Any) -> None:
 def test_server_concurrency(mlx_server_concurrency: Any) -> None:
     """N clients at once, N requests a round: aggregate tok/s and per-request latencies."""
     _check(mlx_server_concurrency.run(), mlx_server_concurrency.clients)
+
+
+# -- the cache suite's steps through the server (mlx_server_cache: a server with its prefix cache on)
+
+def test_server_cache_basic(mlx_server_cache: Any, mlx_cache_image: Any) -> None:
+    """Same image and prompt, other prompt, other image, and back."""
+    cache_steps.test_cache_basic(mlx_server_cache, mlx_cache_image)
+
+
+def test_server_cache_different_images(mlx_server_cache: Any, mlx_cache_image: Any) -> None:
+    cache_steps.test_cache_different_images(mlx_server_cache, mlx_cache_image)
+
+
+@pytest.mark.parametrize("side", [224, 336, 512, 768])
+def test_server_cache_resolutions(mlx_server_cache: Any, mlx_cache_image: Any, side: int) -> None:
+    cache_steps.test_cache_resolutions(mlx_server_cache, mlx_cache_image, side)
+
+
+def test_server_cache_same_size_images(mlx_server_cache: Any, mlx_cache_image: Any) -> None:
+    """Two images of one size: identical placeholder tokens, so a cache keyed on token ids fails."""
+    cache_steps.test_cache_same_size_images(mlx_server_cache, mlx_cache_image)
+
+
+def test_server_cache_image_order(mlx_server_cache: Any, mlx_cache_image: Any) -> None:
+    cache_steps.test_cache_image_order(mlx_server_cache, mlx_cache_image)
+
+
+def test_server_cache_changed_bytes_same_path(mlx_server_cache: Any, mlx_cache_image: Any, tmp_path: Any) -> None:
+    """The same file path with new bytes (sent as a path to a server started here)."""
+    cache_steps.test_cache_changed_bytes_same_path(mlx_server_cache, mlx_cache_image, tmp_path)

@@ -1,0 +1,69 @@
+"""Fixtures of the cache steps through a server (loaded by ``plugin.py`` through ``pytest_plugins``):
+a server of their own (mlx_vlm.server with its prefix cache on), and ``mlx_server_cache``."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from .cachefixture import MlxCache
+from .models import ModelLoadError, short_name
+from .server import start_server
+from .servercache import SERVER_CACHE_ARGS, ServerCacheSession
+from .serverprocess import APC_ENV, ServerError
+from .session import session_key, settings_key
+from .xdist import nodeid
+
+ENGINE = "server"  # the cache records' engine (and mlx_cache_expect's ENGINE) of steps through a server
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The cache steps' server is one per ``--mlx-model``, as ``mlx_server``."""
+    if "mlx_cache_server" in metafunc.fixturenames and "mlx_model" not in metafunc.fixturenames:
+        models = metafunc.config.stash[settings_key].workload.models
+        names = [short_name(m) for m in models]
+        ids = names if len(set(names)) == len(names) else list(models)
+        metafunc.config.stash[session_key].model_ids.update(zip(models, ids))
+        metafunc.parametrize("mlx_cache_server", models, ids=ids, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def mlx_cache_server(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[Any]:
+    """The server the cache steps go through: ``--mlx-server-url``'s as it is, or one started for
+    them (mlx_vlm.server with APC_ENABLED=1, its disk tier off, and ``--top-logprobs-k``), apart
+    from ``mlx_server``, so that the sweep measures the server as it ships (APC off)."""
+    settings = pytestconfig.stash[settings_key]
+    spec = getattr(request, "param", None) or settings.workload.models[0]
+    bench = pytestconfig.stash[session_key]
+    if settings.ab.active:
+        pytest.skip("the server suite measures one server; it does not run with --mlx-ab-*")
+    mlx_vlm = settings.server.kind == "mlx_vlm"
+    try:
+        server = start_server(spec, settings.server, env=APC_ENV if mlx_vlm else None,
+                              extra_args=list(SERVER_CACHE_ARGS) if mlx_vlm else None)
+    except (ServerError, ModelLoadError) as exc:
+        bench.load_errors[f"{spec} (server cache)"] = f"{spec}: server for the cache steps: {exc}"
+        error = bench.load_errors[f"{spec} (server cache)"]
+    else:
+        error = None
+    if error is not None:
+        pytest.fail(error, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mlx_server_cache(request: pytest.FixtureRequest, mlx_cache_server: Any,
+                     pytestconfig: pytest.Config) -> Iterator[MlxCache]:
+    """``mlx_cache`` through the server: ``step(...)`` then ``check()``; a fresh cache per test
+    (its own tenant); the steps join the cache tables as engine ``server``."""
+    session = ServerCacheSession(mlx_cache_server)
+    yield MlxCache(request, session, ENGINE)  # type: ignore[arg-type]
+    where = (f"{mlx_cache_server.kind} started here" if mlx_cache_server.started_here
+             else "the server") + f" at {mlx_cache_server.url}"
+    pytestconfig.stash[session_key].cache_records.append(
+        {"test": nodeid(request.node), "model": mlx_cache_server.spec, "engine": ENGINE, "side": "server",
+         "server": where, "steps": list(session.steps)})
