@@ -169,15 +169,23 @@ def measure(work: Path, out: Path, pair: Pair, step: str, label: str, rounds: in
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     elapsed = round(time.monotonic() - started, 1)
-    report = files / f"{step}.json"
-    measured = report.exists() and any(r.get("outcome") != "error" for r in _results(report))
-    if measured:
+    if has_measurements(files / f"{step}.json"):
         return write_marker(out, pair, step, "measured", exit_code=code, seconds=elapsed, plugin_tree=tree,
                             reason="" if code == 0 else one_line_reason(output))
     reason = one_line_reason(output)
     print(skip_line(pair, step, reason))
     return write_marker(out, pair, step, "skipped", exit_code=code, seconds=elapsed, reason=reason,
                         plugin_tree=tree)
+
+
+def has_measurements(report: Path) -> bool:
+    """Whether a step's JSON report holds measurements: a case that ran, or a cache step."""
+    try:
+        document = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return False
+    return (any(r.get("outcome") != "error" and r.get("samples") for r in document.get("results", []))
+            or any(rec.get("steps") for rec in document.get("cache", [])))
 
 
 def _results(report: Path) -> list[dict[str, Any]]:
@@ -342,6 +350,10 @@ def run_campaign(name: str, work: Path, out: Path, steps: Sequence[str], rounds:
             marker = measure(work, out, pair, step, pair.label(varying), rounds, max_tokens, lock, tree)
             print(f"{pair.title()}: {step}: {marker['status']} in {marker['seconds']} s", flush=True)
     for pair in pairs:
+        for step in MEASURE_STEPS:  # a step that measured, marked skipped (an older script): measured
+            marker = read_marker(out, pair, step)
+            if marker and marker["status"] == "skipped" and has_measurements(out / "envs" / pair.key / f"{step}.json"):
+                write_marker(out, pair, step, "measured", **{k: v for k, v in marker.items() if k not in ("status", "pair", "step", "finished")})
         for step in ("install", *MEASURE_STEPS):
             marker = read_marker(out, pair, step)
             if marker and marker["status"] not in ("done", "measured"):

@@ -128,3 +128,31 @@ def test_the_history_is_in_release_order_whenever_it_ran(tmp_path: Path) -> None
 def test_resolution_of_a_case() -> None:
     assert releases.resolution_of("pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[448x448]") == "448x448"
     assert releases.resolution_of("pytest_mlxvlm.builtin.test_mlxvlm_cache::test_cache_basic[apc]") is None
+
+
+def test_a_cache_step_that_measured_is_measured(tmp_path: Path, monkeypatch) -> None:
+    """Failed cache expectations are outcomes, not a skip; a marker saying otherwise is corrected."""
+    pair = releases.campaign_pairs("vlm")[0][0]
+    folder = tmp_path / "envs" / pair.key
+    folder.mkdir(parents=True)
+    (folder / "cache.json").write_text(json.dumps({"results": [], "cache": [{"engine": "apc", "steps": [{}]}]}))
+    assert releases.has_measurements(folder / "cache.json")
+    assert not releases.has_measurements(folder / "images.json")
+    releases.write_marker(tmp_path, pair, "cache", "skipped", reason="16 failed, 11 passed", plugin_tree="t")
+    monkeypatch.setattr(releases, "plugin_rev", lambda rev="HEAD": ("c", "t"))
+    monkeypatch.setattr(releases, "measure", lambda *a: pytest.fail("a finished step ran again"))
+    releases.run_campaign("vlm", tmp_path / "work", tmp_path, [], 3, 32, None)
+    assert releases.read_marker(tmp_path, pair, "cache")["status"] == "measured"
+
+
+def test_a_change_point_names_the_two_neighbouring_releases(tmp_path: Path) -> None:
+    """The recorded demo history (slowdown from its 8th session on) as ten releases' sessions."""
+    records = (Path(__file__).parent / "data" / "history-demo.jsonl").read_text().splitlines()[:10]
+    pairs, varying = releases.campaign_pairs("vlm")
+    for pair, record in zip(pairs, records):
+        folder = tmp_path / "envs" / pair.key
+        folder.mkdir(parents=True)
+        (folder / "session-images.jsonl").write_text(record + "\n")
+    points = releases.change_points(releases.build_history(tmp_path, pairs, varying))
+    assert points and {(cp["before"], cp["after"]) for cp in points} == {(pairs[6].label(varying), pairs[7].label(varying))}
+    assert all(cp["regression"] for cp in points)
