@@ -293,3 +293,26 @@ def test_the_server_suite_skips_in_the_ab_mode_saying_why(pytester, fake):
                                 "-rs")
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*the server suite measures one server; it does not run with --mlx-ab-*"])
+
+
+def test_the_tables_set_the_server_beside_in_process(tmp_path):
+    from benchmarks.server_tables import cases, concurrency, side_by_side
+
+    def case(key: str, side: str, ttft: float, tps: float, server: dict | None = None) -> dict:
+        samples = [{"ttft_s": ttft, "end_to_end_tps": tps, "generation_tps": tps * 2}] * 3
+        return {"case_key": key, "side": side, "resolution": "448x448", "samples": samples,
+                "workload": {"server": server or {}}}
+
+    pcts = {"p50": 1.0, "p95": 2.0, "p99": 3.0}
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"results": [
+        case("images::test_image_generation[448x448]", "", 0.1, 50.0),
+        case("server::test_server_generation[448x448]", "server", 0.2, 40.0),
+        case("server::test_server_concurrency[c4]", "server", 0.5, 10.0,
+             {"clients": 4, "aggregate_tps": 38.5, "ttft_ms": pcts, "itl_ms": pcts, "e2e_ms": pcts,
+              "metrics_peak_memory_gb": NO_METRICS})]}))
+    found = cases([report])
+    assert side_by_side(found)[2] == ("| 448x448 | 200 ms | 40.0 tok/s | 80.0 tok/s | 100 ms | 50.0 tok/s "
+                                      "| 100.0 tok/s | 0.80 |")
+    assert concurrency(found)[2] == ("| 448x448 | 4 | 38.5 tok/s | 10.0 tok/s | 1/2/3 ms | 1.0/2.0/3.0 ms | "
+                                     "0.00 s | n/a (no metrics endpoint) |")
