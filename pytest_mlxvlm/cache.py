@@ -101,17 +101,45 @@ def image_paths(image: Any) -> list[str]:
     return [str(i) for i in images]
 
 
+def _detached(value: Any) -> Any:
+    """New array objects for a cache state, so a clone's in-place updates never reach the original."""
+    import mlx.core as mx
+
+    if isinstance(value, mx.array):
+        return mx.array(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detached(v) for v in value)
+    return value
+
+
 def snapshot_kv(kv_cache: list[Any], tokens: int) -> list[Any]:
-    """A detached copy of the first ``tokens`` positions of each layer's KV cache."""
+    """A detached copy of each layer's cache holding the first ``tokens`` positions.
+
+    Generic over mlx-vlm's cache classes: each layer's ``state`` is copied and cut back with its
+    own ``trim``. A layer that cannot be cut back (a recurrent or convolution state, as LFM2's
+    conv layers keep; a sliding window that has wrapped) raises CacheEngineError naming it."""
     import copy
 
     import mlx.core as mx
 
+    offsets = [getattr(layer, "offset", None) for layer in kv_cache]
+    known = [int(o) for o in offsets if o is not None]
+    drop = max(known) - tokens if known else None
+    for index, layer in enumerate(kv_cache):
+        cut = drop is not None and (drop == 0 or (drop > 0 and layer.is_trimmable()
+                                                  and not getattr(layer, "start_position", 0)))
+        if not cut:
+            raise CacheEngineError(
+                f"unsupported cache type {type(layer).__name__} (layer {index}): its "
+                f"state cannot be cut back to the first {tokens} tokens (a recurrent or "
+                "convolution state, or a sliding window that has wrapped), so the stored state "
+                "cannot be reused for this model")
     out = []
     for layer in kv_cache:
-        keys, values = layer.state
         clone = copy.copy(layer)
-        clone.state = (keys[..., :tokens, :], values[..., :tokens, :])
+        clone.state = _detached(layer.state)
+        if drop:
+            clone.trim(drop)
         out.append(clone)
     mx.eval([c.state for c in out])
     return out

@@ -208,3 +208,45 @@ def test_bad(mlx_cache, mlx_cache_image, tmp_path):
         "  step 'broken' (broken): the input could not be run (cold, without the engine): "
         "ValueError: Failed to load image from */broken.png: cannot identify image file*",
     ])
+
+
+def _filled_kv(cache, tokens: int):
+    import mlx.core as mx
+
+    keys = mx.arange(tokens, dtype=mx.float32).reshape(1, 1, tokens, 1)
+    cache.update_and_fetch(keys, keys + 100)
+    return cache
+
+
+def test_snapshot_kv_cuts_each_layer_back_with_its_own_trim():
+    """Plain and sliding-window layers are copied and cut to the prefix; the copy is detached."""
+    import mlx.core as mx
+    from mlx_vlm.models.cache import KVCache, RotatingKVCache
+
+    from pytest_mlxvlm.cache import snapshot_kv
+
+    layers = [_filled_kv(KVCache(), 6), _filled_kv(RotatingKVCache(max_size=64), 6)]
+    snapshot = snapshot_kv(layers, 4)
+    for copy, original in zip(snapshot, layers):
+        keys, values = copy.state
+        assert keys.shape[2] == 4 and keys[0, 0, :, 0].tolist() == [0, 1, 2, 3]
+        assert values[0, 0, -1, 0].item() == 103
+        copy.update_and_fetch(mx.full((1, 1, 1, 1), -1.0), mx.full((1, 1, 1, 1), -1.0))
+        assert original.state[0][0, 0, :, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_snapshot_kv_names_a_cache_type_it_cannot_cut_back():
+    """LFM2's conv layers keep one state (ArraysCache): a clear error, not an unpacking failure."""
+    import mlx.core as mx
+    from mlx_vlm.models.cache import ArraysCache, KVCache, RotatingKVCache
+
+    from pytest_mlxvlm.cache import snapshot_kv
+
+    conv = ArraysCache(size=1)
+    conv[0] = mx.zeros((1, 2, 8))
+    with pytest.raises(CacheEngineError, match=r"unsupported cache type ArraysCache \(layer 0\)"):
+        snapshot_kv([conv, _filled_kv(KVCache(), 6)], 5)
+    assert len(snapshot_kv([conv, _filled_kv(KVCache(), 6)], 6)) == 2  # nothing to cut: a copy
+    wrapped = _filled_kv(RotatingKVCache(max_size=4), 6)
+    with pytest.raises(CacheEngineError, match=r"RotatingKVCache \(layer 0\)"):
+        snapshot_kv([wrapped], 5)
