@@ -79,7 +79,7 @@ def write_twin(recipe: TwinRecipe, path: Path) -> None:
                            "folder": recipe.folder, "tiny": recipe.tiny, "dtype": files.dtype,
                            "quantization": config.get("quantization"), "seed": recipe.seed}
     published = Path(recipe.folder) / INDEX_FILE
-    if published.is_file():  # the real checkpoint's index: record what differs (nothing, ideally)
+    if published.is_file() and not recipe.tiny:  # the real index: what differs (nothing, ideally)
         index = json.loads(published.read_text())
         config["synthetic"]["index_check"] = compare_with_index(read_tensor_headers(path), index)
     (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))

@@ -78,7 +78,8 @@ def published_image_tokens(config: dict[str, Any], processors: dict[str, dict[st
     """Image tokens the published processor gives one image of this size (None: no rule here).
 
     Qwen2.5-VL: one per 28x28 px after its resize; Qwen3-VL: one per 32x32 px, at least 65536
-    px; Gemma 3: ``mm_tokens_per_image``; Mistral3/Pixtral: one per (patch x merge)² px, the
+    px; Gemma 3: ``mm_tokens_per_image``; Gemma 4: the largest size within ``max_soft_tokens``
+    pooled patches, each side a whole number of them (about 256-280 whatever the size); Mistral3/Pixtral: one per (patch x merge)² px, the
     longest side at most ``size.longest_edge``; LFM2-VL, one tile: one per 32x32 px between
     ``min_image_tokens`` and ``max_image_tokens``; SmolVLM: longest side scaled to
     ``size.longest_edge``, tiles of ``max_image_size`` plus the whole image, ``image_seq_len`` each.
@@ -95,6 +96,12 @@ def published_image_tokens(config: dict[str, Any], processors: dict[str, dict[st
         return (h // factor) * (w // factor)
     if kind == "gemma3":
         return int(config["mm_tokens_per_image"])
+    if kind == "gemma4":  # a patch budget: the largest size within it, sides in pooled steps
+        patch, kernel = pre["patch_size"], pre["pooling_kernel_size"]
+        budget = pre["max_soft_tokens"] * kernel**2 * patch**2
+        step = kernel * patch
+        factor = math.sqrt(budget / (height * width))
+        return math.floor(factor * height / step) * math.floor(factor * width / step)
     if kind in ("mistral3", "pixtral"):
         patch = pre["patch_size"]["height"] if isinstance(pre["patch_size"], dict) else pre["patch_size"]
         step = patch * proc.get("spatial_merge_size", config.get("spatial_merge_size", 1))

@@ -214,6 +214,12 @@ AGREEMENTS: list[tuple[str, str, str]] = [
     ("preprocessor_config.json", "tile_size", "tile_size"),
     ("processor_config.json", "spatial_merge_size", "spatial_merge_size"),
     ("processor_config.json", "patch_size", "vision_config.patch_size"),
+    ("preprocessor_config.json", "pooling_kernel_size", "vision_config.pooling_kernel_size"),
+    ("preprocessor_config.json", "max_soft_tokens", "vision_soft_tokens_per_image"),
+    ("processor_config.json", "image_seq_length", "vision_soft_tokens_per_image"),
+    ("processor_config.json", "image_processor.pooling_kernel_size", "vision_config.pooling_kernel_size"),
+    ("processor_config.json", "image_processor.patch_size", "vision_config.patch_size"),
+    ("processor_config.json", "image_processor.max_soft_tokens", "vision_soft_tokens_per_image"),
 ]
 
 
@@ -267,6 +273,9 @@ def prepare(recipe: TwinRecipe) -> TwinFiles:
         if "tiny" not in family:
             raise TwinConfigError(f"{file}: no tiny reduction for model type {config['model_type']!r}")
         config = merge(config, family["tiny"])
+        for name, extra in family.get("tiny_processors", {}).items():  # a smaller image side
+            processors[name] = merge(processors.get(name, {}), extra)
+        check_processor_agrees(config, folder, processors)
     text, _ = text_section(config)
     dtype = "float32" if recipe.tiny else str(config.get("torch_dtype") or text.get("torch_dtype")
                                               or config.get("dtype") or "bfloat16")
