@@ -10,12 +10,14 @@
 # release or A/B run leaves OUT/releases/<name>.done. Run from the repository root:
 #   WHEELS=/root/gpu/rel bash benchmarks/releases_gpu.sh [MODEL] [ROUNDS]
 # MODEL defaults to synthetic:qwen3-vl-8b-4bit, ROUNDS to 5. $OUT, $MLXVLM_SITE (the CUDA build's
-# folder, e.g. /root/site), $PYTHON as in benchmarks/gpu.sh; AB_ARGS adds A/B options.
+# folder, e.g. /root/site), $PYTHON as in benchmarks/gpu.sh; AB_ARGS adds A/B options; SIZES
+# (WxH,...) replaces --quick.
 set -euo pipefail
 [ -f benchmarks/__init__.py ] || { echo "releases_gpu.sh: run it from the repository root" >&2; exit 2; }
 model=${1:-synthetic:qwen3-vl-8b-4bit}
 rounds=${2:-5}
-wheels=${WHEELS:?WHEELS: the folder holding mlx_vlm-0.7.*.whl}
+wheels=$(cd "${WHEELS:?WHEELS: the folder holding mlx_vlm-0.7.*.whl}" && pwd)
+sizes=${SIZES:+--mlx-resolutions $SIZES}
 py=$(command -v "${PYTHON:-python3}")
 out=${OUT:-gpu-out}/releases
 mkdir -p "$out"
@@ -35,12 +37,13 @@ for v in $versions; do
   printf '#!/bin/sh\nPYTHONPATH=%s${PYTHONPATH:+:$PYTHONPATH} exec %s "$@"\n' "$sites/$v" "$py" > "$sites/python-$v"
   chmod +x "$sites/python-$v"
 done
+mkdir -p "$sites/run" && cd "$sites/run"  # an empty folder: pytest collects the built-in suite alone
 suite=(-m pytest -p no:cacheprovider -p no:benchmark -q --mlx-model "$model" --mlx-suite images
        --mlx-missing-baseline skip --mlx-baseline-dir "$out/no-baselines")
 for v in $versions; do  # release order: each release a nightly commit
   [ -e "$out/$v.done" ] && continue
   rm -f "$out/session-$v.jsonl"
-  GITHUB_SHA="$v" "$sites/python-$v" "${suite[@]}" --quick --mlx-rounds "$rounds" --mlx-json "$out/$v.json" \
+  GITHUB_SHA="$v" "$sites/python-$v" "${suite[@]}" ${sizes:---quick} --mlx-rounds "$rounds" --mlx-json "$out/$v.json" \
     --mlx-history "$out/session-$v.jsonl" > "$out/$v.txt" 2>&1 || true
   tail -3 "$out/$v.txt" | sed "s/^/mlx-vlm $v: /"
   touch "$out/$v.done"
