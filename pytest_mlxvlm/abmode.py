@@ -2,7 +2,8 @@
 side by side in two worker processes, pair by pair, until the answer is clear. A pair is two
 rounds in ABBA order ("turns") or two generations at once ("duet": the host's drift, which
 on a CUDA host flips decode between a fast and a slow mode from one second to the next, then
-hits both sides alike; ``docs/benchmarks.md`` has the figures).
+hits both sides alike, but two prefills of a large image collide; ``docs/benchmarks.md`` has
+the figures).
 """
 
 from __future__ import annotations
@@ -205,11 +206,8 @@ class ABModel:
 
     @property
     def order(self) -> str:
-        """``turns`` or ``duet``: as asked, or for ``auto`` duet where both sides run on CUDA."""
-        if self.plan.order != "auto":
-            return self.plan.order
-        backends = {self.info.get(side, {}).get("backend") for side in ("base", "head")}
-        return "duet" if backends == {"cuda"} else "turns"
+        """``turns`` or ``duet``, as the plan says."""
+        return self.plan.order
 
     def measure(self, side: str, request: GenerationRequest) -> Sample:
         return Sample.from_dict(self.workers[side].call(request_message(request))["sample"])

@@ -202,10 +202,10 @@ def add_options(parser: pytest.Parser) -> None:
               "bootstrap; default: a busy host only slows rounds) or median (Hodges-Lehmann, "
               "Wilcoxon signed-rank)", default=None, choices=("fast", "median"))
     ab_option("--mlx-ab-order", "mlx_ab_order",
-              "how the sides take their rounds: turns (ABBA, one at a time), duet (both generate "
-              "at once, so the host's drift hits both alike; 4-5x less noise on a CUDA host) or "
-              "auto (default: duet where both workers run on CUDA, else turns)", default=None,
-              choices=("auto", "turns", "duet"))
+              "how the sides take their rounds: turns (default: ABBA, one at a time) or duet "
+              "(both generate at once: on a CUDA host 4-5x less decode noise per pair, but "
+              "concurrent prefills of large images can favour one side's TTFT; see "
+              "docs/benchmarks.md)", default=None, choices=("turns", "duet"))
     gate_option("--mlx-markdown", "mlx_markdown",
                 "write a pull-request comment (Markdown) to PATH; also appended to "
                 "$GITHUB_STEP_SUMMARY when set", default=None, metavar="PATH")

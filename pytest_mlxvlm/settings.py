@@ -161,7 +161,7 @@ class Outputs:
     bandwidth: float | None = None  # GB/s; overrides the published figure of the chip
 
 
-AB_ORDERS = ("auto", "turns", "duet")
+AB_ORDERS = ("turns", "duet")
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class ABPlan:
     budget_s: float = 480.0  # per case, warmup included
     timeout_s: float = 600.0  # one generation; a worker silent this long is stopped
     estimator: str = "fast"  # "fast" (q90 of tok/s, bootstrap) or "median" (Wilcoxon, HL)
-    order: str = "auto"  # "turns" (ABBA), "duet" (both at once), "auto": duet on CUDA, else turns
+    order: str = "turns"  # "turns" (ABBA, one at a time) or "duet" (both at once)
 
     @property
     def active(self) -> bool:

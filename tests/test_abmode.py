@@ -43,7 +43,7 @@ def head(repo: Path, **values) -> None:
     (repo / "fake_mlx_speed.py").write_text(speed_module(**values))
 
 
-def workers_of(repo: Path) -> list[int]:
+def workers_of(repo: Path, session_pid: int | None = None) -> list[int]:
     """Measuring workers running for this repository: the head's in it, the base's in a
     worktree under the A/B scratch folder (Linux: read from /proc)."""
     found = []
@@ -54,15 +54,21 @@ def workers_of(repo: Path) -> list[int]:
             cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if cwd.startswith(str(repo)) or "pytest-mlxvlm-ab-" in cwd:
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        # ours: in this repository, or the base's worktree of a session run by this process
+        # (another test run on the machine has A/B scratch folders too)
+        if cwd.startswith(str(repo)) or ("pytest-mlxvlm-ab-" in cwd and parent == (session_pid or os.getpid())):
             found.append(int(proc.name))
     return found
 
 
-def no_leftovers(repo: Path) -> None:
+def no_leftovers(repo: Path, session_pid: int | None = None) -> None:
     assert git(repo, "worktree", "list").count("\n") == 1, "the base worktree was not removed"
     if Path("/proc/self/cwd").exists():
-        assert workers_of(repo) == [], "a worker process outlived the session"
+        assert workers_of(repo, session_pid) == [], "a worker process outlived the session"
 
 
 def samples(values, tokens=64):
@@ -105,19 +111,6 @@ def test_duet_pairs_come_from_one_call_for_both_sides():
     assert calls == [True, False] + [True, False, False, True, True, False]  # ABBA, who is asked first
     assert len(run.base_warmup) == 2
     assert run.stopped == "settled" and [s.generation_tps for s in run.head] == [80.0] * 6
-
-
-def test_auto_order_is_a_duet_only_where_both_sides_run_on_cuda():
-    from pytest_mlxvlm.abmode import ABModel, Side
-
-    side = Side("base", sys.executable, [], None, "")
-    model = ABModel("m", side, side, ABPlan(base_rev="x"), Path("."))
-    model.info = {"base": {"backend": "cuda"}, "head": {"backend": "cuda"}}
-    assert model.order == "duet"
-    model.info["base"]["backend"] = "metal"
-    assert model.order == "turns"
-    model.plan = ABPlan(base_rev="x", order="duet")
-    assert model.order == "duet"
 
 
 def test_stops_at_max_pairs_or_the_time_budget():
@@ -260,14 +253,16 @@ def test_ctrl_c_stops_the_workers_and_removes_the_worktree(repo):
     if not Path("/proc/self/cwd").exists():
         pytest.skip("finds the workers through /proc")
     deadline = time.time() + 60
-    while time.time() < deadline and len(workers_of(repo)) < 2:
+    while time.time() < deadline and len(workers_of(repo, proc.pid)) < 2:
         time.sleep(0.2)
-    assert len(workers_of(repo)) == 2, "base and head workers did not start"
+    started = workers_of(repo, proc.pid)
+    assert len(started) == 2, "base and head workers did not start"
     time.sleep(2)  # the head is hanging in its third measurement now
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
-    no_leftovers(repo)
+    no_leftovers(repo, proc.pid)
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()], "a worker outlived Ctrl-C"
 
 
 def test_two_copies_that_do_not_fit_are_refused_before_the_head_loads(pytester, repo):

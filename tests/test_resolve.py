@@ -76,7 +76,7 @@ def test_bad_values(tmp_path, cli, message):
         ({"mlx_resolutions": "0x5"}, "ini mlx_resolutions: bad resolution"),
         ({"mlx_tolerance": ["speed=5"]}, "ini mlx_tolerance: bad tolerance"),
         ({"mlx_quick": "maybe"}, "ini mlx_quick must be true or false"),
-        ({"mlx_ab_order": "random"}, "ini mlx_ab_order must be one of auto, turns, duet"),
+        ({"mlx_ab_order": "random"}, "ini mlx_ab_order must be one of turns, duet"),
     ],
 )
 def test_bad_ini_values_name_the_ini_key(tmp_path, ini, message):
@@ -90,8 +90,8 @@ def test_empty_resolutions_on_the_command_line_are_refused(tmp_path):
         resolve(lookup, base_dir=tmp_path)
 
 
-def test_ab_order_defaults_to_auto(tmp_path):
-    assert _resolve(tmp_path).ab.order == "auto"
+def test_ab_order_defaults_to_turns(tmp_path):
+    assert _resolve(tmp_path).ab.order == "turns"
     assert _resolve(tmp_path, ini={"mlx_ab_order": "duet"}).ab.order == "duet"
 
 
