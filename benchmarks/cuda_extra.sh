@@ -11,6 +11,7 @@ set -euo pipefail
 [ -f run.sh ] || { echo "cuda_extra.sh: run it from the repository root" >&2; exit 2; }
 OUT=${OUT:-gpu-out/cuda-extra}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 source <(sed -n '/^mlx_backend()/,/^}/p' run.sh)
 extra=$(mlx_backend)
@@ -34,4 +35,4 @@ fi
   | tee -a "$OUT/device.txt"
 "$py" -m pytest --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off -p no:cacheprovider \
   --mlx-model synthetic:tiny --quick --mlx-json "$OUT/results.json" --mlx-bmf "$OUT/bmf.json" \
-  --mlx-history "sqlite:///$PWD/$OUT/history.db" 2>&1 | tee "$OUT/session.txt"
+  --mlx-history "sqlite:///$OUT/history.db" 2>&1 | tee "$OUT/session.txt"
