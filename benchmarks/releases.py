@@ -248,7 +248,7 @@ def resolution_of(case: str) -> str | None:
 
 
 def ab_check(work: Path, out: Path, pairs: Sequence[Pair], varying: str, cp: dict[str, Any],
-             max_tokens: int, lock: str | None) -> dict[str, Any]:
+             max_tokens: int, lock: str | None, ab_args: Sequence[str] = ()) -> dict[str, Any]:
     """The paired A/B run between exactly the two releases around a change point (resumable)."""
     by_label = {p.label(varying): p for p in pairs}
     base, head = by_label[cp["before"]], by_label[cp["after"]]
@@ -264,7 +264,7 @@ def ab_check(work: Path, out: Path, pairs: Sequence[Pair], varying: str, cp: dic
     command = [str(env_python(work, head)), "-m", "pytest", "-p", "no:cacheprovider", "-q",
                "--mlx-model", MODEL, "--mlx-suite", "images", "--mlx-resolutions", resolution,
                "--mlx-max-tokens", str(max_tokens), "--mlx-ab-python", str(work / base.key / "venv"),
-               "--mlx-json", str(folder / f"{name}.json")]
+               "--mlx-json", str(folder / f"{name}.json"), *ab_args]
     if lock:
         command = ["flock", lock, *command]
     scratch = Path(tempfile.mkdtemp(prefix="releases-ab-"))
@@ -323,7 +323,7 @@ def is_current(marker: dict[str, Any] | None, tree: str) -> bool:
 
 
 def run_campaign(name: str, work: Path, out: Path, steps: Sequence[str], rounds: int, max_tokens: int,
-                 lock: str | None, plugin: str | None = None) -> list[str]:
+                 lock: str | None, plugin: str | None = None, ab_args: Sequence[str] = ()) -> list[str]:
     """Every step of a campaign that has no current marker yet; returns the one-line skip reports."""
     pairs, varying = campaign_pairs(name)
     out.mkdir(parents=True, exist_ok=True)
@@ -367,7 +367,7 @@ def run_campaign(name: str, work: Path, out: Path, steps: Sequence[str], rounds:
                 if key in seen:
                     continue
                 seen.add(key)
-                verdict = ab_check(work, out, pairs, varying, cp, max_tokens, lock)
+                verdict = ab_check(work, out, pairs, varying, cp, max_tokens, lock, ab_args)
                 print(f"A/B {verdict['name']}: {verdict['status']}", flush=True)
     atomic_write_text(out / "skipped.txt", "".join(line + "\n" for line in skipped))
     return skipped
@@ -384,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--plugin", default=None,
                         help="plugin revision to measure with (default: the campaign's, else HEAD)")
+    parser.add_argument("--ab-pairs", default="20:40", help="--mlx-ab-pairs of the A/B checks")
+    parser.add_argument("--ab-budget", default="480", help="--mlx-ab-budget of the A/B checks (seconds a case)")
     parser.add_argument("--lock", default="/tmp/timing.lock", help="flock file for timing runs ('' for none)")
     args = parser.parse_args(argv)
     steps = [s for s in args.steps.split(",") if s]
@@ -392,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown steps {', '.join(unknown)}: choose from {', '.join(STEPS)}")
     out = args.out or OUT / args.campaign
     for line in run_campaign(args.campaign, args.work, out, steps, args.rounds, args.max_tokens, args.lock or None,
-                             args.plugin):
+                             args.plugin, ["--mlx-ab-pairs", args.ab_pairs, "--mlx-ab-budget", args.ab_budget]):
         print(line)
     return 0
 
