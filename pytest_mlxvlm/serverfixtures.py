@@ -8,11 +8,11 @@ from typing import Any, Iterator
 import pytest
 
 from .cachefixture import MlxCache
-from .models import ModelLoadError, short_name
-from .server import start_server
+from .models import short_name
 from .servercache import SERVER_CACHE_ARGS, ServerCacheSession
-from .serverprocess import APC_ENV, ServerError
+from .serverprocess import APC_ENV
 from .session import session_key, settings_key
+from .suitefixtures import serve
 from .xdist import nodeid
 
 ENGINE = "server"  # the cache records' engine (and mlx_cache_expect's ENGINE) of steps through a server
@@ -33,26 +33,9 @@ def mlx_cache_server(request: pytest.FixtureRequest, pytestconfig: pytest.Config
     """The server the cache steps go through: ``--mlx-server-url``'s as it is, or one started for
     them (mlx_vlm.server with APC_ENABLED=1, its disk tier off, and ``--top-logprobs-k``), apart
     from ``mlx_server``, so that the sweep measures the server as it ships (APC off)."""
-    settings = pytestconfig.stash[settings_key]
-    spec = getattr(request, "param", None) or settings.workload.models[0]
-    bench = pytestconfig.stash[session_key]
-    if settings.ab.active:
-        pytest.skip("the server suite measures one server; it does not run with --mlx-ab-*")
-    mlx_vlm = settings.server.kind == "mlx_vlm"
-    try:
-        server = start_server(spec, settings.server, env=APC_ENV if mlx_vlm else None,
-                              extra_args=list(SERVER_CACHE_ARGS) if mlx_vlm else None)
-    except (ServerError, ModelLoadError) as exc:
-        bench.load_errors[f"{spec} (server cache)"] = f"{spec}: server for the cache steps: {exc}"
-        error = bench.load_errors[f"{spec} (server cache)"]
-    else:
-        error = None
-    if error is not None:
-        pytest.fail(error, pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    mlx_vlm = pytestconfig.stash[settings_key].server.kind == "mlx_vlm"
+    yield from serve(request, pytestconfig, "server for the cache steps", env=APC_ENV if mlx_vlm else None,
+                     extra_args=list(SERVER_CACHE_ARGS) if mlx_vlm else None)
 
 
 @pytest.fixture

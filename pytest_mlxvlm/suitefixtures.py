@@ -75,16 +75,24 @@ def mlx_server(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> I
     """The server of the model under test (parametrized over ``--mlx-model``): ``python -m
     mlx_vlm.server`` on a free 127.0.0.1 port, stopped at the end of the session (also after
     Ctrl-C or a failure), or the server at ``--mlx-server-url`` (neither started nor stopped)."""
+    yield from serve(request, pytestconfig, "server")
+
+
+def serve(request: pytest.FixtureRequest, pytestconfig: pytest.Config, label: str,
+          **start: Any) -> Iterator[Any]:
+    """A session fixture's server for this test's model: skipped in the A/B mode, a start that
+    fails is a load error of the session and fails the test in one line, stopped on every way
+    out. ``start``: ``start_server``'s keyword arguments (environment, more arguments)."""
     settings = pytestconfig.stash[settings_key]
     spec = getattr(request, "param", None) or settings.workload.models[0]
     bench = pytestconfig.stash[session_key]
     if settings.ab.active:
         pytest.skip("the server suite measures one server; it does not run with --mlx-ab-*")
     try:
-        server = start_server(spec, settings.server)
+        server = start_server(spec, settings.server, **start)
     except (ServerError, ModelLoadError) as exc:
-        bench.load_errors[f"{spec} (server)"] = f"{spec}: server: {exc}"
-        error = bench.load_errors[f"{spec} (server)"]
+        bench.load_errors[f"{spec} ({label})"] = f"{spec}: {label}: {exc}"
+        error = bench.load_errors[f"{spec} ({label})"]
     else:
         error = None
     if error is not None:
