@@ -9,8 +9,8 @@ import pytest
 
 from pytest_mlxvlm import synthetic, twincheck, twins
 
-FAMILY_TWINS = ["gemma3-4b", "qwen2.5-vl-3b", "qwen3-vl-30b-a3b", "smolvlm2-2.2b", "lfm2-vl-1.6b",
-                "mistral3-24b"]
+FAMILY_TWINS = ["gemma3-4b", "gemma4-e2b", "qwen2.5-vl-3b", "qwen3-vl-30b-a3b", "smolvlm2-2.2b",
+                "lfm2-vl-1.6b", "mistral3-24b"]
 
 
 def test_names_parse_into_twin_recipes():
@@ -135,6 +135,8 @@ def test_published_shapes_give_the_published_parameter_counts(name):
 
     files = twins.prepare(twins.parse(name))
     card = json.loads((twins.TWINS_DIR / name / "twin.json").read_text())
+    if card.get("published_parameters") is None:
+        pytest.skip(f"{name}: no published parameter count to compare (see its SOURCE.md)")
     model = build_model(files.config, "bfloat16", 0)
     params = dict(tree_flatten(model.parameters()))
     if files.config["model_type"] == "gemma3":  # mlx-vlm's head is the embedding, tied on load
@@ -148,6 +150,7 @@ def test_published_shapes_give_the_published_parameter_counts(name):
 # Image tokens of the published processors (rules in twincheck.published_image_tokens).
 PUBLISHED_TOKENS = {
     "gemma3-4b": {(224, 224): 256, (448, 448): 256, (1280, 720): 256},
+    "gemma4-e2b": {(224, 224): 256, (448, 448): 256, (1280, 720): 264, (720, 1280): 264},
     "qwen2.5-vl-3b": {(224, 224): 64, (448, 448): 256, (1280, 720): 46 * 26},
     "qwen3-vl-30b-a3b": {(224, 224): 64, (448, 448): 196, (1280, 720): 40 * 22},
     "mistral3-24b": {(224, 224): 64, (448, 448): 256, (1280, 720): 46 * 26},
@@ -156,9 +159,11 @@ PUBLISHED_TOKENS = {
 }
 
 
+@pytest.mark.parametrize("variant", ["", "-tiny"])
 @pytest.mark.parametrize("name", sorted(PUBLISHED_TOKENS))
-def test_image_token_rules(name):
-    files = twins.prepare(twins.parse(name))
+def test_image_token_rules(name, variant):
+    """The published counts, and the same for the tiny twins (whose smaller image side keeps them)."""
+    files = twins.prepare(twins.parse(name + variant))
     for (width, height), tokens in PUBLISHED_TOKENS[name].items():
         assert twincheck.published_image_tokens(files.config, files.processors, width, height) == tokens
 
@@ -173,6 +178,28 @@ def test_index_comparison():
     assert any("c.weight" in p for p in problems) and any("b.weight" in p for p in problems)
     assert any("total size 80 bytes" in p and "96" in p for p in problems)
     assert twincheck.parameter_count(tensors, bits=4) == 32 + 4 * 8
+
+
+def test_a_twin_matches_a_published_safetensors_index():
+    """gemma3-27b against the checkpoint's own model.safetensors.index.json (shipped beside its
+    config): every tensor name, the tensor count, and total_size as bfloat16 (2 bytes each).
+    The model is lazy: no weights are drawn."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from pytest_mlxvlm.twinbuild import build_model
+
+    files = twins.prepare(twins.parse("gemma3-27b-bf16"))
+    index = json.loads((twins.TWINS_DIR / "gemma3-27b" / twincheck.INDEX_FILE).read_text())
+    params = dict(tree_flatten(build_model(files.config, files.dtype, 0).parameters()))
+    params.pop("language_model.lm_head.weight")  # tied to the embedding: not stored
+    tensors = {name: {"dtype": "BF16" if v.dtype == mx.bfloat16 else str(v.dtype),
+                      "shape": list(v.shape), "nbytes": v.nbytes} for name, v in params.items()}
+    assert len(tensors) == len(index["weight_map"]) == 1247
+    assert twincheck.compare_with_index(tensors, index) == []
+    assert {t["dtype"] for t in tensors.values()} == {"BF16"}
+    del params
+    mx.clear_cache()
 
 
 @pytest.mark.slow
@@ -219,3 +246,51 @@ def test_a_config_folder_gives_the_same_table_as_the_shipped_name(pytester, tmp_
     assert len(tokens) == 2
     shipped, from_folder = tokens.values()
     assert shipped == from_folder and len(shipped) == 2
+
+
+# The cache suite's core steps at the smallest images, in a session of its own.
+CACHE_CORE = """
+P1 = "Describe this image in detail."
+
+def test_cache_core(mlx_cache, mlx_cache_image):
+    a, b = mlx_cache_image(224, seed=1), mlx_cache_image(224, seed=2)
+    mlx_cache.step("first", a, P1, "MISS", "image A: nothing cached yet")
+    mlx_cache.step("repeat", a, P1, "HIT", "image A again")
+    mlx_cache.step("other image", b, P1, "MISS", "image B, same size: the same placeholder tokens")
+    mlx_cache.step("return", a, P1, "HIT", "back to image A")
+    mlx_cache.check()
+"""
+
+
+@pytest.mark.slow
+def test_the_cache_suite_runs_for_every_family(pytester, capsys):
+    """Every family's tiny twin through every cache engine: each step a real generation with an
+    outcome, or a clear reason (an engine that cannot hold the family's cache says so), never a
+    traceback; nothing is cached before the first step. Prints the outcomes per family."""
+    pytester.makepyfile(test_core=CACHE_CORE)
+    models = [arg for name in FAMILY_TWINS for arg in ("--mlx-model", f"synthetic:{name}-tiny")]
+    result = pytester.runpytest(*models, "--mlx-suite", "off", "--mlx-max-tokens", "2",
+                                "--mlx-json", "out.json",
+                                "-p", "no:benchmark")
+    assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), result.stdout.str()
+    assert "Traceback" not in result.stdout.str()
+    records = json.loads((pytester.path / "out.json").read_text())["cache"]
+    engines = {rec["engine"] for rec in records}
+    assert {"apc", "prompt-cache"} <= engines
+    assert len(records) == len(FAMILY_TWINS) * len(engines)
+    lines = []
+    for rec in records:
+        steps = rec["steps"]
+        assert [s["step"] for s in steps] == ["first", "repeat", "other image", "return"]
+        for step in steps:
+            assert step["outcome"] in ("HIT", "PARTIAL", "MISS", "ERROR")
+            if step["error"]:
+                assert "unsupported cache type" in step["error"], step["error"]
+        first = steps[0]
+        assert first["error"] or (first["outcome"] == "MISS" and first["correct"]), first
+        lines.append(f"{rec['model']:32} {rec['engine']:13} " + ", ".join(
+            f"{s['step']}: " + ("unsupported" if s["error"] else
+                                s["outcome"] + ("" if s["correct"] is not False else " WRONG"))
+            for s in steps))
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
