@@ -248,18 +248,23 @@ def test_a_hanging_worker_is_stopped(pytester, repo):
 
 def test_ctrl_c_stops_the_workers_and_removes_the_worktree(repo):
     head(repo, SLOWDOWN=1.0, HANG_AT=3)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", *AB, "--mlx-ab-base", "HEAD"], cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not Path("/proc/self/cwd").exists():
         pytest.skip("finds the workers through /proc")
-    deadline = time.time() + 60
-    while time.time() < deadline and len(workers_of(repo, proc.pid)) < 2:
-        time.sleep(0.2)
-    started = workers_of(repo, proc.pid)
-    assert len(started) == 2, "base and head workers did not start"
-    time.sleep(2)  # the head is hanging in its third measurement now
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *AB, "--mlx-ab-base", "HEAD"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(workers_of(repo, proc.pid)) < 2:
+            time.sleep(0.2)
+        started = workers_of(repo, proc.pid)
+        assert len(started) == 2, "base and head workers did not start"
+        time.sleep(2)  # the head is hanging in its third measurement now
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a failed check above must not leave the hanging session behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
     no_leftovers(repo, proc.pid)
     assert not [pid for pid in started if Path(f"/proc/{pid}").exists()], "a worker outlived Ctrl-C"
