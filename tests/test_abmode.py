@@ -263,6 +263,8 @@ def test_ctrl_c_stops_the_workers_and_removes_the_worktree(repo):
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:  # a failed check above must not leave the hanging session behind
+            for pid in workers_of(repo, proc.pid):
+                os.kill(pid, signal.SIGKILL)
             proc.kill()
             proc.wait()
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
