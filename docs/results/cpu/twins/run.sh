@@ -7,7 +7,7 @@ set -u
 repo=$(pwd)
 out=$repo/docs/results/cpu/twins
 py=$repo/.venv/bin/python
-names="gemma3-4b qwen2.5-vl-3b qwen3-vl-30b-a3b smolvlm2-2.2b lfm2-vl-1.6b mistral3-24b"
+names="gemma3-4b gemma4-e2b qwen2.5-vl-3b qwen3-vl-30b-a3b smolvlm2-2.2b lfm2-vl-1.6b mistral3-24b"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
