@@ -2,7 +2,9 @@
 
 ``synthetic:<name>`` names a twin shipped in ``pytest_mlxvlm/twins/<name>/`` (the published
 ``config.json`` and processor configs of a checkpoint people run), ``synthetic:<name>-tiny``
-the same family cut to a few layers of width 64 for CPUs, ``-4bit``/``-8bit``/``-bf16`` its
+the same family cut to a few layers of width 64 for CPUs (where the family allows, a smaller
+image side with the published image-token counts: ``tiny_processors`` in families.json),
+``-4bit``/``-8bit``/``-bf16`` its
 quantization. ``synthetic:/path/to/folder`` (or ``./folder``) builds a twin from any folder
 holding ``config.json`` and the processor configs, ``synthetic:owner/name`` from those files of
 a Hugging Face model in the local cache (downloaded alone when the hub is reachable). The
