@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import synthetic
+from . import hub, synthetic
 
 
 class ModelLoadError(RuntimeError):
@@ -84,20 +84,11 @@ def resolve_path(spec: str) -> Path:
 
 
 def _hub_snapshot(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
     patterns = ["*.json", "*.safetensors", "*.py", "*.model", "*.tiktoken", "*.txt", "*.jinja"]
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns))
-    except Exception:  # noqa: BLE001 - any miss falls through to the download or the error below
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        reason = "HF_HUB_OFFLINE is set"
-    else:
-        try:
-            return Path(snapshot_download(repo_id, allow_patterns=patterns))
-        except Exception as exc:  # noqa: BLE001 - reported in one line
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    found = hub.snapshot(repo_id, patterns)
+    if isinstance(found, Path):
+        return found
+    reason = found
     raise ModelLoadError(
         f"model {repo_id!r} is not in the local Hugging Face cache and could not be "
         f"downloaded ({reason}); run `huggingface-cli download {repo_id}` on a connected "

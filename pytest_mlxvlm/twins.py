@@ -16,12 +16,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from . import hub
 
 TWINS_DIR = Path(__file__).with_name("twins")
 FAMILIES_FILE = TWINS_DIR / "families.json"
@@ -112,19 +113,10 @@ def parse(name: str, seed: int = 0) -> TwinRecipe | None:
 
 def hub_config_folder(repo_id: str) -> Path:
     """The small files of a Hugging Face model: from the local cache, else downloaded alone."""
-    from huggingface_hub import snapshot_download
-
-    patterns = list(CONFIG_FILES + TOKENIZER_FILES)
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns))
-    except Exception:  # noqa: BLE001 - a miss falls through to the download or the error below
-        pass
-    reason = "HF_HUB_OFFLINE is set"
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes"):
-        try:
-            return Path(snapshot_download(repo_id, allow_patterns=patterns))
-        except Exception as exc:  # noqa: BLE001 - reported in one line
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    found = hub.snapshot(repo_id, list(CONFIG_FILES + TOKENIZER_FILES))
+    if isinstance(found, Path):
+        return found
+    reason = found
     raise TwinConfigError(
         f"synthetic:{repo_id}: its config.json is not in the local Hugging Face cache and could "
         f"not be downloaded ({reason}); pass synthetic:/path/to/a/folder holding config.json"
