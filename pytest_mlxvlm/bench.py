@@ -17,7 +17,8 @@ from .runner import CaseError, GenerationLengthError, TooLargeError, run_adaptiv
 from .stats import per_comparison_alpha
 from .workers import WorkerError
 from .session import BenchSession, session_key
-from .settings import Resolution, Settings
+from .images import ImageError, image_file
+from .settings import Resolution, Settings, SettingsError
 from .xdist import is_worker, nodeid
 
 results_key = pytest.StashKey[list]()  # on an item: the cases its test measured
@@ -320,3 +321,26 @@ class MlxBench:
         except pytest.FixtureLookupError:
             return None
         return None if getattr(benchmark, "disabled", True) else benchmark
+
+
+def marker_settings(node: Any, base: Settings) -> Settings:
+    """The settings of a test: the session's, amended by its ``mlx_benchmark`` marker."""
+    marker = node.get_closest_marker("mlx_benchmark")
+    if marker is None:
+        return base
+    try:
+        if marker.args:
+            raise SettingsError("the mlx_benchmark marker takes keyword arguments only")
+        return base.for_marker(**marker.kwargs)
+    except SettingsError as exc:
+        error = f"{node.nodeid}: {exc}"
+    pytest.fail(error, pytrace=False)
+
+
+def image_or_fail(resolution: Resolution, directory: Path, source: Path | None) -> Path:
+    """The image file of a resolution; an image that cannot be opened fails the test in one line."""
+    try:
+        return image_file(resolution, directory, source)
+    except ImageError as exc:
+        error = str(exc)
+    pytest.fail(error, pytrace=False)

@@ -12,6 +12,8 @@ from . import hookspec
 from .abmode import ABSetupError, validate
 from .backend import check_session as check_backend
 from .bench import MlxBench, results_key
+from .bench import image_or_fail as _image_or_fail
+from .bench import marker_settings as _marker_settings
 from .cachefixture import MlxCache, choose_engines, engines_key, expect_key, parse_expectations, start_session
 from .images import synthetic_image
 from .models import LoadedModel, ModelLoadError, load, short_name
@@ -23,8 +25,6 @@ from .session import BenchSession, session_key, settings_key
 from .settings import Resolution, Settings
 from .terminal import PROGRESS, MlxReporter, figures, progress
 from .workers import WorkerError
-from .suitefixtures import image_or_fail as _image_or_fail
-from .suitefixtures import marker_settings as _marker_settings
 from .xdist import group_measured, is_worker, lock_for, measure_lock, nodeid, use_loadgroup
 from .video import parametrize_media
 

@@ -9,36 +9,13 @@ from typing import Any, Iterator
 import pytest
 
 from .batching import BatchBench
-from .images import ImageError, image_file
+from .bench import image_or_fail, marker_settings
 from .models import ModelLoadError
 from .server import ServerBench, start_server
 from .serverprocess import ServerError
 from .session import session_key, settings_key
-from .settings import Resolution, Settings, SettingsError
+from .settings import Resolution, Settings
 from .video import ClipFactory, VideoBench, clip_or_fail
-
-
-def marker_settings(node: Any, base: Settings) -> Settings:
-    """The settings of a test: the session's, amended by its ``mlx_benchmark`` marker."""
-    marker = node.get_closest_marker("mlx_benchmark")
-    if marker is None:
-        return base
-    try:
-        if marker.args:
-            raise SettingsError("the mlx_benchmark marker takes keyword arguments only")
-        return base.for_marker(**marker.kwargs)
-    except SettingsError as exc:
-        error = f"{node.nodeid}: {exc}"
-    pytest.fail(error, pytrace=False)
-
-
-def image_or_fail(resolution: Resolution, directory: Path, source: Path | None) -> Path:
-    """The image file of a resolution; an image that cannot be opened fails the test in one line."""
-    try:
-        return image_file(resolution, directory, source)
-    except ImageError as exc:
-        error = str(exc)
-    pytest.fail(error, pytrace=False)
 
 
 # -- the video and batch suites --------------------------------------------------------------

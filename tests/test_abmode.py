@@ -260,7 +260,14 @@ def test_ctrl_c_stops_the_workers_and_removes_the_worktree(repo):
         assert len(started) == 2, "base and head workers did not start"
         time.sleep(2)  # the head is hanging in its third measurement now
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=180)  # generous: a loaded CI machine is slow to wind down
+        except subprocess.TimeoutExpired:
+            for pid in workers_of(repo, proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            out, _ = proc.communicate()
+            pytest.fail(f"the session did not end within 180 s of Ctrl-C; its output:\n{out}")
     finally:
         if proc.poll() is None:  # a failed check above must not leave the hanging session behind
             for pid in workers_of(repo, proc.pid):

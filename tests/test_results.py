@@ -15,6 +15,7 @@ from pytest_mlxvlm.results import (
     Record,
     Sample,
     StepResult,
+    VideoInput,
     from_record,
     record_dict,
     summarize,
@@ -58,7 +59,11 @@ def step_result() -> StepResult:
                       difference="token 3", error="", passed=False)
 
 
-RECORDS = [sample, metric_comparison, case_comparison, case_result, step_result]
+def video_input() -> VideoInput:
+    return VideoInput(path="/clips/a.mp4", fps=2.0, max_frames=16)
+
+
+RECORDS = [sample, metric_comparison, case_comparison, case_result, step_result, video_input]
 
 
 def _all_records(cls=Record) -> set[type]:
