@@ -250,8 +250,11 @@ def test_ctrl_c_stops_the_workers_and_removes_the_worktree(repo):
     head(repo, SLOWDOWN=1.0, HANG_AT=3)
     if not Path("/proc/self/cwd").exists():
         pytest.skip("finds the workers through /proc")
+    # a shell that starts a job in the background makes it ignore SIGINT, and children inherit
+    # that: give the session the default disposition, as a terminal's Ctrl-C would find it
     proc = subprocess.Popen([sys.executable, "-m", "pytest", *AB, "--mlx-ab-base", "HEAD"], cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 60
         while time.time() < deadline and len(workers_of(repo, proc.pid)) < 2:
