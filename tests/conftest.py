@@ -88,3 +88,23 @@ def simulated_mac(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """This process reports itself as an Apple M4 Max with MLX 0.99.0."""
     monkeypatch.setattr("pytest_mlxvlm.machine.detect", lambda: dict(MAC))
     return dict(MAC)
+
+
+@pytest.fixture
+def http_server():
+    """``url = http_server(handler_class)``: a local HTTP server in a thread, shut down after the test."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    servers = []
+
+    def start(handler: Any) -> str:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()

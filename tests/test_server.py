@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -84,22 +83,9 @@ def _namespace() -> dict:
 
 
 @pytest.fixture
-def fake_server():
+def fake_server(http_server):
     """Start a fake server in a thread: ``url = fake_server("ok")``; stopped after the test."""
-    from http.server import ThreadingHTTPServer
-
-    servers = []
-
-    def start(mode: str, tokens: int = 8) -> str:
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _namespace()["make_handler"](mode, tokens))
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        servers.append(httpd)
-        return f"http://127.0.0.1:{httpd.server_address[1]}"
-
-    yield start
-    for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+    return lambda mode, tokens=8: http_server(_namespace()["make_handler"](mode, tokens))
 
 
 def _gone(pid: int) -> bool:

@@ -7,17 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from types import SimpleNamespace
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from pytest_mlxvlm import server as server_module
 from pytest_mlxvlm.server import MlxServer, start_server
 from pytest_mlxvlm.servercache import ServerCacheSession, compare_first_tokens, image_refs
-from pytest_mlxvlm.serverclient import NO_METRICS, Timing, chat_body, server_peak_memory, stream_chat
+from pytest_mlxvlm.serverclient import NO_METRICS, Timing, chat_body, server_peak_memory
 from pytest_mlxvlm.serverprocess import SERVER_NEEDS, ServerError, ServerProcess, missing_packages
 from pytest_mlxvlm.settings import ServerPlan
 
@@ -74,20 +71,9 @@ def _handler(mode: str, metrics: str | None) -> type[BaseHTTPRequestHandler]:
 
 
 @pytest.fixture
-def fake():
+def fake(http_server):
     """``url = fake("cache", metrics=None)``: a fake server in a thread, stopped after the test."""
-    servers = []
-
-    def start(mode: str = "cache", metrics: str | None = None) -> str:
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(mode, metrics))
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        servers.append(httpd)
-        return f"http://127.0.0.1:{httpd.server_address[1]}"
-
-    yield start
-    for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+    return lambda mode="cache", metrics=None: http_server(_handler(mode, metrics))
 
 
 def _session(url: str) -> ServerCacheSession:
