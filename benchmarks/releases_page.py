@@ -89,14 +89,16 @@ def tables(folder: Path) -> str:
         notes = [m.get("reason") for s in ("install", "images", "cache")
                  if (m := load(env / f"{s}.done.json")) and m.get("status") == "skipped"]
         rows.append((name, medians(load(env / "images.json")), cache_outcomes(load(env / "cache.json")),
-                     "; ".join(n for n in notes if n)))
+                     "; ".join(dict.fromkeys(n for n in notes if n))))  # a reason once, not per step
     for metric, label, unit, scale, fmt in COLUMNS:
         lines += [f"**{label} ({unit})**", "", "| Release | " + " | ".join(SIZES) + " |",
                   "|---|" + "---|" * len(SIZES)]
         for name, table, _, note in rows:
             cells = [f"{fmt.format(table[(s, metric)][0] * scale)} ({table[(s, metric)][1] * 100:.0f}%)"
                      if (s, metric) in table else "-" for s in SIZES]
-            lines.append(f"| {name} | " + " | ".join(cells) + (f" | {note}" if note and not table else "") + " |")
+            if note and not table:  # measured nowhere: its one-line reason in the row, the table's shape kept
+                cells = [note] + ["-"] * (len(SIZES) - 1)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     engines = sorted({e for _, _, cache, _ in rows for e in cache})
     lines += ["**Cache suite per engine**", "", "| Release | " + " | ".join(engines) + " |",
