@@ -10,7 +10,6 @@ through ``mlx_vlm.load``.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -132,21 +131,11 @@ def parse(spec: str, seed: int = DEFAULT_SEED) -> Recipe | twins.TwinRecipe:
     return Recipe(shape=shape, dtype=dtype, bits=bits, seed=seed)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def model_config(recipe: Recipe) -> dict[str, Any]:
     """The HF-style ``config.json`` of a recipe."""
     table = shapes()
     entry = table[recipe.shape]
-    config = _merge(table["_common"], {k: entry[k] for k in ("text_config", "vision_config")})
+    config = twins.merge(table["_common"], {k: entry[k] for k in ("text_config", "vision_config")})
     config["text_config"]["tie_word_embeddings"] = entry["text_config"]["tie_word_embeddings"]
     config["tie_word_embeddings"] = entry["text_config"]["tie_word_embeddings"]
     config["torch_dtype"] = recipe.dtype
