@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from .resolve import FLAGS, resolve
+from .resolve import flag, resolve
 from .settings import Settings, SettingsError
 
 
@@ -225,7 +225,7 @@ def lookup(config: pytest.Config) -> Any:
     def find(name: str) -> tuple[Any, str | None]:
         value = getattr(config.option, name, None)
         if value is not None and value is not False:
-            return value, FLAGS.get(name, name)
+            return value, flag(name)
         if name in ("mlx_update_baselines", "mlx_no_confirm"):
             return None, None  # command line only
         try:

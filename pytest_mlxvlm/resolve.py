@@ -41,29 +41,10 @@ from .settings import (
 # where it came from ("--mlx-rounds", "ini mlx_rounds"), or (None, None) when it is not set.
 Lookup = Callable[[str], "tuple[Any, str | None]"]
 
-FLAGS = {
-    "mlx_model": "--mlx-model", "mlx_quick": "--quick", "mlx_resolutions": "--mlx-resolutions",
-    "mlx_max_tokens": "--mlx-max-tokens", "mlx_rounds": "--mlx-rounds",
-    "mlx_warmup": "--mlx-warmup", "mlx_prompt": "--mlx-prompt", "mlx_image": "--mlx-image",
-    "mlx_json": "--mlx-json", "mlx_chip": "--mlx-chip", "mlx_suite": "--mlx-suite",
-    "mlx_baseline_dir": "--mlx-baseline-dir", "mlx_update_baselines": "--mlx-update-baselines",
-    "mlx_missing_baseline": "--mlx-missing-baseline", "mlx_tolerance": "--mlx-tolerance",
-    "mlx_alpha": "--mlx-alpha", "mlx_no_confirm": "--mlx-no-confirm",
-    "mlx_stale_threshold": "--mlx-stale-threshold", "mlx_markdown": "--mlx-markdown",
-    "mlx_history": "--mlx-history", "mlx_bandwidth": "--mlx-bandwidth",
-    "mlx_isolate": "--mlx-isolate", "mlx_baseline_min_sessions": "--mlx-baseline-min-sessions",
-    "mlx_strict_baselines": "--mlx-strict-baselines", "mlx_precision": "--mlx-precision",
-    "mlx_max_rounds": "--mlx-max-rounds", "mlx_case_budget": "--mlx-case-budget", "mlx_ab_base": "--mlx-ab-base", "mlx_ab_python": "--mlx-ab-python",
-    "mlx_ab_pairs": "--mlx-ab-pairs", "mlx_ab_budget": "--mlx-ab-budget",
-    "mlx_worker_timeout": "--mlx-worker-timeout", "mlx_ab_estimator": "--mlx-ab-estimator",
-    "mlx_ab_order": "--mlx-ab-order",
-    "mlx_server_url": "--mlx-server-url", "mlx_server_port": "--mlx-server-port",
-    "mlx_server_timeout": "--mlx-server-timeout", "mlx_server_concurrency": "--mlx-server-concurrency",
-    "mlx_server_args": "--mlx-server-args", "mlx_server": "--mlx-server",
-    "mlx_video": "--mlx-video", "mlx_video_configs": "--mlx-video-configs",
-    "mlx_video_size": "--mlx-video-size", "mlx_batch_sizes": "--mlx-batch-sizes",
-    "mlx_bmf": "--mlx-bmf", "mlx_github_benchmark": "--mlx-github-benchmark",
-}
+def flag(name: str) -> str:
+    """The command-line flag of a setting, from its ini name (``mlx_rounds`` -> ``--mlx-rounds``;
+    ``options.py`` declares each flag with the ini name of the same spelling, ``--quick`` apart)."""
+    return "--quick" if name == "mlx_quick" else "--" + name.replace("_", "-")
 
 
 def mapping_lookup(values: dict[str, Any], source: str = "command line") -> Lookup:
@@ -72,7 +53,7 @@ def mapping_lookup(values: dict[str, Any], source: str = "command line") -> Look
         value = values.get(name)
         if value is None or value == "" or value == []:
             return None, None
-        return value, FLAGS.get(name, name) if source == "command line" else f"ini {name}"
+        return value, flag(name) if source == "command line" else f"ini {name}"
     return lookup
 
 
@@ -83,7 +64,7 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
     """
     def get(name: str, default: Any = None) -> tuple[Any, str]:
         value, where = lookup(name)
-        return (default, FLAGS.get(name, name)) if value is None else (value, where or name)
+        return (default, flag(name)) if value is None else (value, where or name)
 
     def path_of(name: str) -> Path | None:
         value, _ = get(name)
@@ -110,7 +91,7 @@ def resolve(lookup: Lookup, *, base_dir: Path, rootdir: Path | None = None) -> S
         if not image_path.is_file():
             raise SettingsError(f"{where} {image!r}: no such file")
     suite, where = get("mlx_suite", "auto")
-    run_suite = parse_suites(suite, bool(models) and where_models == FLAGS["mlx_model"], where)
+    run_suite = parse_suites(suite, bool(models) and where_models == flag("mlx_model"), where)
     update, _ = lookup("mlx_update_baselines")
     if update not in (None, "all", "new", "add"):
         raise SettingsError(f"--mlx-update-baselines takes all, new or add, got {update!r}")

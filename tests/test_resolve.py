@@ -97,3 +97,13 @@ def test_ab_order_defaults_to_turns(tmp_path):
 
 def test_warmup_zero_is_allowed(tmp_path):
     assert _resolve(tmp_path, {"mlx_warmup": "0"}).workload.warmup == 0
+
+
+def test_every_option_is_named_by_the_flag_its_setting_derives(pytestconfig):
+    from pytest_mlxvlm.resolve import flag
+
+    options = [o for g in pytestconfig._parser._groups for o in g.options
+               if str(o.dest).startswith("mlx_")]
+    assert len(options) > 40
+    for option in options:
+        assert flag(option.dest) in option.names(), option.names()
