@@ -263,6 +263,18 @@ def judge(result: StepResult, expect: Expectation | str) -> bool:
     return result.passed
 
 
+def conclude(result: StepResult, slack: int, output: tuple[bool | None, str],
+             expect: Expectation | str | None) -> StepResult:
+    """A step that ran: its outcome from the tokens reused, its output against the cold run's
+    (``output``: correct, difference), held to ``expect`` when given."""
+    result.outcome = classify(result.cached_tokens, result.prompt_tokens, slack)
+    result.correct, result.difference = output
+    result.passed = result.correct is not False
+    if expect is not None:
+        judge(result, expect)
+    return result
+
+
 @dataclass
 class CacheSession:
     """Runs steps through one engine on one model and keeps their results."""
@@ -315,13 +327,8 @@ class CacheSession:
         result.cached_tokens = sample.cached_tokens
         result.prompt_tokens = sample.prompt_tokens
         result.ttft_s, result.cold_ttft_s = sample.ttft_s, cold.ttft_s
-        result.outcome = classify(sample.cached_tokens, sample.prompt_tokens, self.engine.slack)
-        result.correct, result.difference = compare_outputs(sample, cold)
-        result.passed = result.correct is not False
         self.steps.append(result)
-        if expect is not None:
-            judge(result, expect)
-        return result
+        return conclude(result, self.engine.slack, compare_outputs(sample, cold), expect)
 
     @property
     def failed(self) -> list[StepResult]:

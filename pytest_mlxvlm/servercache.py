@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import LOGPROB_TOLERANCE, Expectation, classify, judge
+from .cache import LOGPROB_TOLERANCE, Expectation, conclude
 from .results import StepResult
 from .serverclient import Timing, chat_body
 from .serverprocess import ServerError
@@ -124,12 +124,7 @@ class ServerCacheSession:
                             f"{max(cold.cached_tokens, again.cached_tokens)} cached tokens: the server "
                             "shares its cache across tenants, so no request through it is cold")
             return result
-        result.outcome = classify(sample.cached_tokens, sample.prompt_tokens, self.slack)
-        result.correct, result.difference = compare_first_tokens(sample, cold)
-        result.passed = result.correct is not False
-        if expect is not None:
-            judge(result, expect)
-        return result
+        return conclude(result, self.slack, compare_first_tokens(sample, cold), expect)
 
     @property
     def failed(self) -> list[StepResult]:
