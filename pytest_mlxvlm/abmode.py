@@ -204,11 +204,6 @@ class ABModel:
                 "use a smaller model, or gate against stored baselines instead"
             )
 
-    @property
-    def order(self) -> str:
-        """``turns`` or ``duet``, as the plan says."""
-        return self.plan.order
-
     def measure(self, side: str, request: GenerationRequest) -> Sample:
         return Sample.from_dict(self.workers[side].call(request_message(request))["sample"])
 

@@ -175,7 +175,7 @@ class MlxBench:
         try:
             ab_model.ensure_loaded()
             run = run_pairs(ab_model.measure, request, warmup=warmup, plan=plan, judge=judge,
-                            measure_both=ab_model.measure_both if ab_model.order == "duet" else None)
+                            measure_both=ab_model.measure_both if plan.order == "duet" else None)
         except WorkerError as exc:
             error = f"mlxvlm: {self.model.spec} {self.resolution.id}: {exc}"
         else:
@@ -183,7 +183,7 @@ class MlxBench:
         if error is not None:
             pytest.fail(error, pytrace=False)
         comparison = judge(run.base, run.head)
-        how = (f"{len(run.head)} pairs ({ab_model.order}) in {run.seconds:.0f} s, stopped: {run.stopped}; "
+        how = (f"{len(run.head)} pairs ({plan.order}) in {run.seconds:.0f} s, stopped: {run.stopped}; "
                f"base {session.ab.base.label}, head {session.ab.head.label}")
         comparison.note = "; ".join(filter(None, [comparison.note, how]))
         sides = {}
