@@ -84,7 +84,8 @@ def ungated_reason(stored: BaselineCase | None, *, reference: bool, min_sessions
 
     A baseline gates only when it can say how much this machine drifts between sessions: at
     least ``min_sessions`` sessions, recorded at two or more different times (sessions an
-    hour or more apart), not in one burst. A published reference figure never gates."""
+    hour or more apart) or on two or more machines (separately started: ``machine.host_id``),
+    not in one burst on one machine. A published reference figure never gates."""
     from datetime import datetime
 
     if stored is None:
@@ -102,8 +103,8 @@ def ungated_reason(stored: BaselineCase | None, *, reference: bool, min_sessions
     if len(times) != n:
         return f"the baseline's {n} sessions have no recorded times (written by an older version)"
     bursts = 1 + sum((b - a).total_seconds() >= BURST_S for a, b in zip(times, times[1:]))
-    if bursts < 2:
-        return f"the baseline's {n} sessions were all{span}: one burst"
+    if bursts < 2 and stored.n_hosts < 2:
+        return f"the baseline's {n} sessions were all{span} on one machine: one burst"
     return None
 
 

@@ -99,12 +99,20 @@ def detect() -> dict[str, Any]:
     return info
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
 def host_id() -> str:
-    """This host, as a short hash of its name: sessions of one chip on several machines
-    (a CI matrix, fresh cloud machines) are told apart without naming the machine."""
+    """This machine since its last start, as a short hash of its name and (on Linux) its boot
+    id: sessions of one chip on several machines (a CI matrix, fresh cloud machines that all
+    share one host name) are told apart without naming the machine."""
     import hashlib
 
-    return hashlib.sha256(platform.node().encode()).hexdigest()[:12]
+    try:
+        boot = BOOT_ID.read_text().strip()
+    except OSError:
+        boot = ""
+    return hashlib.sha256(f"{platform.node()}{boot}".encode()).hexdigest()[:12]
 
 
 def identity(chip_override: str | None = None) -> dict[str, Any]:

@@ -296,3 +296,19 @@ def test_sessions_from_several_machines_of_one_chip_share_a_file(fake, monkeypat
 
 def case_key(case):
     return f"pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[{case.resolution}]"
+
+
+def test_sessions_from_two_machines_minutes_apart_are_not_a_burst(tmp_path):
+    """A CI matrix or two fresh cloud machines: the spread between machines is in the baseline."""
+    path = tmp_path / "chip" / "m.json"
+
+    def case(host: str) -> baselines.BaselineCase:
+        return baselines.BaselineCase("t", "224x224", {"end_to_end_tps": [[10.0]]},
+                                      recorded=["2026-11-01T02:00:00+00:00"], hosts=[host])
+
+    baselines.update(path, model="m", chip="chip", machine={}, cases={"k": case("a1")})
+    baselines.update(path, model="m", chip="chip", machine={}, cases={"k": case("a1")}, mode="add")
+    assert "on one machine" in baselines.burst_note(baselines.read(path))
+    baselines.update(path, model="m", chip="chip", machine={}, cases={"k": case("b2")}, mode="add")
+    stored = baselines.read(path)
+    assert stored.cases["k"].hosts == ["a1", "a1", "b2"] and baselines.burst_note(stored) is None

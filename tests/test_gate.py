@@ -329,23 +329,32 @@ def test_check_never_measures_again_against_a_reference():
 
 # -- which stored baselines may fail a test --------------------------------------------------
 
-def _stored(n: int, hours_apart: float | None):
+def _stored(n: int, hours_apart: float | None, hosts: list[str] | None = None):
     from datetime import datetime, timedelta, timezone
 
     start = datetime(2026, 11, 1, tzinfo=timezone.utc)
     recorded = ([(start + timedelta(hours=i * hours_apart)).isoformat() for i in range(n)]
                 if hours_apart is not None else [])
-    return BaselineCase("t", "224x224", {"end_to_end_tps": [[100.0]] * n}, recorded=recorded)
+    return BaselineCase("t", "224x224", {"end_to_end_tps": [[100.0]] * n}, recorded=recorded,
+                        hosts=hosts or [])
 
 
 @pytest.mark.parametrize("n, hours, reason", [
     (1, 0.0, "holds 1 session recorded within 1 minute (at least 3 needed)"),
     (2, 5.0, "holds 2 sessions recorded within 5.0 hours (at least 3 needed)"),
-    (4, 0.01, "sessions were all recorded within 2 minutes: one burst"),
+    (4, 0.01, "sessions were all recorded within 2 minutes on one machine: one burst"),
     (3, None, "have no recorded times"),
 ])
 def test_a_baseline_that_cannot_tell_the_drift_does_not_gate(n, hours, reason):
     assert reason in gate.ungated_reason(_stored(n, hours), reference=False, min_sessions=3)
+
+
+def test_sessions_on_two_machines_gate_even_within_minutes():
+    two = _stored(4, 0.1, hosts=["a1", "a1", "b2", "b2"])
+    assert gate.ungated_reason(two, reference=False, min_sessions=3) is None
+    one = _stored(4, 0.1, hosts=["a1"] * 4)
+    assert "on one machine: one burst" in gate.ungated_reason(one, reference=False, min_sessions=3)
+    assert "at least 5 needed" in gate.ungated_reason(two, reference=False, min_sessions=5)
 
 
 def test_sessions_at_different_times_gate_and_references_never_do():

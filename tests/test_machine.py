@@ -58,3 +58,15 @@ def test_chip_key_override(monkeypatch):
 def test_a_simulated_mac_is_what_sessions_see(simulated_mac):
     info = machine.identity()
     assert info == simulated_mac and info["backend"] == "metal" and info["mlx"] == "0.99.0"
+
+
+def test_host_id_tells_apart_starts_of_machines_that_share_a_name(tmp_path, monkeypatch):
+    boot = tmp_path / "boot_id"
+    monkeypatch.setattr(machine, "BOOT_ID", boot)
+    boot.write_text("first-start\n")
+    first = machine.host_id()
+    assert first == machine.host_id() and len(first) == 12
+    boot.write_text("second-start\n")
+    assert machine.host_id() != first  # a fresh cloud machine with the same host name
+    boot.unlink()
+    assert len(machine.host_id()) == 12  # no boot id (macOS): the host name alone
