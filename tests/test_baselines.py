@@ -312,3 +312,14 @@ def test_sessions_from_two_machines_minutes_apart_are_not_a_burst(tmp_path):
     baselines.update(path, model="m", chip="chip", machine={}, cases={"k": case("b2")}, mode="add")
     stored = baselines.read(path)
     assert stored.cases["k"].hosts == ["a1", "a1", "b2"] and baselines.burst_note(stored) is None
+
+
+def test_the_measured_baselines_this_repository_ships_follow_its_own_rule():
+    """Each shipped measured baseline can gate: 3+ sessions at two times or from two machines."""
+    from pytest_mlxvlm import gate
+
+    shipped = Path(__file__).parents[1] / "baselines"
+    measured = [b for b in map(baselines.read, sorted(shipped.rglob("*.json"))) if b.kind == "measured"]
+    for stored in measured:
+        for key, case in stored.cases.items():
+            assert gate.ungated_reason(case, reference=False, min_sessions=3) is None, (stored.path, key)
