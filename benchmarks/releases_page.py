@@ -3,6 +3,10 @@ Speed, TTFT, Decode and peak memory at the --quick sizes, cache-suite outcomes p
 change points with their A/B checks, and the A/B runs between neighbouring releases::
 
     python -m benchmarks.releases_page docs/results/cpu/releases/vlm   # writes tables.md, releases.png
+
+A folder of benchmarks/releases_gpu.sh (no campaign.json: ``<release>.json`` per release and
+``history.jsonl``) gives the same tables: the campaign read from the sessions, the change points
+from the history, its A/B runs named by their ``ab-<base>-<head>-<sizes>.txt``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,27 @@ def load(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def campaign_of(folder: Path) -> dict[str, Any]:
+    """campaign.json; for a folder of benchmarks/releases_gpu.sh the same fields from its sessions."""
+    campaign = load(folder / "campaign.json")
+    if campaign is not None or not (folder / "history.jsonl").exists():
+        return campaign or {}
+    sessions = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines() if line.strip()]
+    settings = sessions[0].get("settings", {}) if sessions else {}
+    return {"model": ", ".join(settings.get("models", [])), "rounds": settings.get("rounds"),
+            "max_tokens": settings.get("max_tokens"), "varying": "mlxvlm", "gpu": True,
+            "machine": sessions[0].get("machine", {}).get("chip") if sessions else None,
+            "pairs": [{"mlx": s.get("machine", {}).get("mlx"), "mlxvlm": s.get("commit"),
+                       "images": f"{s.get('commit')}.json"} for s in sessions]}
+
+
+def images_of(folder: Path, pair: dict[str, Any]) -> Any:
+    """A release's images report: envs/<pair>/images.json, or the file the pair names."""
+    if "images" in pair:
+        return load(folder / pair["images"])
+    return load(folder / "envs" / f"{pair['mlx']}-{pair['mlxvlm']}" / "images.json")
 
 
 def medians(report: dict[str, Any] | None) -> dict[tuple[str, str], tuple[float, float, int]]:
@@ -74,11 +99,12 @@ def ab_line(verdict: dict[str, Any]) -> str:
 
 def tables(folder: Path) -> str:
     """The Markdown of a campaign's folder."""
-    campaign = load(folder / "campaign.json") or {}
+    campaign = campaign_of(folder)
     pairs = campaign.get("pairs", [])
     varying = campaign.get("varying", "mlxvlm")
+    plugin = f"plugin {str(campaign.get('plugin_commit'))[:10]}" if not campaign.get("gpu") else campaign.get("machine")
     lines = [f"Model `{campaign.get('model')}`, `--quick` sizes, {campaign.get('rounds')} rounds after 1 warmup, "
-             f"{campaign.get('max_tokens')} tokens; plugin {str(campaign.get('plugin_commit'))[:10]}. "
+             f"{campaign.get('max_tokens')} tokens; {plugin}. "
              "Each cell: median (cv of the rounds).", ""]
     rows: list[tuple[str, dict[tuple[str, str], tuple[float, float, int]], dict[str, str], str]] = []
     for pair in pairs:
@@ -88,7 +114,7 @@ def tables(folder: Path) -> str:
             (" (forced)" if pair.get("forced") else "")
         notes = [m.get("reason") for s in ("install", "images", "cache")
                  if (m := load(env / f"{s}.done.json")) and m.get("status") == "skipped"]
-        rows.append((name, medians(load(env / "images.json")), cache_outcomes(load(env / "cache.json")),
+        rows.append((name, medians(images_of(folder, pair)), cache_outcomes(load(env / "cache.json")),
                      "; ".join(dict.fromkeys(n for n in notes if n))))  # a reason once, not per step
     for metric, label, unit, scale, fmt in COLUMNS:
         lines += [f"**{label} ({unit})**", "", "| Release | " + " | ".join(SIZES) + " |",
@@ -101,12 +127,17 @@ def tables(folder: Path) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     engines = sorted({e for _, _, cache, _ in rows for e in cache})
-    lines += ["**Cache suite per engine**", "", "| Release | " + " | ".join(engines) + " |",
-              "|---|" + "---|" * len(engines)]
-    for name, _, cache, note in rows:
-        lines.append(f"| {name} | " + " | ".join(cache.get(e, note or "-") for e in engines) + " |")
-    lines.append("")
+    if engines:  # a campaign without the cache suite (releases_gpu.sh) has no such table
+        lines += ["**Cache suite per engine**", "", "| Release | " + " | ".join(engines) + " |",
+                  "|---|" + "---|" * len(engines)]
+        for name, _, cache, note in rows:
+            lines.append(f"| {name} | " + " | ".join(cache.get(e, note or "-") for e in engines) + " |")
+        lines.append("")
     points = (load(folder / "changepoints.json") or {}).get("change_points", [])
+    if campaign.get("gpu"):
+        from benchmarks.releases import change_points
+
+        points = change_points(folder / "history.jsonl")
     lines += ["**Change points of the nightly report** (`pytest-mlxvlm report history.jsonl`)", ""]
     if not points:
         lines.append("None: nothing beyond noise in any series.")
@@ -117,9 +148,10 @@ def tables(folder: Path) -> str:
             ab = [load(p) for p in sorted((folder / "ab").glob(f"*{res}.done.json"))] if (folder / "ab").exists() else []
             match = [v for v in ab if v and v.get("head", "").endswith(cp["after"].split("+")[0])
                      or v and cp["after"].split("+")[0] in v.get("head", "")]
+            gpu_ab = sorted(p.name for p in folder.glob(f"ab-{cp['before']}-{cp['after']}-*.txt"))
             lines.append(f"| `{res}` | {cp['metric']} | {cp['before']} -> {cp['after']} | "
                          f"{pct(cp['change'])} (p={cp['p_value']:.3f}) | "
-                         f"{ab_line(match[0]) if match else 'not run'} |")
+                         f"{ab_line(match[0]) if match else ', '.join(gpu_ab) or 'not run'} |")
     lines.append("")
     neighbours = sorted((folder / "ab").glob("*.done.json")) if (folder / "ab").exists() else []
     if neighbours:
@@ -141,11 +173,11 @@ def plot(folder: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    campaign = load(folder / "campaign.json") or {}
+    campaign = campaign_of(folder)
     varying = campaign.get("varying", "mlxvlm")
     pairs = campaign.get("pairs", [])
     names = [p["mlxvlm"] if varying == "mlxvlm" else p["mlx"] for p in pairs]
-    tables_ = [medians(load(folder / "envs" / f"{p['mlx']}-{p['mlxvlm']}" / "images.json")) for p in pairs]
+    tables_ = [medians(images_of(folder, p)) for p in pairs]
     fig, axes = plt.subplots(2, 2, figsize=(10, 6), squeeze=False)
     for ax, (metric, label, unit, scale, _) in zip(axes.flat, COLUMNS):
         for size in SIZES:
@@ -154,7 +186,8 @@ def plot(folder: Path, path: Path) -> None:
         ax.set_title(f"{label} ({unit})", fontsize=9)
         ax.set_xticks(range(len(names)), names, rotation=45, fontsize=7)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"{'mlx-vlm' if varying == 'mlxvlm' else 'mlx'} releases, {campaign.get('model')} on CPU", fontsize=10)
+    fig.suptitle(f"{'mlx-vlm' if varying == 'mlxvlm' else 'mlx'} releases, {campaign.get('model')} "
+                 f"on {campaign.get('machine') or 'CPU'}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -167,8 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m benchmarks.releases_page CAMPAIGN_FOLDER...", file=sys.stderr)
         return 2
     for folder in folders:
-        if not (folder / "campaign.json").exists():
-            print(f"releases_page: {folder} holds no campaign.json (run benchmarks/releases.py first)", file=sys.stderr)
+        if not (folder / "campaign.json").exists() and not (folder / "history.jsonl").exists():
+            print(f"releases_page: {folder} holds no campaign.json or history.jsonl (run benchmarks/releases.py "
+                  "or benchmarks/releases_gpu.sh first)", file=sys.stderr)
             return 2
         atomic_write_text(folder / "tables.md", tables(folder))
         plot(folder, folder / "releases.png")
