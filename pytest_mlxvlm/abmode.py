@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .isolation import request_message
+from .isolation import reported_bytes, request_message
 from .paired import INCONCLUSIVE_HALF_WIDTH, compare_paired, inconclusive, settled
 from .results import EXACT_METRICS, CaseComparison, GenerationRequest, Sample
 from .settings import ABPlan
@@ -163,6 +163,8 @@ class ABModel:
     scratch: Path
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     load_times: dict[str, float] = field(default_factory=dict)
+    # per side, what decode reads per token as its worker reported: (weights, KV per position)
+    decode_bytes: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
 
     @property
@@ -187,13 +189,14 @@ class ABModel:
             if side.name == "head" and "base" in self.info:
                 self._check_memory(hello)
             answer = worker.call({"op": "load", "spec": self.spec, "side": side.name})
-            self.info[side.name] = {**hello, "weight_bytes": answer.get("weight_bytes", 0)}
+            self.info[side.name] = {**hello, "model_bytes": answer.get("model_bytes") or 0}
             self.load_times[side.name] = float(answer.get("load_time_s", 0.0))
+            self.decode_bytes[side.name] = reported_bytes(answer)
 
     def _check_memory(self, head_hello: dict[str, Any]) -> None:
         """Before the head loads: does a second copy fit beside the base's? Against free host
         memory measured now (the base already loaded), or a device's total for both copies."""
-        weights = int(self.info["base"].get("weight_bytes") or 0)
+        weights = int(self.info["base"].get("model_bytes") or 0)  # all experts, not one token's
         limit = head_hello.get("available_memory")
         copies = 1 if head_hello.get("memory_is_free") else 2
         if weights and limit and copies * weights * MEMORY_HEADROOM > limit:

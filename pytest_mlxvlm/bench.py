@@ -195,6 +195,7 @@ class MlxBench:
                 load_time_s=ab_model.load_times.get(side, 0.0), test_id=nodeid(self.request.node),
                 case_key=key, side=side, comparison=comparison if side == "head" else None,
             )
+            sides[side].bandwidth = session.decode_limit(self.model, sides[side])
         head = sides["head"]
         self.results.append(head)
         self.request.node.stash.setdefault(results_key, []).extend([sides["base"], head])

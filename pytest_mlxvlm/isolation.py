@@ -20,6 +20,13 @@ def request_message(request: GenerationRequest) -> dict[str, Any]:
             "prompt": request.prompt, "max_tokens": request.max_tokens}
 
 
+def reported_bytes(answer: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(weight bytes, KV bytes per position) of decode from a load answer; None where the
+    worker could not tell (or is older and does not say)."""
+    weights, kv = answer.get("weight_bytes"), answer.get("kv_bytes_per_position")
+    return (int(weights) if weights else None, int(kv) if kv else None)
+
+
 @dataclass
 class IsolatedModel:
     """A model in a worker of this interpreter and environment."""
@@ -30,6 +37,8 @@ class IsolatedModel:
     info: dict[str, Any] = field(default_factory=dict)
     load_time_s: float = 0.0
     restarts: int = 0
+    weight_bytes: int | None = None  # weights decode reads per token, as the worker reported
+    kv_bytes_per_position: int | None = None  # KV cache per token of context, as reported
     _worker: WorkerProcess | None = None
 
     def ensure_loaded(self) -> None:
@@ -45,6 +54,7 @@ class IsolatedModel:
         answer = self._worker.call({"op": "load", "spec": self.spec})
         self.info = {**hello, "weight_bytes": answer.get("weight_bytes", 0)}
         self.load_time_s = float(answer.get("load_time_s", 0.0))
+        self.weight_bytes, self.kv_bytes_per_position = reported_bytes(answer)
 
     def measure(self, request: GenerationRequest) -> Sample:
         """One generation in the worker; WorkerError if it fails, crashes or hangs."""

@@ -161,16 +161,32 @@ class BenchSession:
     def bandwidth_gbps(self) -> float | None:
         return self.settings.outputs.bandwidth or lookup_gbps(self.machine)
 
+    def decode_bytes(self, loaded: Any, side: str = "") -> tuple[int | None, int | None]:
+        """What decode reads per token: (weight bytes, KV cache bytes per position of context),
+        None where unknown. Computed once per model in process; a model in a worker
+        (--mlx-isolate, a side of an A/B run) has them from its worker's load answer."""
+        if getattr(loaded, "model", None) is not None:
+            if loaded.spec not in self._weight_bytes:
+                self._weight_bytes[loaded.spec] = (
+                    decode_weight_bytes(loaded.model), kv_bytes_per_position(loaded.model)
+                )
+            return self._weight_bytes[loaded.spec]
+        ab = getattr(loaded, "ab", None)
+        if ab is not None:
+            return ab.decode_bytes.get(side or "head", (None, None))
+        isolated = getattr(loaded, "isolated", None)
+        if isolated is not None:
+            return isolated.weight_bytes, isolated.kv_bytes_per_position
+        return None, None
+
     def decode_limit(self, loaded: Any, result: CaseResult) -> dict[str, float] | None:
         """The bandwidth bound of decode for a case, and how close the measurement came."""
         gbps = self.bandwidth_gbps
-        if not gbps or getattr(loaded, "model", None) is None or not result.samples:
+        if not gbps or not result.samples:
             return None
-        if loaded.spec not in self._weight_bytes:
-            self._weight_bytes[loaded.spec] = (
-                decode_weight_bytes(loaded.model), kv_bytes_per_position(loaded.model)
-            )
-        weights, kv = self._weight_bytes[loaded.spec]
+        weights, kv = self.decode_bytes(loaded, result.side)
+        if weights is None or kv is None:
+            return None
         limit = decode_limit(
             gbps, weights, kv,
             int(result.summary("prompt_tokens").median),

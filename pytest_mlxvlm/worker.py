@@ -6,7 +6,9 @@ prints goes to stderr, so a library's print cannot break the protocol). It exits
 ``{"op": "quit"}``, or when its parent goes away. Requests:
 
 - ``{"op": "hello"}`` -> versions and where ``mlx`` and ``mlx_vlm`` were imported from
-- ``{"op": "load", "spec": "synthetic:tiny"}`` -> ``load_time_s``, ``weight_bytes``
+- ``{"op": "load", "spec": "synthetic:tiny"}`` -> ``load_time_s``, and what decode reads per
+  token for the bandwidth bound: ``weight_bytes`` and ``kv_bytes_per_position``, and the whole
+  model's ``model_bytes`` (each null when the model cannot tell)
 - ``{"op": "measure", "image": PATH|null, "prompt": ..., "max_tokens": N}`` -> ``sample``
 
 Every answer holds ``"ok"``; a failure answers ``{"ok": false, "error": "one line"}``.
@@ -23,7 +25,7 @@ import time
 from importlib import metadata
 from typing import Any, TextIO
 
-from .bandwidth import decode_weight_bytes
+from .bandwidth import decode_weight_bytes, kv_bytes_per_position
 from .machine import available_memory_bytes, memory_is_free
 from .models import ModelLoadError, load
 from .results import GenerationRequest
@@ -67,8 +69,8 @@ def fake_engine(side: str) -> Any:
     """The exact fake engine of ``pytest_mlxvlm.testing`` for worker tests. A module
     ``fake_mlx_speed`` on this side's path (so that a git revision can change it) may set
     ``SLOWDOWN`` (time factor), ``IMAGE_TOKENS_EXTRA`` (a changed workload), ``WEIGHT_BYTES``
-    (the model's size as reported), and ``CRASH_AT`` / ``HANG_AT`` (the measurement, counted
-    from 1, at which the worker aborts or hangs);
+    and ``KV_BYTES_PER_POSITION`` (what the load reports of the model), and ``CRASH_AT`` /
+    ``HANG_AT`` (the measurement, counted from 1, at which the worker aborts or hangs);
     otherwise ``$FAKE_MLX_*`` as in process. The head's noise has its own seed."""
     from .testing import FakeEngine  # test-only, and it imports numpy: loaded when asked for
 
@@ -82,10 +84,34 @@ def fake_engine(side: str) -> Any:
     engine.crash_at = int(getattr(fake_mlx_speed, "CRASH_AT", 0))  # type: ignore[attr-defined]
     engine.hang_at = int(getattr(fake_mlx_speed, "HANG_AT", 0))  # type: ignore[attr-defined]
     engine.weight_bytes = int(getattr(fake_mlx_speed, "WEIGHT_BYTES", 0))  # type: ignore[attr-defined]
+    engine.kv_bytes_per_position = int(  # type: ignore[attr-defined]
+        getattr(fake_mlx_speed, "KV_BYTES_PER_POSITION", 0))
     if side == "head":
         engine.seed += 1
         engine.__post_init__()
     return engine
+
+
+def model_bytes(model: Any) -> int:
+    """Bytes of all the model's parameters as held in memory (every expert, the vision tower)."""
+    from mlx.utils import tree_flatten
+
+    return sum(int(v.nbytes) for _, v in tree_flatten(model.parameters()))
+
+
+def decode_bytes(model: Any) -> dict[str, int | None]:
+    """``weight_bytes`` and ``kv_bytes_per_position`` of a loaded model (what decode reads per
+    token) and ``model_bytes`` (its whole size, for the A/B memory check); each None if it cannot
+    be computed (an architecture the functions do not know): a load never fails for them."""
+    found: dict[str, int | None] = {}
+    for key, compute in (("weight_bytes", decode_weight_bytes),
+                         ("kv_bytes_per_position", kv_bytes_per_position),
+                         ("model_bytes", model_bytes)):
+        try:
+            found[key] = int(compute(model))
+        except Exception:  # noqa: BLE001 - the bound is left out, the model is still measured
+            found[key] = None
+    return found
 
 
 class Worker:
@@ -101,13 +127,14 @@ class Worker:
             self.fake = fake_engine(side)
             self.loaded = self.fake.pytest_mlxvlm_load_model(spec, None)
             return {"ok": True, "load_time_s": time.perf_counter() - start,
-                    "weight_bytes": self.fake.weight_bytes}
+                    "weight_bytes": self.fake.weight_bytes or None,
+                    "kv_bytes_per_position": self.fake.kv_bytes_per_position or None,
+                    "model_bytes": self.fake.weight_bytes or None}
         try:
             self.loaded = load(spec)
         except ModelLoadError as exc:
             return {"ok": False, "error": str(exc)}
-        return {"ok": True, "load_time_s": self.loaded.load_time_s,
-                "weight_bytes": decode_weight_bytes(self.loaded.model)}
+        return {"ok": True, "load_time_s": self.loaded.load_time_s, **decode_bytes(self.loaded.model)}
 
     def measure(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.loaded is None:

@@ -291,6 +291,25 @@ def test_two_copies_that_do_not_fit_are_refused_before_the_head_loads(pytester, 
     no_leftovers(repo)
 
 
+def test_each_side_is_bounded_by_what_its_worker_reported(pytester, repo):
+    # the base's model reads twice the weights per token: half the head's bound
+    (repo / "fake_mlx_speed.py").write_text(speed_module(WEIGHT_BYTES=2 * 10**8, KV_BYTES_PER_POSITION=1000))
+    git(repo, "commit", "-qam", "a model of 200 MB")
+    head(repo, WEIGHT_BYTES=10**8, KV_BYTES_PER_POSITION=1000)
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-bandwidth", "20",
+                                "--mlx-json", "ab.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*fake:m on *, base: *", "*| % of BW limit (tok/s) |",
+                                 "*| 224x224 *| 100% of 100 *|",
+                                 "*fake:m on *, head: *", "*| % of BW limit (tok/s) |",
+                                 "*| 224x224 *| 50% of 200 *|"])
+    doc = json.loads((repo / "ab.json").read_text())
+    weights = {r["side"]: r["bandwidth"]["bytes_per_token"] - 1000 * (
+        r["summary"]["prompt_tokens"]["median"] + r["summary"]["generation_tokens"]["median"] / 2)
+        for r in doc["results"]}
+    assert weights == {"base": 2 * 10**8, "head": 10**8}
+    no_leftovers(repo)
+
 
 def test_another_interpreter_as_the_base(pytester, repo):
     """--mlx-ab-python alone: the same code under another environment (here the same one)."""
@@ -309,10 +328,12 @@ def test_real_model_side_by_side(pytester, repo):
             for arg in ("--mlx-tolerance", f"{m}=60")]
     result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-resolutions", "224x224",
                                 "--mlx-max-tokens", "8", "--mlx-ab-pairs", "4:6", "--mlx-ab-base", "HEAD",
-                                "-p", "no:cacheprovider", "--mlx-json", "ab.json", *wide)
+                                "-p", "no:cacheprovider", "--mlx-json", "ab.json", "--mlx-bandwidth", "100",
+                                *wide)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*| 224x224 | Decode *| ok *"])
     doc = json.loads((repo / "ab.json").read_text())
     assert sorted(r["side"] for r in doc["results"]) == ["base", "head"]
+    assert all(r["bandwidth"]["limit_tps"] > 0 for r in doc["results"])  # reported by each worker
     assert all(len(r["samples"]) == r["workload"]["rounds"] >= 4 for r in doc["results"])
     no_leftovers(repo)

@@ -9,6 +9,7 @@ The fixtures in tests/data/ are the published session tarballs condensed to what
 and judged the same as the tarballs (same table, row for row).
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,30 @@ def test_a_condensed_file_refuses_more_rounds_than_it_kept():
     run = _rejudge(str(DATA / "rejudge-h200-sensitivity-2.json.gz"), "--rounds", "6")
     assert run.returncode != 0
     assert "keeps the first 5 samples per case" in run.stderr
+
+
+# -- the bandwidth bound of twins measured in a worker (benchmarks/twin_bandwidth.py) ------------
+
+def test_twin_bandwidth_reproduces_the_bounds_recorded_in_process():
+    """The MoE twin was measured in process: its report holds the plugin's bounds, which the
+    script's lazily built twin (30B parameters, never drawn) gives again."""
+    run = subprocess.run([sys.executable, "-m", "benchmarks.twin_bandwidth",
+                          "docs/results/h200/twins/quick-qwen3-vl-30b-a3b-4bit.json"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [line for line in run.stdout.splitlines() if re.match(r"\| \d+x\d+ ", line)]
+    assert len(rows) == 4 and all(row.endswith("| +0.000% |") for row in rows), run.stdout
+    assert "[INFO]" not in run.stdout  # mlx-vlm's prints stay out of the Markdown
+
+
+@pytest.mark.slow  # builds a tiny quantized twin
+def test_a_lazily_built_twin_reads_what_the_loaded_one_reads(tmp_path, monkeypatch):
+    from pytest_mlxvlm import models
+    from pytest_mlxvlm.bandwidth import decode_weight_bytes, kv_bytes_per_position
+
+    from benchmarks import twin_bandwidth
+
+    monkeypatch.setenv("PYTEST_MLXVLM_CACHE", str(tmp_path))
+    spec = "synthetic:gemma3-4b-tiny-4bit"  # a head sharing the embedding's buffer, quantized
+    loaded = models.load(spec).model
+    assert twin_bandwidth.decode_bytes(spec) == (decode_weight_bytes(loaded), kv_bytes_per_position(loaded))

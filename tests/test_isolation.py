@@ -32,6 +32,19 @@ def test_a_hung_generation_is_stopped(pytester):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
+def test_the_bandwidth_bound_comes_from_the_worker(pytester):
+    # no model in this process: the worker reports what decode reads per token when it loads
+    pytester.makepyfile(fake_mlx_speed="WEIGHT_BYTES = 10**9\nKV_BYTES_PER_POSITION = 1000\n")
+    result = pytester.runpytest(*ISOLATED, "--mlx-bandwidth", "50", "--mlx-json", "r.json")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*| % of BW limit (tok/s) |", "*| 224x224 *| 200% of 50 *|",
+                                 "Bandwidth limit of decode: 50 GB/s *"])
+    doc = json.loads((pytester.path / "r.json").read_text())
+    summary = doc["results"][0]["summary"]
+    context = summary["prompt_tokens"]["median"] + summary["generation_tokens"]["median"] / 2
+    assert doc["results"][0]["bandwidth"]["bytes_per_token"] == 10**9 + 1000 * context
+
+
 def test_the_cache_suite_says_why_it_does_not_run_isolated(pytester):
     result = pytester.runpytest("--mlx-model", "fake:m", "--mlx-isolate", "--mlx-suite", "cache",
                                 "-p", "no:cacheprovider", "-rs")
@@ -42,9 +55,20 @@ def test_the_cache_suite_says_why_it_does_not_run_isolated(pytester):
 def test_real_model_in_a_worker(pytester):
     result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-isolate", "--mlx-resolutions",
                                 "224x224", "--mlx-rounds", "2", "--mlx-max-tokens", "8",
-                                "-p", "no:cacheprovider")
+                                "--mlx-bandwidth", "100", "--mlx-json", "r.json", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*| 224x224 *| 8 *| 64 *"])
+    result.stdout.fnmatch_lines(["*| % of BW limit (tok/s) |", "*| 224x224 *| 8 *| 64 *| *% of * *|"])
+    # the bound the worker's bytes give is the one this process computes from the same model
+    from pytest_mlxvlm import models
+    from pytest_mlxvlm.bandwidth import decode_limit, decode_weight_bytes, kv_bytes_per_position
+
+    model = models.load("synthetic:tiny").model
+    case = json.loads((pytester.path / "r.json").read_text())["results"][0]
+    tokens = [int(case["summary"][m]["median"]) for m in ("prompt_tokens", "generation_tokens")]
+    expected = decode_limit(100, decode_weight_bytes(model), kv_bytes_per_position(model), *tokens)
+    assert case["bandwidth"]["limit_tps"] == pytest.approx(expected["limit_tps"])
+    assert case["bandwidth"]["fraction"] == pytest.approx(
+        case["summary"]["generation_tps"]["median"] / expected["limit_tps"])
 
 
 @pytest.mark.slow

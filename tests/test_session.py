@@ -1,15 +1,21 @@
 """The session: its baseline store, and how it ends (baselines, Markdown, history, JSON), each
 output on its own, when one cannot be written, after Ctrl-C, and on a Mac with another mlx."""
 
+import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from pytest_mlxvlm import baselines, history
+from pytest_mlxvlm.abmode import ABModel
 from pytest_mlxvlm.cli import main
+from pytest_mlxvlm.isolation import IsolatedModel
+from pytest_mlxvlm.models import LoadedModel
 from pytest_mlxvlm.results import CaseResult, Sample
-from pytest_mlxvlm.session import BaselineStore
+from pytest_mlxvlm.session import BaselineStore, BenchSession
+from pytest_mlxvlm.settings import ABPlan, Outputs, Settings
 
 RUN = ["--mlx-model", "fake:a", "--mlx-chip", "test-chip", "--mlx-rounds", "3", "-p", "no:benchmark",
        "--mlx-resolutions", "224x224,448x448"]
@@ -71,6 +77,43 @@ def test_store_raises_for_a_corrupt_file_every_time(tmp_path):
     for _ in range(2):
         with pytest.raises(baselines.BaselineError, match="it is for chip 'other', not 'chip'"):
             store.get("org/m")
+
+
+# -- the bandwidth bound of a model in a worker -------------------------------------------------
+
+def _bound(weights: int, kv: int, gbps: float = 100.0) -> float:
+    """limit_tps of ``_result``'s case: 90 prompt tokens, 10 generated (mean context 95)."""
+    return gbps * 1e9 / (weights + kv * 95)
+
+
+def test_an_isolated_model_bounds_decode_with_the_bytes_its_worker_reported():
+    session = BenchSession(config=None, settings=Settings(outputs=Outputs(bandwidth=100.0)))
+    isolated = IsolatedModel("org/m", weight_bytes=10**9, kv_bytes_per_position=1000)
+    loaded = LoadedModel(spec="org/m", path=None, model=None, processor=None, isolated=isolated)
+    limit = session.decode_limit(loaded, _result("a"))
+    assert limit["gbps"] == 100.0 and limit["bytes_per_token"] == 10**9 + 1000 * 95
+    assert limit["limit_tps"] == pytest.approx(_bound(10**9, 1000))
+    assert limit["fraction"] == pytest.approx(12.0 / _bound(10**9, 1000))  # Decode: 1.2 x speed
+    isolated.kv_bytes_per_position = None  # a worker that could not tell: no bound, no error
+    assert session.decode_limit(loaded, _result("a")) is None
+
+
+def test_each_side_of_an_ab_run_is_bounded_by_its_own_workers_bytes():
+    session = BenchSession(config=None, settings=Settings(outputs=Outputs(bandwidth=100.0)))
+    ab = ABModel("org/m", None, None, ABPlan(), Path("."),  # type: ignore[arg-type]
+                 decode_bytes={"base": (2 * 10**9, 1000), "head": (10**9, 1000)})
+    loaded = LoadedModel(spec="org/m", path=None, model=None, processor=None, ab=ab)
+    for side, weights in (("base", 2 * 10**9), ("head", 10**9)):
+        result = dataclasses.replace(_result("a"), side=side)
+        assert session.decode_limit(loaded, result)["limit_tps"] == pytest.approx(_bound(weights, 1000))
+    ab.decode_bytes["head"] = (None, None)
+    assert session.decode_limit(loaded, dataclasses.replace(_result("a"), side="head")) is None
+
+
+def test_no_bound_without_a_bandwidth_or_a_model():
+    loaded = LoadedModel(spec="org/m", path=None, model=None, processor=None)  # a fake engine's
+    session = BenchSession(config=None, settings=Settings(outputs=Outputs(bandwidth=100.0)))
+    assert session.decode_limit(loaded, _result("a")) is None
 
 
 # -- how a session ends ------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from pytest_mlxvlm.worker import decode_bytes
 from pytest_mlxvlm.workers import WorkerError, WorkerProcess, exit_reason, plugin_copy, stop_all
 
 
@@ -27,6 +28,19 @@ def test_hello_load_and_measure_with_the_fake_engine(worker, tmp_path):
     Image.new("RGB", (224, 224)).save(image)
     answer = worker.call({"op": "measure", "image": str(image), "prompt": "p", "max_tokens": 8})
     assert answer["sample"]["generation_tokens"] == 8 and answer["sample"]["image_tokens"] == 64
+
+
+def test_the_load_answer_says_what_decode_reads_per_token(worker, tmp_path, monkeypatch):
+    (tmp_path / "speed").mkdir()
+    (tmp_path / "speed" / "fake_mlx_speed.py").write_text("WEIGHT_BYTES = 5000\nKV_BYTES_PER_POSITION = 40\n")
+    worker.path.append(str(tmp_path / "speed"))
+    answer = worker.call({"op": "load", "spec": "fake:m", "side": "head"})
+    assert (answer["weight_bytes"], answer["kv_bytes_per_position"]) == (5000, 40)
+
+
+def test_a_model_whose_bytes_cannot_be_computed_still_loads():
+    # a fake engine's model, an architecture without a text config: None, never an error
+    assert decode_bytes(None) == {"weight_bytes": None, "kv_bytes_per_position": None, "model_bytes": None}
 
 
 def test_measuring_code_is_the_copy(worker, tmp_path):
@@ -77,3 +91,11 @@ def test_stop_all_leaves_no_process(tmp_path):
 def test_exit_reasons(code, text):
     assert exit_reason(code) == text
 
+
+
+def test_the_memory_check_counts_the_whole_model_not_one_tokens_reads():
+    import mlx.nn as nn
+
+    from pytest_mlxvlm.worker import model_bytes
+
+    assert model_bytes(nn.Linear(4, 2)) == (4 * 2 + 2) * 4  # float32 weight and bias
