@@ -9,20 +9,10 @@
 # MODEL [synthetic:qwen3-vl-8b-4bit]; reports to $OUT [./gpu-out]: <mode>-<i>.json/.txt and
 # machine.txt (the chip, this host's id as the baselines record it, the boot id: one per machine).
 set -uo pipefail
-[ -f benchmarks/__init__.py ] || { echo "gpu_baseline.sh: run it from the repository root" >&2; exit 2; }
 mode=${1:?usage: gpu_baseline.sh record|verify DIR [N]}
+source "$(dirname "$0")/gpu_env.sh"  # py, model, OUT and the environment
 dir=$(mkdir -p "${2:?the baseline folder}" && cd "$2" && pwd)
 n=${3:-2}
-py=$(command -v "${PYTHON:-python3}")
-model=${MODEL:-synthetic:qwen3-vl-8b-4bit}
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-"$py" -c "import importlib.metadata as m, sys; \
-sys.exit(0 if any(e.name == 'mlxvlm' for e in m.entry_points(group='pytest11')) else 1)" \
-  || export PYTEST_PLUGINS=pytest_mlxvlm.plugin
 "$py" -c "from pytest_mlxvlm import machine; i = machine.identity(); \
 print('chip', i['key'], 'host', machine.host_id(), 'boot', open('/proc/sys/kernel/random/boot_id').read().strip())" \
   | tee -a "$OUT/machine.txt"

@@ -10,18 +10,7 @@
 # Writes to $OUT [./gpu-out]: cuda-extra/, video-full and video-beyond (96, 128 frames),
 # video-cache and batch, each .json and .txt.
 set -uo pipefail
-[ -f benchmarks/__init__.py ] || { echo "gpu_media.sh: run it from the repository root" >&2; exit 2; }
-py=$(command -v "${PYTHON:-python3}")
-model=${MODEL:-synthetic:qwen3-vl-8b-4bit}
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-# where the package is not installed, load the plugin by name (as benchmarks/gpu.sh does)
-"$py" -c "import importlib.metadata as m, sys; \
-sys.exit(0 if any(e.name == 'mlxvlm' for e in m.entry_points(group='pytest11')) else 1)" \
-  || export PYTEST_PLUGINS=pytest_mlxvlm.plugin
+source "$(dirname "$0")/gpu_env.sh"  # py, model, OUT and the environment
 start=$(date +%s)
 echo "== cuda extra ($(date -u +%H:%M:%S))"
 # in a clean environment: the extra's own venv, not this machine's PYTHONPATH

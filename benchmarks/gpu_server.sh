@@ -15,15 +15,7 @@
 #   tables.md              python -m benchmarks.server_tables over the three reports
 #   logs.tgz               the servers' logs
 set -uo pipefail
-[ -f benchmarks/__init__.py ] || { echo "gpu_server.sh: run it from the repository root" >&2; exit 2; }
-py=${PYTHON:-python3}
-model=${MODEL:-synthetic:qwen3-vl-8b-4bit}
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export PYTEST_PLUGINS=pytest_mlxvlm.plugin
+source "$(dirname "$0")/gpu_env.sh"  # py, model, OUT and the environment
 logs=$(mktemp -d)
 export TMPDIR=$logs  # the servers' logs (mlxvlm-server-*.log) land here
 work=$(mktemp -d -p "$logs" run.XXXX)

@@ -3,7 +3,7 @@ side by side in two worker processes, pair by pair, until the answer is clear. A
 rounds in ABBA order ("turns") or two generations at once ("duet": the host's drift, which
 on a CUDA host flips decode between a fast and a slow mode from one second to the next, then
 hits both sides alike, but two prefills of a large image collide; ``docs/benchmarks.md`` has
-the figures).
+the figures; "staggered": at once, the second side asked when the first has its first token).
 """
 
 from __future__ import annotations
@@ -210,13 +210,29 @@ class ABModel:
     def measure(self, side: str, request: GenerationRequest) -> Sample:
         return Sample.from_dict(self.workers[side].call(request_message(request))["sample"])
 
-    def measure_both(self, request: GenerationRequest, base_first: bool = True) -> tuple[Sample, Sample]:
+    def measure_both_at_once(
+        self, order: str
+    ) -> Callable[[GenerationRequest, bool], tuple[Sample, Sample]] | None:
+        """The pair measurement of an A/B order: None for turns (one side at a time)."""
+        if order == "turns":
+            return None
+        return lambda request, base_first: self.measure_both(request, base_first, stagger=order == "staggered")
+
+    def measure_both(self, request: GenerationRequest, base_first: bool = True,
+                     stagger: bool = False) -> tuple[Sample, Sample]:
         """Base and head generate at once (the one asked first may get a head start, so the
-        caller alternates); both answers are read before any error is raised, so no answer is
-        left behind for the next request."""
+        caller alternates); with ``stagger`` the second is asked only when the first has its first
+        token, so that two prefills never share the device. Both answers are read before any error
+        is raised, so no answer is left behind for the next request."""
         message = request_message(request)
-        for side in (("base", "head") if base_first else ("head", "base")):
-            self.workers[side].send(message)
+        first, second = ("base", "head") if base_first else ("head", "base")
+        if stagger:
+            self.workers[first].send({**message, "first_token_event": True})
+            self.workers[first].receive("measure (its first token)")  # no answer left: it failed before
+            self.workers[second].send(message)
+        else:
+            for side in (first, second):
+                self.workers[side].send(message)
         samples: dict[str, Sample] = {}
         error: WorkerError | None = None
         for side in ("base", "head"):

@@ -175,7 +175,7 @@ class MlxBench:
         try:
             ab_model.ensure_loaded()
             run = run_pairs(ab_model.measure, request, warmup=warmup, plan=plan, judge=judge,
-                            measure_both=ab_model.measure_both if plan.order == "duet" else None)
+                            measure_both=ab_model.measure_both_at_once(plan.order))
         except WorkerError as exc:
             error = f"mlxvlm: {self.model.spec} {self.resolution.id}: {exc}"
         else:

@@ -205,7 +205,9 @@ def add_options(parser: pytest.Parser) -> None:
               "how the sides take their rounds: turns (default: ABBA, one at a time) or duet "
               "(both generate at once: on a CUDA host 4-5x less decode noise per pair, but "
               "concurrent prefills of large images can favour one side's TTFT; see "
-              "docs/benchmarks.md)", default=None, choices=("turns", "duet"))
+              "docs/benchmarks.md), or staggered (as duet, but the side asked second starts when the "
+              "first has its first token: the prefills never collide)", default=None,
+              choices=("turns", "duet", "staggered"))
     gate_option("--mlx-markdown", "mlx_markdown",
                 "write a pull-request comment (Markdown) to PATH; also appended to "
                 "$GITHUB_STEP_SUMMARY when set", default=None, metavar="PATH")

@@ -115,8 +115,10 @@ def format_prompt(model: Any, processor: Any, prompt: str, num_images: int, vide
     return apply_chat_template(processor, model.config, prompt, num_images=num_images)
 
 
-def measure_generation(model: Any, processor: Any, request: GenerationRequest) -> Sample:
-    """Run one greedy generation of exactly ``max_tokens`` tokens and time its phases."""
+def measure_generation(model: Any, processor: Any, request: GenerationRequest, *,
+                       on_first_token: Callable[[], None] | None = None) -> Sample:
+    """Run one greedy generation of exactly ``max_tokens`` tokens and time its phases
+    (``on_first_token`` is called as soon as the first token is out)."""
     import mlx.core as mx
     import numpy as np
     from mlx_vlm import stream_generate
@@ -178,6 +180,8 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest) -
             now = time.perf_counter()
             if first is None:
                 first = now
+                if on_first_token is not None:
+                    on_first_token()
                 if request.capture_logprobs and result.logprobs is not None:
                     first_logprobs = np.array(result.logprobs.astype(mx.float32)).reshape(-1)
             if result.generation_tokens > generated:

@@ -161,7 +161,7 @@ class Outputs:
     bandwidth: float | None = None  # GB/s; overrides the published figure of the chip
 
 
-AB_ORDERS = ("turns", "duet")
+AB_ORDERS = ("turns", "duet", "staggered")
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,8 @@ class ABPlan:
     budget_s: float = 480.0  # per case, warmup included
     timeout_s: float = 600.0  # one generation; a worker silent this long is stopped
     estimator: str = "fast"  # "fast" (q90 of tok/s, bootstrap) or "median" (Wilcoxon, HL)
-    order: str = "turns"  # "turns" (ABBA, one at a time) or "duet" (both at once)
+    order: str = "turns"  # "turns" (ABBA, one at a time), "duet" (both at once) or "staggered"
+    # (at once, the second asked when the first has its first token: prefills never collide)
 
     @property
     def active(self) -> bool:

@@ -9,7 +9,9 @@ prints goes to stderr, so a library's print cannot break the protocol). It exits
 - ``{"op": "load", "spec": "synthetic:tiny"}`` -> ``load_time_s``, and what decode reads per
   token for the bandwidth bound: ``weight_bytes`` and ``kv_bytes_per_position``, and the whole
   model's ``model_bytes`` (each null when the model cannot tell)
-- ``{"op": "measure", "image": PATH|null, "prompt": ..., "max_tokens": N}`` -> ``sample``
+- ``{"op": "measure", "image": PATH|null, "prompt": ..., "max_tokens": N}`` -> ``sample``;
+  with ``"first_token_event": true`` an ``{"ok": true, "event": "first_token"}`` line comes first,
+  as soon as the first token is out (a staggered A/B pair starts its other side then)
 
 Every answer holds ``"ok"``; a failure answers ``{"ok": false, "error": "one line"}``.
 The paired A/B mode runs two of these (base and head) and so does crash isolation: a
@@ -23,7 +25,7 @@ import os
 import sys
 import time
 from importlib import metadata
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from .bandwidth import decode_weight_bytes, kv_bytes_per_position
 from .machine import available_memory_bytes, memory_is_free
@@ -120,6 +122,7 @@ class Worker:
     def __init__(self) -> None:
         self.loaded: Any = None
         self.fake: Any = None
+        self.first_token_event: Callable[[], None] = lambda: None  # serve() writes the line
 
     def load(self, spec: str, side: str = "") -> dict[str, Any]:
         start = time.perf_counter()
@@ -141,15 +144,19 @@ class Worker:
             return {"ok": False, "error": "no model loaded"}
         req = GenerationRequest(image=request.get("image"), prompt=request["prompt"],
                                 max_tokens=int(request["max_tokens"]))
+        first_token = self.first_token_event if request.get("first_token_event") else None
         if self.fake is not None:
             calls = self.fake.calls + 1
             if calls == self.fake.crash_at:
                 os.abort()  # as MLX dies on a fatal error
             if calls == self.fake.hang_at:
                 time.sleep(3600)
+            if first_token is not None:
+                first_token()  # the fake has no prefill to wait for
             sample = self.fake.pytest_mlxvlm_measure(self.loaded, req)
         else:
-            sample = measure_generation(self.loaded.model, self.loaded.processor, req)
+            sample = measure_generation(self.loaded.model, self.loaded.processor, req,
+                                        on_first_token=first_token)
         return {"ok": True, "sample": sample.to_dict()}
 
     def handle(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +181,12 @@ class Worker:
 def serve(requests: TextIO, answers: TextIO) -> None:
     """Answer requests until EOF or quit; every error becomes a one-line answer."""
     worker = Worker()
+
+    def notify(event: str) -> None:
+        answers.write(json.dumps({"ok": True, "event": event}) + "\n")
+        answers.flush()
+
+    worker.first_token_event = lambda: notify("first_token")
     for line in requests:
         if not line.strip():
             continue

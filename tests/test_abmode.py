@@ -238,6 +238,27 @@ def test_a_worker_crashing_in_a_duet_fails_its_case_only(pytester, repo):
     no_leftovers(repo)
 
 
+def test_a_staggered_pair_catches_the_slower_head(pytester, repo, monkeypatch):
+    monkeypatch.setenv("FAKE_MLX_NOISE", "0.03")
+    head(repo, SLOWDOWN=1.12)
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-ab-order", "staggered")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*pairs (staggered) in * s, stopped: *"])
+    no_leftovers(repo)
+
+
+def test_a_worker_crashing_before_its_first_token_fails_its_case_only(pytester, repo):
+    # the head dies at its 15th measurement; in a staggered pair the other side is asked only
+    # after the first one's first token, so when the head is asked first nothing is left pending
+    head(repo, SLOWDOWN=1.0, CRASH_AT=15)
+    result = pytester.runpytest(*AB[:2], "--mlx-resolutions", "224x224,336x336,448x448",
+                                "--mlx-ab-pairs", "10:10", "-p", "no:cacheprovider",
+                                "--mlx-ab-base", "HEAD", "--mlx-ab-order", "staggered")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*336x336*head worker died during 'measure*' (*SIGABRT*)*"])
+    no_leftovers(repo)
+
+
 def test_a_hanging_worker_is_stopped(pytester, repo):
     head(repo, SLOWDOWN=1.0, HANG_AT=3)
     result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-worker-timeout", "2")
@@ -322,15 +343,17 @@ def test_another_interpreter_as_the_base(pytester, repo):
 
 @pytest.mark.slow
 def test_real_model_side_by_side(pytester, repo):
-    """The built-in suite on synthetic:tiny through base and head workers (integration: wide
-    tolerances, so that only a broken run fails)."""
+    """The built-in suite on synthetic:tiny through base and head workers, in staggered pairs
+    (a real generation's first-token event; turns go through the same measure path as
+    --mlx-isolate's tests). Integration: wide tolerances, so that only a broken run fails."""
     wide = [arg for m in ("end_to_end_tps", "generation_tps", "ttft_s", "peak_memory")
             for arg in ("--mlx-tolerance", f"{m}=60")]
     result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-resolutions", "224x224",
                                 "--mlx-max-tokens", "8", "--mlx-ab-pairs", "4:6", "--mlx-ab-base", "HEAD",
                                 "-p", "no:cacheprovider", "--mlx-json", "ab.json", "--mlx-bandwidth", "100",
-                                *wide)
+                                "--mlx-ab-order", "staggered", *wide)
     result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*pairs (staggered) in * s*"])
     result.stdout.fnmatch_lines(["*| 224x224 | Decode *| ok *"])
     doc = json.loads((repo / "ab.json").read_text())
     assert sorted(r["side"] for r in doc["results"]) == ["base", "head"]

@@ -76,7 +76,7 @@ def test_bad_values(tmp_path, cli, message):
         ({"mlx_resolutions": "0x5"}, "ini mlx_resolutions: bad resolution"),
         ({"mlx_tolerance": ["speed=5"]}, "ini mlx_tolerance: bad tolerance"),
         ({"mlx_quick": "maybe"}, "ini mlx_quick must be true or false"),
-        ({"mlx_ab_order": "random"}, "ini mlx_ab_order must be one of turns, duet"),
+        ({"mlx_ab_order": "random"}, "ini mlx_ab_order must be one of turns, duet, staggered"),
     ],
 )
 def test_bad_ini_values_name_the_ini_key(tmp_path, ini, message):

@@ -99,3 +99,12 @@ def test_the_memory_check_counts_the_whole_model_not_one_tokens_reads():
     from pytest_mlxvlm.worker import model_bytes
 
     assert model_bytes(nn.Linear(4, 2)) == (4 * 2 + 2) * 4  # float32 weight and bias
+
+
+def test_a_measurement_can_announce_its_first_token(worker):
+    worker.call({"op": "load", "spec": "fake:m", "side": "base"})
+    worker.send({"op": "measure", "image": None, "prompt": "p", "max_tokens": 4, "first_token_event": True})
+    assert worker.receive("first token") == {"ok": True, "event": "first_token"}
+    assert worker.receive("measure")["sample"]["generation_tokens"] == 4
+    # without asking, one answer as before
+    assert "sample" in worker.call({"op": "measure", "image": None, "prompt": "p", "max_tokens": 4})
