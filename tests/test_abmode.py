@@ -203,59 +203,30 @@ def test_a_base_environment_without_mlx_is_named(pytester, repo, tmp_path):
     no_leftovers(repo)
 
 
-def test_a_crashing_worker_fails_its_case_only(pytester, repo):
+@pytest.mark.parametrize("order", ["turns", "duet", "staggered"])
+def test_a_crashing_worker_fails_its_case_only(pytester, repo, order):
     # warmup 1 + 10 pairs = 11 measurements per case: the head dies at its 15th, in the
-    # second case; the third case gets a fresh worker and measures normally
-    head(repo, SLOWDOWN=1.0, CRASH_AT=15)
-    result = pytester.runpytest(*AB[:2], "--mlx-resolutions", "224x224,336x336,448x448",
-                                "--mlx-ab-pairs", "10:10", "-p", "no:cacheprovider",
-                                "--mlx-ab-base", "HEAD", "--mlx-json", "ab.json")
-    result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*336x336*head worker died during 'measure' (*SIGABRT*)*"])
-    assert len(json.loads((repo / "ab.json").read_text())["results"]) == 4
-    no_leftovers(repo)
-
-
-def test_a_duet_catches_the_slower_head_and_says_so(pytester, repo, monkeypatch):
-    monkeypatch.setenv("FAKE_MLX_NOISE", "0.03")
-    head(repo, SLOWDOWN=1.12)
-    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-ab-order", "duet")
-    result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(["*Decode -1?.?% [[]-*%, -*%[]], p=*, * pairs (tolerance 3%)",
-                                 "*pairs (duet) in * s, stopped: *"])
-    no_leftovers(repo)
-
-
-def test_a_worker_crashing_in_a_duet_fails_its_case_only(pytester, repo):
-    # as above: the head dies at its 15th measurement, in the second case, while the base is
-    # generating too; the base's answer is read, so the third case starts clean
-    head(repo, SLOWDOWN=1.0, CRASH_AT=15)
-    result = pytester.runpytest(*AB[:2], "--mlx-resolutions", "224x224,336x336,448x448",
-                                "--mlx-ab-pairs", "10:10", "-p", "no:cacheprovider",
-                                "--mlx-ab-base", "HEAD", "--mlx-ab-order", "duet")
-    result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*336x336*head worker died during 'measure' (*SIGABRT*)*"])
-    no_leftovers(repo)
-
-
-def test_a_staggered_pair_catches_the_slower_head(pytester, repo, monkeypatch):
-    monkeypatch.setenv("FAKE_MLX_NOISE", "0.03")
-    head(repo, SLOWDOWN=1.12)
-    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-ab-order", "staggered")
-    result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(["*pairs (staggered) in * s, stopped: *"])
-    no_leftovers(repo)
-
-
-def test_a_worker_crashing_before_its_first_token_fails_its_case_only(pytester, repo):
-    # the head dies at its 15th measurement; in a staggered pair the other side is asked only
+    # second case; the third case gets a fresh worker and measures normally. In a duet the base
+    # is generating too and its answer is read; in a staggered pair the other side is asked only
     # after the first one's first token, so when the head is asked first nothing is left pending
     head(repo, SLOWDOWN=1.0, CRASH_AT=15)
     result = pytester.runpytest(*AB[:2], "--mlx-resolutions", "224x224,336x336,448x448",
                                 "--mlx-ab-pairs", "10:10", "-p", "no:cacheprovider",
-                                "--mlx-ab-base", "HEAD", "--mlx-ab-order", "staggered")
+                                "--mlx-ab-base", "HEAD", "--mlx-json", "ab.json", "--mlx-ab-order", order)
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*336x336*head worker died during 'measure*' (*SIGABRT*)*"])
+    assert len(json.loads((repo / "ab.json").read_text())["results"]) == 4
+    no_leftovers(repo)
+
+
+@pytest.mark.parametrize("order", ["duet", "staggered"])
+def test_a_pair_at_once_catches_the_slower_head_and_says_so(pytester, repo, monkeypatch, order):
+    monkeypatch.setenv("FAKE_MLX_NOISE", "0.03")
+    head(repo, SLOWDOWN=1.12)
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-ab-order", order)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*Decode -1?.?% [[]-*%, -*%[]], p=*, * pairs (tolerance 3%)",
+                                 f"*pairs ({order}) in * s, stopped: *"])
     no_leftovers(repo)
 
 
