@@ -13,8 +13,9 @@ are multiplied by the first N rows of the token embedding, a share of the LM hea
 needs no new memory; for unquantized embeddings only). ``record`` checks both commits out as worktrees and starts three measuring workers of
 the plugin (``python -m pytest_mlxvlm.worker``, the worktree first on the path): A and A' on
 the base, B on the head. Rounds of the three take turns (the order rotates through all six
-permutations), one JSON line per triple per size, appended, so a recording resumes where it
-stopped (``--time-limit`` ends it cleanly). ``judge`` cuts the recording into consecutive jobs
+permutations; ``--concurrent``: the three generate at once; ``--staggered``: at once, each asked
+when the one before has its first token), one JSON line per triple per size, appended, so a
+recording resumes where it stopped (``--time-limit`` ends it cleanly). ``judge`` cuts the recording into consecutive jobs
 and judges each exactly as ``pytest --mlx-ab-base`` would (the same ``run_pairs`` stopping rule
 from MIN pairs, checked every 5, up to MAX; the same ``judge_pairs`` decision at the same
 family-wise level), A against A' for the A/A jobs and A against B for the A/B jobs; a job
@@ -100,7 +101,7 @@ def build(scratch: Path, mlp: float, cols: int) -> Path:
 
 
 def record(scratch: Path, out: Path, model: str, sizes: str, triples: int, tokens: int,
-           time_limit: float, warmup: int, concurrent: bool = False) -> None:
+           time_limit: float, warmup: int, concurrent: bool = False, staggered: bool = False) -> None:
     from pytest_mlxvlm.images import image_file
 
     repo = scratch / "repo"
@@ -139,7 +140,14 @@ def record(scratch: Path, out: Path, model: str, sizes: str, triples: int, token
                                       for c in cases) + " triples")
                     return
                 order = orders[i % len(orders)]
-                if concurrent:  # duet: the three generate at once, so host drift hits all alike
+                if staggered:  # at once, each asked when the one before has its first token
+                    for k, side in enumerate(order):
+                        last = k == len(order) - 1
+                        workers[side].send(request if last else {**request, "first_token_event": True})
+                        if not last:
+                            workers[side].receive("measure (its first token)")
+                    triple = {side: workers[side].receive("measure")["sample"] for side in order}
+                elif concurrent:  # duet: the three generate at once, so host drift hits all alike
                     for side in order:
                         workers[side].send(request)
                     triple = {side: workers[side].receive("measure")["sample"] for side in order}
@@ -259,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--time-limit", type=float, default=math.inf)
     r.add_argument("--concurrent", action="store_true",
                    help="the three workers generate at once (duet) instead of taking turns")
+    r.add_argument("--staggered", action="store_true",
+                   help="at once, but each worker asked when the one before has its first token "
+                        "(prefills never collide; --mlx-ab-order staggered)")
     j = sub.add_parser("judge")
     j.add_argument("out", type=Path, nargs="+")
     j.add_argument("--jobs", type=int, default=20)
@@ -270,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         build(args.scratch, args.mlp, args.cols)
     elif args.command == "record":
         record(args.scratch, args.out, args.model, args.sizes, args.triples, args.tokens,
-               args.time_limit, args.warmup, args.concurrent)
+               args.time_limit, args.warmup, args.concurrent, args.staggered)
     else:
         print(judge_recording(args.out, args.jobs, args.pairs, args.alpha, args.estimator))
     return 0

@@ -8,7 +8,8 @@
 #                                                  gated sessions vs slowdowns (resumable in WORKDIR)
 #   bash benchmarks/gpu.sh ab MODEL MODES BLOCKS SECONDS [SIZES]
 #                                                  A/A-A/B triples of the paired gate, MODES among
-#                                                  seq (taking turns) and duet (at once), in blocks
+#                                                  seq (taking turns), duet (at once) and staggered
+#                                                  (at once, prefills one after the other), in blocks
 #                                                  that alternate; appends to $OUT/ab-<mode>/
 #   bash benchmarks/gpu.sh ab-real MODEL [SIZES]     the plugin's own A/B mode on the scratch repository:
 #                                                  one job against the slowed head, one of unchanged code
@@ -67,7 +68,7 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
     [ -d "$scratch/repo" ] || "$py" -m benchmarks.ab_jobs build "$scratch" --mlp 0.1
     for _ in $(seq "$3"); do
       for mode in ${2//,/ }; do
-        flag=; [ "$mode" = duet ] && flag=--concurrent
+        flag=; [ "$mode" = duet ] && flag=--concurrent; [ "$mode" = staggered ] && flag=--staggered
         "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode" --model "$1" \
           --sizes "${5:-224x224,1024x1024}" --triples 100000 --tokens 64 --time-limit "$4" $flag
       done

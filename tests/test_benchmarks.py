@@ -9,6 +9,8 @@ The fixtures in tests/data/ are the published session tarballs condensed to what
 and judged the same as the tarballs (same table, row for row).
 """
 
+import itertools
+import json
 import re
 import subprocess
 import sys
@@ -80,3 +82,22 @@ def test_a_lazily_built_twin_reads_what_the_loaded_one_reads(tmp_path, monkeypat
     spec = "synthetic:gemma3-4b-tiny-4bit"  # a head sharing the embedding's buffer, quantized
     loaded = models.load(spec).model
     assert twin_bandwidth.decode_bytes(spec) == (decode_weight_bytes(loaded), kv_bytes_per_position(loaded))
+
+
+@pytest.mark.parametrize("order", ["turns", "concurrent", "staggered"])
+def test_ab_jobs_records_triples_in_each_order(tmp_path, order):
+    """benchmarks.ab_jobs on the fake engine: a scratch repository, three workers, one JSON line
+    per triple in every order (staggered: each worker asked after the one before has its first
+    token), and a judge over the recording."""
+    from benchmarks import ab_jobs
+
+    scratch = tmp_path / "scratch"
+    ab_jobs.build(scratch, mlp=0.1, cols=0)
+    out = tmp_path / "out"
+    ab_jobs.record(scratch, out, "fake:m", "224x224", triples=3, tokens=4, time_limit=120, warmup=1,
+                   concurrent=order == "concurrent", staggered=order == "staggered")
+    lines = [json.loads(line) for line in (out / "rounds-224x224.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all({"a", "a2", "b"} <= set(line) for line in lines)
+    first_three = list(itertools.permutations(ab_jobs.SIDES))[:3]
+    assert [line["order"] for line in lines] == [list(order) for order in first_three]
+    assert "A/A" in ab_jobs.judge_recording([out], jobs=1, pairs="3:3", alpha=0.05)
