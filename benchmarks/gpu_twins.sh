@@ -14,16 +14,9 @@
 #   quick.txt     its terminal tables
 #   tokens.md     image tokens per family and size, from quick.json
 set -uo pipefail
-[ -f benchmarks/__init__.py ] || { echo "gpu_twins.sh: run it from the repository root" >&2; exit 2; }
-py=${PYTHON:-python3}
+source "$(dirname "$0")/gpu_env.sh"  # py, OUT and the environment
 models=${MODELS:-"synthetic:qwen2.5-vl-7b-4bit synthetic:gemma3-12b-4bit synthetic:qwen3-vl-30b-a3b-4bit synthetic:mistral3-24b-4bit"}
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
 export PYTEST_MLXVLM_CACHE=${PYTEST_MLXVLM_CACHE:-$OUT/../twin-cache}
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export PYTEST_PLUGINS=pytest_mlxvlm.plugin
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 start=$(date +%s)

@@ -37,8 +37,8 @@ class IsolatedModel:
     info: dict[str, Any] = field(default_factory=dict)
     load_time_s: float = 0.0
     restarts: int = 0
-    weight_bytes: int | None = None  # weights decode reads per token, as the worker reported
-    kv_bytes_per_position: int | None = None  # KV cache per token of context, as reported
+    # what decode reads per token, as the worker reported: (weights, KV per position)
+    decode_bytes: tuple[int | None, int | None] = (None, None)
     _worker: WorkerProcess | None = None
 
     def ensure_loaded(self) -> None:
@@ -52,9 +52,9 @@ class IsolatedModel:
             self.restarts += 1
         hello = self._worker.call({"op": "hello"}, timeout_s=120)
         answer = self._worker.call({"op": "load", "spec": self.spec})
-        self.info = {**hello, "weight_bytes": answer.get("weight_bytes", 0)}
+        self.info = dict(hello)
         self.load_time_s = float(answer.get("load_time_s", 0.0))
-        self.weight_bytes, self.kv_bytes_per_position = reported_bytes(answer)
+        self.decode_bytes = reported_bytes(answer)
 
     def measure(self, request: GenerationRequest) -> Sample:
         """One generation in the worker; WorkerError if it fails, crashes or hangs."""

@@ -168,8 +168,8 @@ def add_options(parser: pytest.Parser) -> None:
                 default=None, metavar="P")
     gate_option("--mlx-baseline-min-sessions", "mlx_baseline_min_sessions",
                 "a stored baseline fails tests only when it holds at least N sessions recorded at "
-                "two or more different times (an hour apart) or on two or more machines; a weaker one is compared and reported, "
-                "not gated (default 3)", default=None, metavar="N")
+                "two or more different times (an hour apart) or on two or more machines; a weaker "
+                "one is compared and reported, not gated (default 3)", default=None, metavar="N")
     gate_option("--mlx-strict-baselines", "mlx_strict_baselines",
                 "gate with any stored baseline, even one session, one burst or a published reference "
                 "figure", ini_type="bool", action="store_true", default=None)

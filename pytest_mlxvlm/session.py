@@ -175,9 +175,7 @@ class BenchSession:
         if ab is not None:
             return ab.decode_bytes.get(side or "head", (None, None))
         isolated = getattr(loaded, "isolated", None)
-        if isolated is not None:
-            return isolated.weight_bytes, isolated.kv_bytes_per_position
-        return None, None
+        return (None, None) if isolated is None else isolated.decode_bytes
 
     def decode_limit(self, loaded: Any, result: CaseResult) -> dict[str, float] | None:
         """The bandwidth bound of decode for a case, and how close the measurement came."""

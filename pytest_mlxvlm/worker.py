@@ -182,11 +182,11 @@ def serve(requests: TextIO, answers: TextIO) -> None:
     """Answer requests until EOF or quit; every error becomes a one-line answer."""
     worker = Worker()
 
-    def notify(event: str) -> None:
-        answers.write(json.dumps({"ok": True, "event": event}) + "\n")
+    def write(answer: dict[str, Any]) -> None:
+        answers.write(json.dumps(answer) + "\n")
         answers.flush()
 
-    worker.first_token_event = lambda: notify("first_token")
+    worker.first_token_event = lambda: write({"ok": True, "event": "first_token"})
     for line in requests:
         if not line.strip():
             continue
@@ -198,8 +198,7 @@ def serve(requests: TextIO, answers: TextIO) -> None:
         except Exception as exc:  # noqa: BLE001 - the parent decides what an error means
             text = str(exc).splitlines()[0] if str(exc) else ""
             answer = {"ok": False, "error": f"{type(exc).__name__}: {text}"}
-        answers.write(json.dumps(answer) + "\n")
-        answers.flush()
+        write(answer)
 
 
 def main() -> None:

@@ -88,13 +88,13 @@ def _bound(weights: int, kv: int, gbps: float = 100.0) -> float:
 
 def test_an_isolated_model_bounds_decode_with_the_bytes_its_worker_reported():
     session = BenchSession(config=None, settings=Settings(outputs=Outputs(bandwidth=100.0)))
-    isolated = IsolatedModel("org/m", weight_bytes=10**9, kv_bytes_per_position=1000)
+    isolated = IsolatedModel("org/m", decode_bytes=(10**9, 1000))
     loaded = LoadedModel(spec="org/m", path=None, model=None, processor=None, isolated=isolated)
     limit = session.decode_limit(loaded, _result("a"))
     assert limit["gbps"] == 100.0 and limit["bytes_per_token"] == 10**9 + 1000 * 95
     assert limit["limit_tps"] == pytest.approx(_bound(10**9, 1000))
     assert limit["fraction"] == pytest.approx(12.0 / _bound(10**9, 1000))  # Decode: 1.2 x speed
-    isolated.kv_bytes_per_position = None  # a worker that could not tell: no bound, no error
+    isolated.decode_bytes = (10**9, None)  # a worker that could not tell: no bound, no error
     assert session.decode_limit(loaded, _result("a")) is None
 
 
