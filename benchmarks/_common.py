@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +26,11 @@ from pytest_mlxvlm.settings import DEFAULT_PROMPT, parse_resolution
 BUILTIN_SUITE = ["--pyargs", "pytest_mlxvlm.builtin.test_mlxvlm_images", "--mlx-suite", "off"]
 # Plugins an experiment's in-process session leaves out: no pytest-benchmark, no .pytest_cache.
 QUIET_SESSION = ["-q", "-p", "no:benchmark", "-p", "no:cacheprovider"]
+
+
+def case_median(case: dict[str, Any], metric: str) -> float:
+    """A metric's median over the measured samples of one case of a --mlx-json report."""
+    return statistics.median(float(sample[metric]) for sample in case["samples"])
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:

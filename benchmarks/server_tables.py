@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
-
-def _median(case: dict[str, Any], metric: str) -> float:
-    return statistics.median(float(s[metric]) for s in case["samples"])
+from ._common import case_median
 
 
 def cases(paths: list[Path]) -> list[dict[str, Any]]:
@@ -31,14 +28,14 @@ def side_by_side(all_cases: list[dict[str, Any]]) -> list[str]:
              "| in-process Decode | Speed server/in-process |", "|---|---|---|---|---|---|---|---|"]
     for size in [s for s in inproc if s in served] + [s for s in served if s not in inproc]:
         srv, loc = served[size], inproc.get(size)
-        row = [size, f"{_median(srv, 'ttft_s') * 1000:.0f} ms", f"{_median(srv, 'end_to_end_tps'):.1f} tok/s",
-               f"{_median(srv, 'generation_tps'):.1f} tok/s"]
+        row = [size, f"{case_median(srv, 'ttft_s') * 1000:.0f} ms", f"{case_median(srv, 'end_to_end_tps'):.1f} tok/s",
+               f"{case_median(srv, 'generation_tps'):.1f} tok/s"]
         if loc is None:
             row += ["-", "-", "-", "-"]
         else:
-            row += [f"{_median(loc, 'ttft_s') * 1000:.0f} ms", f"{_median(loc, 'end_to_end_tps'):.1f} tok/s",
-                    f"{_median(loc, 'generation_tps'):.1f} tok/s",
-                    f"{_median(srv, 'end_to_end_tps') / _median(loc, 'end_to_end_tps'):.2f}"]
+            row += [f"{case_median(loc, 'ttft_s') * 1000:.0f} ms", f"{case_median(loc, 'end_to_end_tps'):.1f} tok/s",
+                    f"{case_median(loc, 'generation_tps'):.1f} tok/s",
+                    f"{case_median(srv, 'end_to_end_tps') / case_median(loc, 'end_to_end_tps'):.2f}"]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -55,7 +52,7 @@ def concurrency(all_cases: list[dict[str, Any]]) -> list[str]:
                             for q in ("p50", "p95", "p99")) for k in ("ttft_ms", "itl_ms")}
         memory = info.get("metrics_peak_memory_gb")
         lines.append(f"| {case['resolution']} | {info['clients']} | {info['aggregate_tps']:.1f} tok/s | "
-                     f"{_median(case, 'end_to_end_tps'):.1f} tok/s | {pcts['ttft_ms']} ms | {pcts['itl_ms']} ms | "
+                     f"{case_median(case, 'end_to_end_tps'):.1f} tok/s | {pcts['ttft_ms']} ms | {pcts['itl_ms']} ms | "
                      f"{info['e2e_ms']['p99'] / 1000:.2f} s | "
                      f"{memory if isinstance(memory, str) else f'{memory:.2f} GB' if memory else '-'} |")
     return lines

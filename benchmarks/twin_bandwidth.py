@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from unittest import mock
 from pytest_mlxvlm import synthetic, twins
 from pytest_mlxvlm.bandwidth import decode_limit, decode_weight_bytes, kv_bytes_per_position, lookup_gbps
 
-from ._common import parser
+from ._common import case_median, parser
 
 SHARD = "model.safetensors"
 
@@ -69,19 +68,14 @@ def decode_bytes(spec: str) -> tuple[int, int]:
     return decode_weight_bytes(model), kv_bytes_per_position(model)
 
 
-def median(result: dict[str, Any], metric: str) -> float:
-    """A metric's median over a case's measured samples."""
-    return statistics.median(float(s[metric]) for s in result["samples"])
-
-
 def case_row(result: dict[str, Any], gbps: float, weights: int, kv: int) -> dict[str, Any]:
     """One case: its tokens, measured Decode, the bound and the recorded bound (if any)."""
-    decode = median(result, "generation_tps")
-    limit = decode_limit(gbps, weights, kv, int(median(result, "prompt_tokens")),
-                         int(median(result, "generation_tokens")))["limit_tps"]
+    decode = case_median(result, "generation_tps")
+    limit = decode_limit(gbps, weights, kv, int(case_median(result, "prompt_tokens")),
+                         int(case_median(result, "generation_tokens")))["limit_tps"]
     recorded = (result.get("bandwidth") or {}).get("limit_tps")
-    return {"resolution": result["resolution"], "image_tokens": median(result, "image_tokens"),
-            "prompt_tokens": median(result, "prompt_tokens"), "decode": decode, "limit": limit,
+    return {"resolution": result["resolution"], "image_tokens": case_median(result, "image_tokens"),
+            "prompt_tokens": case_median(result, "prompt_tokens"), "decode": decode, "limit": limit,
             "fraction": decode / limit, "recorded": recorded}
 
 
