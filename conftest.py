@@ -12,5 +12,5 @@ import mlx_vlm.models.qwen3_vl  # noqa: F401
 import numpy  # noqa: F401
 import scipy.stats  # noqa: F401
 
-import pytest_mlxvlm.report  # noqa: F401
-import pytest_mlxvlm.runner  # noqa: F401
+import pytest_mlxvlm.measure.runner  # noqa: F401
+import pytest_mlxvlm.reports.report  # noqa: F401

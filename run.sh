@@ -2,10 +2,13 @@
 # Set-up and entry points for a fresh machine.
 #   ./run.sh bench [pytest args...]   quick benchmark of synthetic:tiny, prints the results table
 #   ./run.sh test  [pytest args...]   the test suite
+#   ./run.sh lint                     actionlint, zizmor and shellcheck over action.yml and the workflows
+#   ./run.sh docs  [mkdocs args...]   the documentation site, built with --strict into site/
 # Creates .venv (Python >= 3.10) and installs the package with its dependencies on first use,
-# and again whenever pyproject.toml or this file changes. vllm-mlx is installed without its
-# dependencies (torch, gradio, a server stack): the cache suite uses only its prefix-cache
-# module, which needs nothing but the standard library.
+# and again whenever pyproject.toml, constraints.txt or this file changes: mlx and mlx-vlm at the
+# versions of constraints.txt (pyproject.toml states ranges), so the suite is reproducible.
+# vllm-mlx is installed without its dependencies (torch, gradio, a server stack): the cache suite
+# uses only its prefix-cache module, which needs nothing but the standard library.
 # MLX's backend is the package's extra that follows mlx's own: none on macOS (Metal comes with
 # mlx), cuda13 or cuda12 on Linux with an NVIDIA driver (by the CUDA version nvidia-smi reports),
 # cpu on other Linux machines; PYTEST_MLXVLM_BACKEND=cpu|cuda12|cuda13|none overrides the guess.
@@ -34,7 +37,7 @@ case "$BACKEND" in
   *) echo "run.sh: PYTEST_MLXVLM_BACKEND must be cpu, cuda12, cuda13 or none, not '$BACKEND'" >&2
      exit 2 ;;
 esac
-stamp="$VENV/.installed-$( (cat pyproject.toml run.sh; echo "$BACKEND") | sha256sum | cut -c1-16)"
+stamp="$VENV/.installed-$( (cat pyproject.toml constraints.txt run.sh; echo "$BACKEND") | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
@@ -44,7 +47,7 @@ if [ ! -e "$stamp" ]; then
   others=$(printf '%s\n' mlx-cpu mlx-cuda-12 mlx-cuda-13 | grep -v "^mlx-${BACKEND/cuda/cuda-}$" || true)
   "$VENV/bin/python" -m pip uninstall --quiet --yes $others >/dev/null 2>&1 || true
   echo "run.sh: installing .[$extras] (MLX backend: $BACKEND)" >&2
-  "$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
+  "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[$extras]"
   "$VENV/bin/python" -m pip install --quiet --no-deps 'vllm-mlx==0.6.0'
   rm -f "$VENV"/.installed-*
   touch "$stamp"
@@ -57,7 +60,16 @@ case "$what" in
       --mlx-model synthetic:tiny --quick -p no:cacheprovider "$@" ;;
   test)
     exec "$VENV/bin/pytest" tests "$@" ;;
+  lint)
+    workflows=(.github/workflows/*.yml examples/workflows/*.yml)
+    PATH="$(cd "$VENV/bin" && pwd):$PATH"  # actionlint runs shellcheck on the run: scripts
+    actionlint "${workflows[@]}"
+    zizmor --quiet --offline --config .github/zizmor.yml action.yml "${workflows[@]}"
+    shellcheck action/*.sh
+    echo "run.sh lint: actionlint, zizmor and shellcheck found nothing in action.yml, action/ and ${#workflows[@]} workflows" ;;
+  docs)
+    NO_MKDOCS_2_WARNING=1 exec "$VENV/bin/mkdocs" build --strict "$@" ;;
   *)
-    echo "usage: ./run.sh bench|test [pytest args...]" >&2
+    echo "usage: ./run.sh bench|test [pytest args...] | lint | docs [mkdocs args...]" >&2
     exit 2 ;;
 esac

@@ -1,4 +1,6 @@
-"""What the benchmark scripts share: the built-in suite's arguments, in-process sessions with
+"""Support of every script here: the built-in suite's arguments, in-process sessions, the launch probe.
+
+What the benchmark scripts share: the built-in suite's arguments, in-process sessions with
 the model loaded once, one prepared generation, the launch probe, JSON lines, argument parsing.
 
 Heavy libraries (mlx, mlx_vlm) are imported inside the functions that use them.
@@ -17,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from pytest_mlxvlm import models
-from pytest_mlxvlm.images import image_file
+from pytest_mlxvlm.config.settings import DEFAULT_PROMPT, parse_resolution
+from pytest_mlxvlm.measure.images import image_file
+from pytest_mlxvlm.models import loading as models
 from pytest_mlxvlm.results import GenerationRequest
-from pytest_mlxvlm.settings import DEFAULT_PROMPT, parse_resolution
 
 # The built-in image suite without the cache suite, as every experiment runs it.
 BUILTIN_SUITE = ["--pyargs", "pytest_mlxvlm.builtin.test_mlxvlm_images", "--mlx-suite", "off"]

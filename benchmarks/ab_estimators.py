@@ -1,5 +1,6 @@
-#!/usr/bin/env python3
-"""Choose a decision rule for the paired A/B performance gate from the H200 recordings.
+"""docs/ab-estimators.md, the whole page: the A/B decision rules compared on the H200 recordings.
+
+Choose a decision rule for the paired A/B performance gate from the H200 recordings.
 
 Data: $PROBE_DIR, the folder of the H200 probe recordings (*.json; see its README).
 Run from the repository root: python -m benchmarks.ab_estimators [--quick]

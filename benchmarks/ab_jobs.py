@@ -1,26 +1,35 @@
-"""A/A and A/B jobs of the paired gate on real code: how often unchanged code fails, how often
-a committed slowdown is caught.
+"""docs/ab.md "Measured" and docs/benchmarks.md "Paired A/B gate": A/A and A/B jobs of the paired gate per A/B order (docs/results/*/ab-*).
+
+A/A and A/B jobs of the paired gate on real code: how often unchanged code fails, how often
+a committed slowdown is caught, how often a job ends inconclusive, per A/B order.
 
     python -m benchmarks.ab_jobs build SCRATCH [--mlp F] [--cols N]
     python -m benchmarks.ab_jobs record SCRATCH OUT [--model M] [--sizes 224x224,1024x1024]
-                                        [--triples N] [--tokens 64] [--time-limit S]
-    python -m benchmarks.ab_jobs judge OUT [--jobs 20] [--pairs 10:40] [--alpha 0.05]
+                                        [--order turns|duet|staggered|barrier] [--steps N]
+                                        [--tokens 64] [--time-limit S]
+    python -m benchmarks.ab_jobs judge OUT [OUT ...] [--jobs 20] [--pairs 20:40] [--alpha 0.05]
 
 ``build`` makes a scratch git repository holding a copy of the installed mlx-vlm's sources:
 commit 1 is that code (the base), commit 2 adds a slowdown to Qwen3-VL's language model in the
 code itself (the first F x layers run their MLP twice; after the final norm, the hidden states
 are multiplied by the first N rows of the token embedding, a share of the LM head's work that
-needs no new memory; for unquantized embeddings only). ``record`` checks both commits out as worktrees and starts three measuring workers of
-the plugin (``python -m pytest_mlxvlm.worker``, the worktree first on the path): A and A' on
-the base, B on the head. Rounds of the three take turns (the order rotates through all six
-permutations; ``--concurrent``: the three generate at once; ``--staggered``: at once, each asked
-when the one before has its first token), one JSON line per triple per size, appended, so a
-recording resumes where it stopped (``--time-limit`` ends it cleanly). ``judge`` cuts the recording into consecutive jobs
-and judges each exactly as ``pytest --mlx-ab-base`` would (the same ``run_pairs`` stopping rule
-from MIN pairs, checked every 5, up to MAX; the same ``judge_pairs`` decision at the same
-family-wise level), A against A' for the A/A jobs and A against B for the A/B jobs; a job
-fails when any of its sizes fails. The only difference from separate jobs: three workers take
-turns instead of two, and all jobs share one load of the model.
+needs no new memory; for unquantized embeddings only). ``record`` checks both commits out as
+worktrees and starts three measuring workers of the plugin (``python -m
+pytest_mlxvlm.measure.worker``, the worktree first on the path): A and A' on the base, B on the
+head. In ``--order turns`` the three take turns, one generation at a time (the order rotates
+through all six permutations): one JSON line per triple per size. In the orders at once
+(``duet``, ``staggered``, ``barrier``) two workers generate together exactly as a job's pair does
+(``gate.abmode.measure_at_once``, the plugin's own function): each step records an A/A' pair
+and an A/B pair (which comes first alternates, and who is asked first follows ABBA), one JSON
+line per pair per size with its wall time; the third worker waits meanwhile. Lines are
+appended, so a recording resumes where it stopped, from a copy of committed files too
+(``--time-limit`` ends it cleanly, counted from the start, loading included). ``judge`` cuts
+the recording into consecutive jobs and judges each exactly as ``pytest --mlx-ab-base`` would
+(the same ``run_pairs`` stopping rule from MIN pairs, checked every 5, up to MAX; the same
+``judge_pairs`` decision at the same family-wise level), A against A' for the A/A jobs and A
+against B for the A/B jobs; a job fails when any of its sizes fails, and is inconclusive when
+none fails and one is inconclusive. The only difference from separate jobs: three workers are
+loaded (in turns, three take turns instead of two), and all jobs share one load of the model.
 """
 
 from __future__ import annotations
@@ -39,12 +48,13 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from pytest_mlxvlm.abmode import judge_pairs, run_pairs
-from pytest_mlxvlm.paired import AB_TOLERANCES, compare_paired
+from pytest_mlxvlm.common.stats import per_comparison_alpha
+from pytest_mlxvlm.config.settings import DEFAULT_PROMPT, ABPlan, parse_resolutions
+from pytest_mlxvlm.config.tolerances import AB_TOLERANCES
+from pytest_mlxvlm.gate.abmode import judge_pairs, run_pairs
+from pytest_mlxvlm.gate.paired import compare_paired
+from pytest_mlxvlm.measure.workers import WorkerProcess, plugin_copy
 from pytest_mlxvlm.results import GenerationRequest, Sample
-from pytest_mlxvlm.settings import ABPlan, DEFAULT_PROMPT, parse_resolutions
-from pytest_mlxvlm.stats import per_comparison_alpha
-from pytest_mlxvlm.workers import WorkerProcess, plugin_copy
 
 LANGUAGE = "mlx_vlm/models/qwen3_vl/language.py"
 SIDES = ("a", "a2", "b")
@@ -100,10 +110,29 @@ def build(scratch: Path, mlp: float, cols: int) -> Path:
     return repo
 
 
-def record(scratch: Path, out: Path, model: str, sizes: str, triples: int, tokens: int,
-           time_limit: float, warmup: int, concurrent: bool = False, staggered: bool = False) -> None:
-    from pytest_mlxvlm.images import image_file
+ORDERS = ("turns", "duet", "staggered", "barrier")
 
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _step_pairs(i: int) -> list[tuple[str, str]]:
+    """The two pairs of step ``i`` in the orders at once, who is asked first in each (ABBA over
+    the steps, as ``run_pairs`` asks), and which pair comes first (alternating)."""
+    first = i % 4 in (0, 3)
+    pairs = [("a", "a2") if first else ("a2", "a"), ("a", "b") if first else ("b", "a")]
+    return pairs if i % 2 == 0 else pairs[::-1]
+
+
+def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens: int,
+           time_limit: float, warmup: int, order: str = "turns") -> None:
+    """Record ``steps`` triples (turns) or A/A' + A/B pairs (the orders at once) per size."""
+    from pytest_mlxvlm.gate.abmode import measure_at_once
+    from pytest_mlxvlm.measure.images import image_file
+
+    if order not in ORDERS:
+        raise SystemExit(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     repo = scratch / "repo"
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ab-jobs-"))
@@ -114,48 +143,57 @@ def record(scratch: Path, out: Path, model: str, sizes: str, triples: int, token
     workers = {side: WorkerProcess(side, sys.executable, [code, str(trees["head" if side == "b" else "base"])],
                                    log=out / f"worker-{side}.log") for side in SIDES}
     start = time.perf_counter()
+    recording = {"order": order, "model": model, "tokens": tokens,
+                 "head": _git(repo, "log", "-1", "--format=%s", "HEAD")}
+    earlier = json.loads((out / "workers.json").read_text()) if (out / "workers.json").exists() else {}
+    for key, value in recording.items():  # a resumed recording must be the same experiment
+        if key in earlier and earlier[key] != value and any(out.glob("rounds-*.jsonl")):
+            raise SystemExit(f"{out} was recorded with {key} {earlier[key]!r}, not {value!r}: "
+                             "record into another folder")
     try:
         meta = {}
         for side, worker in workers.items():
             meta[side] = {**worker.call({"op": "hello"}), **worker.call({"op": "load", "spec": model, "side": side})}
-        (out / "workers.json").write_text(json.dumps(meta, indent=2))
+        (out / "workers.json").write_text(json.dumps({**meta, **recording}, indent=2))
         orders = list(itertools.permutations(SIDES))
         cases = []
         for resolution in parse_resolutions(sizes):
             image = image_file(resolution, work)
             request = {"op": "measure", "image": str(image), "prompt": DEFAULT_PROMPT, "max_tokens": tokens}
             path = out / f"rounds-{resolution.id}.jsonl"
-            done = len(path.read_text().splitlines()) if path.exists() else 0
             for _ in range(warmup):
                 for worker in workers.values():
                     worker.call(request)
-            cases.append((resolution.id, request, path, done))
-        for i in range(triples):  # the sizes take turns too, triple by triple
-            for size, request, path, done in cases:
-                if i < done:
-                    continue
+            cases.append((resolution.id, request, path))
+        # lines recorded per size (a resumed recording): triples, and pairs of A with A' and with B
+        counts = {size: {"all": len(lines), **{o: sum(o in line for line in lines) for o in ("a2", "b")}}
+                  for size, _, path in cases for lines in [_lines(path)]}
+        for i in range(steps):  # the sizes take turns too, step by step
+            for size, request, path in cases:
                 if time.perf_counter() - start > time_limit:
-                    print(f"time limit after {time.perf_counter() - start:.0f} s: "
-                          + ", ".join(f"{c[0]} {len(c[2].read_text().splitlines()) if c[2].exists() else 0}"
-                                      for c in cases) + " triples")
+                    print(f"time limit after {time.perf_counter() - start:.0f} s: " + ", ".join(
+                        f"{c[0]} {counts[c[0]]['all']} lines" for c in cases))
                     return
-                order = orders[i % len(orders)]
-                if staggered:  # at once, each asked when the one before has its first token
-                    for k, side in enumerate(order):
-                        last = k == len(order) - 1
-                        workers[side].send(request if last else {**request, "first_token_event": True})
-                        if not last:
-                            workers[side].receive("measure (its first token)")
-                    triple = {side: workers[side].receive("measure")["sample"] for side in order}
-                elif concurrent:  # duet: the three generate at once, so host drift hits all alike
-                    for side in order:
-                        workers[side].send(request)
-                    triple = {side: workers[side].receive("measure")["sample"] for side in order}
-                else:
-                    triple = {side: workers[side].call(request)["sample"] for side in order}
-                with open(path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"order": list(order), **triple}) + "\n")
-        print(f"{triples} triples per size")
+                if order == "turns":
+                    if i < counts[size]["all"]:
+                        continue
+                    sequence = orders[i % len(orders)]
+                    triple = {side: workers[side].call(request)["sample"] for side in sequence}
+                    _append(path, {"order": list(sequence), **triple})
+                    counts[size]["all"] += 1
+                    continue
+                for pair in _step_pairs(i):
+                    other = pair[0] if pair[1] == "a" else pair[1]
+                    if counts[size][other] > i:
+                        continue  # recorded before (a resumed recording)
+                    began = time.perf_counter()
+                    answers = measure_at_once(workers, pair, {side: request for side in pair}, order)
+                    _append(path, {"order": list(pair), **{side: answers[side]["sample"] for side in pair},
+                                   "held_s": {side: answers[side].get("held_s", 0.0) for side in pair},
+                                   "wall_s": time.perf_counter() - began})
+                    counts[size][other] += 1
+                    counts[size]["all"] += 1
+        print(f"{steps} steps per size")
     finally:
         for worker in workers.values():
             worker.stop()
@@ -164,17 +202,37 @@ def record(scratch: Path, out: Path, model: str, sizes: str, triples: int, token
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _stream(path: Path, side: str) -> list[tuple[Sample, Sample]]:
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def _order(out: Path) -> str:
+    """The order a recording was made in (``workers.json``; older recordings: turns)."""
+    meta = out / "workers.json"
+    return str(json.loads(meta.read_text()).get("order", "turns")) if meta.exists() else "turns"
+
+
+def _stream(path: Path, side: str, at_once: bool = False) -> list[tuple[Sample, Sample, float]]:
+    """The pairs of A and ``side`` in recording order, each with the seconds it took: a pair's
+    wall time where recorded, else both rounds one after the other (turns) or the longer one
+    (triples at once, recorded before wall times were)."""
     pairs = []
-    for line in path.read_text().splitlines():
-        data = json.loads(line)
-        pairs.append((Sample.from_dict(data["a"]), Sample.from_dict(data[side])))
+    for data in _lines(path):
+        if side not in data:
+            continue
+        base, head = Sample.from_dict(data["a"]), Sample.from_dict(data[side])
+        seconds = data.get("wall_s")
+        if seconds is None:
+            seconds = max(base.time_s, head.time_s) if at_once else base.time_s + head.time_s
+        pairs.append((base, head, float(seconds)))
     return pairs
 
 
-def _replay_job(pairs: list[tuple[Sample, Sample]], cursor: int, key: str, plan: ABPlan,
-                alpha: float) -> tuple[Any, int]:
-    """One case of one job, judged by the plugin's own loop on recorded pairs."""
+def _replay_job(pairs: list[tuple[Sample, Sample, float]], cursor: int, key: str, plan: ABPlan,
+                alpha: float) -> tuple[Any, int, float]:
+    """One case of one job, judged by the plugin's own loop on recorded pairs: its verdict,
+    where the next job starts, and the seconds its pairs took."""
     taken = {"base": 0, "head": 0}
 
     def measure(side: str, request: GenerationRequest) -> Sample:
@@ -188,7 +246,8 @@ def _replay_job(pairs: list[tuple[Sample, Sample]], cursor: int, key: str, plan:
         return judge_pairs(key, base, head, tolerances=AB_TOLERANCES, alpha=alpha, method=plan.estimator)
 
     run = run_pairs(measure, GenerationRequest(None, "", 0), warmup=0, plan=plan, judge=judge)
-    return judge(run.base, run.head), cursor + len(run.base)
+    end = cursor + len(run.base)
+    return judge(run.base, run.head), end, sum(p[2] for p in pairs[cursor:end])
 
 
 def judge_recording(outs: list[Path], jobs: int, pairs: str, alpha: float, estimator: str = "fast") -> str:
@@ -200,39 +259,47 @@ def judge_recording(outs: list[Path], jobs: int, pairs: str, alpha: float, estim
     files = sorted(outs[0].glob("rounds-*.jsonl"))
     sizes = [re.sub(r"^rounds-|\.jsonl$", "", f.name) for f in files]
     family = per_comparison_alpha(alpha, len(files) * len(AB_TOLERANCES))
-    lines = [f"recording {', '.join(map(str, outs))}: sizes {', '.join(sizes)}; estimator {estimator}; "
-             f"pairs {pairs}, alpha {alpha} (each metric at {family:.2g}); tolerances " +
+    orders = sorted({_order(out) for out in outs})
+    lines = [f"recording {', '.join(map(str, outs))}: order {', '.join(orders)}; sizes {', '.join(sizes)}; "
+             f"estimator {estimator}; pairs {pairs}, alpha {alpha} (each metric at {family:.2g}); tolerances " +
              ", ".join(f"{k} {v * 100:.0f}%" for k, v in AB_TOLERANCES.items()), ""]
-    lines.append("| jobs | sizes | failed | pairs per case (median, max) | cases failed per metric |")
-    lines.append("|---|---|---|---|---|")
-    summary = {}
+    lines.append("| jobs | sizes | failed | inconclusive | pairs per case (median, max) | measuring time per job "
+                 "(median, max) | cases failed per metric |")
+    lines.append("|---|---|---|---|---|---|---|")
     for label, side in (("A/A", "a2"), ("A/B", "b")):
-        failed = done = 0
+        failed = undecided = done = 0
         used: list[int] = []
+        times: list[float] = []
         per_metric: dict[str, int] = {}
         for out in outs:
-            streams = {size: _stream(out / f"rounds-{size}.jsonl", side) for size in sizes}
+            at_once = _order(out) != "turns"
+            streams = {size: _stream(out / f"rounds-{size}.jsonl", side, at_once) for size in sizes}
             cursors = {size: 0 for size in sizes}
             while done < jobs:
                 verdicts = []
+                seconds = 0.0
                 try:
                     for size in sizes:
                         before = cursors[size]
-                        comparison, cursors[size] = _replay_job(streams[size], before, size, plan, family)
+                        comparison, cursors[size], spent = _replay_job(streams[size], before, size, plan, family)
                         used.append(cursors[size] - before)
                         verdicts.append(comparison)
+                        seconds += spent
                 except IndexError:
                     break
                 done += 1
+                times.append(seconds)
                 bad = [c for c in verdicts if c.status in ("regressed", "workload-changed")]
                 failed += bool(bad)
+                undecided += not bad and any(c.status == "inconclusive" for c in verdicts)
                 for c in bad:
                     for m in c.regressed:
                         per_metric[m.metric] = per_metric.get(m.metric, 0) + 1
         metrics = ", ".join(f"{k} {v}" for k, v in per_metric.items()) or "-"
         pairs_used = f"{median(used):.0f}, {max(used)}" if used else "-"
-        lines.append(f"| {label} | {', '.join(sizes)} | **{failed}/{done}** | {pairs_used} | {metrics} |")
-        summary[label] = (failed, done)
+        spent = f"{median(times) / 60:.1f}, {max(times) / 60:.1f} min" if times else "-"
+        lines.append(f"| {label} | {', '.join(sizes)} | **{failed}/{done}** | {undecided}/{done} | {pairs_used} | "
+                     f"{spent} | {metrics} |")
     lines.append("")
     lines.append("Size of the committed slowdown, all recorded pairs (A against B; per-pair log ratios, "
                  "Hodges-Lehmann with its 95% interval):")
@@ -261,27 +328,26 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("out", type=Path)
     r.add_argument("--model", default="synthetic:tiny")
     r.add_argument("--sizes", default="224x224,1024x1024")
-    r.add_argument("--triples", type=int, default=400)
+    r.add_argument("--steps", "--triples", dest="steps", type=int, default=400,
+                   help="triples (turns) or A/A' + A/B pairs (the orders at once) per size")
     r.add_argument("--tokens", type=int, default=64)
     r.add_argument("--warmup", type=int, default=2)
     r.add_argument("--time-limit", type=float, default=math.inf)
-    r.add_argument("--concurrent", action="store_true",
-                   help="the three workers generate at once (duet) instead of taking turns")
-    r.add_argument("--staggered", action="store_true",
-                   help="at once, but each worker asked when the one before has its first token "
-                        "(prefills never collide; --mlx-ab-order staggered)")
+    r.add_argument("--order", choices=ORDERS, default="turns",
+                   help="turns: the three workers one at a time; duet, staggered, barrier: two at once "
+                        "as a job's pair (--mlx-ab-order)")
     j = sub.add_parser("judge")
     j.add_argument("out", type=Path, nargs="+")
     j.add_argument("--jobs", type=int, default=20)
-    j.add_argument("--pairs", default="10:40")
+    j.add_argument("--pairs", default="20:40")
     j.add_argument("--alpha", type=float, default=0.05)
     j.add_argument("--estimator", choices=("fast", "median"), default="fast")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.scratch, args.mlp, args.cols)
     elif args.command == "record":
-        record(args.scratch, args.out, args.model, args.sizes, args.triples, args.tokens,
-               args.time_limit, args.warmup, args.concurrent, args.staggered)
+        record(args.scratch, args.out, args.model, args.sizes, args.steps, args.tokens,
+               args.time_limit, args.warmup, args.order)
     else:
         print(judge_recording(args.out, args.jobs, args.pairs, args.alpha, args.estimator))
     return 0

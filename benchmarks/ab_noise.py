@@ -1,10 +1,13 @@
-"""How noisy are the pairs of an A/A-A/B recording (``benchmarks.ab_jobs record``)?
+"""docs/results/h200/ab-duet-probe/ab-noise.md: the spread of the per-pair ratios of an A/A-A/B recording.
+
+How noisy are the pairs of an A/A-A/B recording (``benchmarks.ab_jobs record``)?
 
     python -m benchmarks.ab_noise OUT [OUT ...]
 
 Per size and metric: the mean and the spread (sd, and 1.4826 x MAD) of the per-pair log ratios,
 A against A' (unchanged code) and A against B (the slowdown), and how strongly the two sides of
-a pair move together (correlation of their log values). A recording whose pairs move together
+a pair move together (correlation of their log values). Triples hold A, A' and B; a recording
+of pairs of two workers (the orders at once) holds A/A' lines and A/B lines. A recording whose pairs move together
 needs few pairs; one whose pairs are independent needs many.
 """
 
@@ -27,14 +30,17 @@ def describe(out: Path) -> str:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         size = path.stem.removeprefix("rounds-")
         for metric in METRICS:
-            a, a2, b = (np.log([r[s][metric] for r in rows]) for s in ("a", "a2", "b"))
-            cells = []
-            for other in (a2, b):
-                d = other - a
+            cells, corr, counts = [], [], []
+            for other in ("a2", "b"):  # triples hold both; pairs of two workers one of them
+                held = [r for r in rows if other in r]
+                a, x = (np.log([r[s][metric] for r in held]) for s in ("a", other))
+                d = x - a
                 mad = 1.4826 * float(np.median(np.abs(d - np.median(d))))
                 cells += [f"{d.mean() * 100:+.1f}%", f"{d.std(ddof=1):.3f} ({mad:.3f})"]
-            corr = [f"{np.corrcoef(a, x)[0, 1]:.2f}" for x in (a2, b)]
-            lines.append(f"| {size} | {metric} | {len(rows)} | " + " | ".join(cells + corr) + " |")
+                corr.append(f"{np.corrcoef(a, x)[0, 1]:.2f}")
+                counts.append(len(held))
+            pairs = str(counts[0]) if counts[0] == counts[1] else f"{counts[0]} / {counts[1]}"
+            lines.append(f"| {size} | {metric} | {pairs} | " + " | ".join(cells + corr) + " |")
     return "\n".join(lines) + "\n"
 
 

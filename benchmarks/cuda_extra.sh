@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# docs/stores.md "Where results go" (docs/results/h200/cuda-extra): the CUDA extra on a GPU machine.
 # The CUDA extra on a GPU machine (issue 15), run from the repository root:
 #   bash benchmarks/cuda_extra.sh
 # 1. what ./run.sh would pick here (nvidia-smi's CUDA version -> cuda12 / cuda13);
@@ -45,7 +46,7 @@ else
 fi
 "$py" -c "import mlx.core as mx; print('mlx', mx.__version__, 'device', mx.default_device(), mx.array([1.0, 2.0]) * 2)" \
   | tee "$OUT/device.txt"
-"$py" -c "from pytest_mlxvlm.backend import problem; print(problem() or 'backend check: MLX computes here')" \
+"$py" -c "from pytest_mlxvlm.common.backend import problem; print(problem() or 'backend check: MLX computes here')" \
   | tee -a "$OUT/device.txt"
 "$py" -m pytest --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off -p no:cacheprovider \
   --mlx-model synthetic:tiny --quick --mlx-json "$OUT/results.json" --mlx-bmf "$OUT/bmf.json" \

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# docs/benchmarks.md, its GPU stages (sweeps, overhead, sensitivity, A/B): run on the GPU machine.
 # Stages of the GPU benchmarks (docs/benchmarks.md), run from the repository root of a checkout
 # on the GPU machine:
 #   bash benchmarks/gpu.sh build MODEL...          build synthetic checkpoints into $PYTEST_MLXVLM_CACHE
@@ -7,12 +8,24 @@
 #   bash benchmarks/gpu.sh sensitivity MODEL LEVELS SESSIONS [SECONDS [BASELINE_SESSIONS [WORKDIR]]]
 #                                                  gated sessions vs slowdowns (resumable in WORKDIR)
 #   bash benchmarks/gpu.sh ab MODEL MODES BLOCKS SECONDS [SIZES]
-#                                                  A/A-A/B triples of the paired gate, MODES among
-#                                                  seq (taking turns), duet (at once) and staggered
-#                                                  (at once, prefills one after the other), in blocks
-#                                                  that alternate; appends to $OUT/ab-<mode>/
+#                                                  A/A-A/B recording of the paired gate (ab_jobs.py),
+#                                                  MODES among turns (or seq), duet, staggered and
+#                                                  barrier, in blocks that alternate, each block
+#                                                  recording for SECONDS (loading included); appends
+#                                                  to $OUT/ab-<mode>/, first copying the committed
+#                                                  rounds of $AB_FROM/ab-<mode>/ there, so a
+#                                                  recording resumes across device calls; then its
+#                                                  judge.txt (20:40 pairs) and noise. One mode a call
+#                                                  (at most 8 files come back). AB_MLP [0.1]: the
+#                                                  head's slowdown (ab_jobs build --mlp)
+#   bash benchmarks/gpu.sh adaptive MODEL [SIZES [SECONDS]]
+#                                                  --mlx-rounds auto against fixed 5 rounds
+#                                                  (adaptive_rounds.py): 2 sessions of each, 64 tokens,
+#                                                  SIZES [224x224,1024x1024], no session started after
+#                                                  SECONDS [300]; to $OUT/adaptive/ (table.md)
 #   bash benchmarks/gpu.sh ab-real MODEL [SIZES]     the plugin's own A/B mode on the scratch repository:
 #                                                  one job against the slowed head, one of unchanged code
+#                                                  (AB_ARGS: more options, e.g. "--mlx-ab-order barrier")
 # Paths come from the environment (defaults in brackets):
 #   OUT                   where results go [./gpu-out]
 #   MLXVLM_SITE           a folder of installed wheels (pip install --target) put first on
@@ -21,6 +34,7 @@
 #   PYTEST_MLXVLM_CACHE   synthetic checkpoints [the plugin's default: the user cache folder]
 #   SENSITIVITY_WORKDIR   the sensitivity stage's work folder when WORKDIR is not given
 #                         [${TMPDIR:-/tmp}/mlxvlm-sensitivity]
+#   AB_FROM               committed recordings the ab stage resumes [docs/results/h200]
 #   PYTHON                the interpreter [python3]
 set -euo pipefail
 [ -f benchmarks/__init__.py ] || { echo "gpu.sh: run it from the repository root" >&2; exit 2; }
@@ -40,7 +54,7 @@ fi
 case "$stage" in
   build)
     for model in "$@"; do
-      "$py" -c "import sys, time; from pytest_mlxvlm import synthetic as s; t=time.time(); \
+      "$py" -c "import sys, time; from pytest_mlxvlm.models import synthetic as s; t=time.time(); \
 p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {time.time()-t:.0f}s')" "$model"
     done ;;
   sweep)
@@ -65,19 +79,37 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
     tar czf "$OUT/sensitivity-sessions.tgz" -C "$work" . ;;
   ab)
     scratch=${TMPDIR:-/tmp}/mlxvlm-ab-scratch
-    [ -d "$scratch/repo" ] || "$py" -m benchmarks.ab_jobs build "$scratch" --mlp 0.1
+    [ -d "$scratch/repo" ] || "$py" -m benchmarks.ab_jobs build "$scratch" --mlp "${AB_MLP:-0.1}"
+    modes=${2//seq/turns}
+    for mode in ${modes//,/ }; do
+      from=${AB_FROM:-docs/results/h200}/ab-$mode
+      mkdir -p "$OUT/ab-$mode"
+      if ! ls "$OUT/ab-$mode"/rounds-*.jsonl >/dev/null 2>&1 && ls "$from"/rounds-*.jsonl >/dev/null 2>&1; then
+        cp "$from"/rounds-*.jsonl "$OUT/ab-$mode/"  # resume the committed recording
+        [ -f "$from/workers.json" ] && cp "$from/workers.json" "$OUT/ab-$mode/"
+        echo "resuming $from: $(cat "$from"/rounds-*.jsonl | wc -l) lines"
+      fi
+    done
     for _ in $(seq "$3"); do
-      for mode in ${2//,/ }; do
-        flag=; [ "$mode" = duet ] && flag=--concurrent; [ "$mode" = staggered ] && flag=--staggered
+      for mode in ${modes//,/ }; do
         "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode" --model "$1" \
-          --sizes "${5:-224x224,1024x1024}" --triples 100000 --tokens 64 --time-limit "$4" $flag
+          --sizes "${5:-224x224,1024x1024}" --steps 100000 --tokens 64 --time-limit "$4" --order "$mode"
       done
     done
-    for mode in ${2//,/ }; do "$py" -m benchmarks.ab_noise "$OUT/ab-$mode"; done | tee "$OUT/ab-noise.md" ;;
+    for mode in ${modes//,/ }; do
+      dir=$OUT/ab-$mode
+      { "$py" -m benchmarks.ab_jobs judge "$dir" --jobs 20 --pairs 20:40; echo;
+        "$py" -m benchmarks.ab_noise "$dir"; } | tee "$dir/judge.txt"
+      (cd "$dir" && ls worker-*.log >/dev/null 2>&1 && tar czf logs.tgz worker-*.log && rm -f worker-*.log) || true
+    done ;;
+  adaptive)
+    "$py" -m benchmarks.adaptive_rounds --model "$1" --resolutions "${2:-224x224,1024x1024}" --max-tokens 64 \
+      --pairs 2 --case-budget 60 --time-limit "${3:-300}" --workdir "$OUT/adaptive" | tee "$OUT/adaptive.log"
+    rm -rf "$OUT/adaptive/baselines" ;;
   ab-real)
     scratch=${TMPDIR:-/tmp}/mlxvlm-ab-real
     if [ ! -f "$scratch/slowed.sha" ]; then
-      "$py" -m benchmarks.ab_jobs build "$scratch" --mlp 0.1
+      "$py" -m benchmarks.ab_jobs build "$scratch" --mlp "${AB_MLP:-0.1}"
       git -C "$scratch/repo" rev-parse HEAD >"$scratch/slowed.sha"
     fi
     slowed=$(cat "$scratch/slowed.sha")

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# docs/benchmarks.md "A shipped baseline from two machines" (baselines/nvidia-h200, docs/results/h200/baseline-machines).
 # Issue 11 on a GPU machine: stored baselines that hold across machines and days.
 #   bash benchmarks/gpu_baseline.sh record DIR [N]   N [2] --quick sessions of the unchanged model,
 #                                                    each added to DIR (--mlx-update-baselines=add)
@@ -13,7 +14,7 @@ mode=${1:?usage: gpu_baseline.sh record|verify DIR [N]}
 source "$(dirname "$0")/gpu_env.sh"  # py, model, OUT and the environment
 dir=$(mkdir -p "${2:?the baseline folder}" && cd "$2" && pwd)
 n=${3:-2}
-"$py" -c "from pytest_mlxvlm import machine; i = machine.identity(); \
+"$py" -c "from pytest_mlxvlm.common import machine; i = machine.identity(); \
 print('chip', i['key'], 'host', machine.host_id(), 'boot', open('/proc/sys/kernel/random/boot_id').read().strip())" \
   | tee -a "$OUT/machine.txt"
 work=$(mktemp -d)

@@ -1,3 +1,4 @@
+# Support of the gpu_*.sh scripts: what they share (sourced).
 # Sourced (from the repository root) by the GPU scripts of benchmarks/: what they share.
 #   py     $PYTHON [python3], as an absolute path
 #   model  $MODEL [synthetic:qwen3-vl-8b-4bit]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Support of gpu_x4.sh: several commands at once, each on its own GPU.
 # Run several commands at once, each on its own GPU of a multi-GPU machine, and wait for all:
 #   bash benchmarks/gpu_lanes.sh "COMMAND FOR GPU 0" "COMMAND FOR GPU 1" ...
 # Each command runs from the repository root with CUDA_VISIBLE_DEVICES set to its lane and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# docs/benchmarks.md "the full video table and the batch table" (H200).
 # Issues 13 and 15 on one GPU: the CUDA extra (benchmarks/cuda_extra.sh), then the full video
 # table with where it stops fitting or timing out, the clip cache steps, and the batch table for
 # similar vs mixed sizes, for synthetic:qwen3-vl-8b-4bit. Run from the repository root with

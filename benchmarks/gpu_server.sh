@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# docs/benchmarks.md "Through a server" (H200): docs/results/h200/server.
 # Issue 19 on the GPU machine: the server table beside the in-process table for the full sweep,
 # the concurrency table (1, 2, 4, 8 clients at 448x448), and the cache steps through the server,
 # for synthetic:qwen3-vl-8b-4bit. Run from the repository root, after .gpu/b/install.sh (which
@@ -31,7 +32,7 @@ stage() {  # stage NAME SECONDS ARGS...: one pytest session, its terminal output
   echo "   exit $? ($(date -u +%H:%M:%S)); $(tail -1 "$OUT/$name.txt")"
 }
 start=$(date +%s)
-"$py" -c "import sys, time; from pytest_mlxvlm import synthetic as s; t=time.time(); \
+"$py" -c "import sys, time; from pytest_mlxvlm.models import synthetic as s; t=time.time(); \
 p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'at', p, f'in {time.time()-t:.0f}s')" "$model"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null | head -1
 # 1. in process, the full sweep

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# docs/benchmarks.md "Weightless twins" (H200): docs/results/h200/twins.
 # Issue 14 on the GPU machine: the quick sweep of weightless twins of four families at their
 # published sizes, the MoE included (image tokens, Speed, TTFT and % of the bandwidth limit per
 # family). Run from the repository root, with PYTHONPATH holding the machine's site and this
@@ -30,7 +31,7 @@ for model in $models; do
     echo "$model: skipped (build budget spent)" >> "$OUT/build.txt"
     continue
   fi
-  if "$py" -c "import sys, time; from pytest_mlxvlm import synthetic as s; t=time.time(); \
+  if "$py" -c "import sys, time; from pytest_mlxvlm.models import synthetic as s; t=time.time(); \
 p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built in', f'{time.time()-t:.0f}s at', p)" "$model" \
       >> "$OUT/build.txt" 2>&1; then
     built+=(--mlx-model "$model")

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# docs/benchmarks.md and docs/releases.md, H200 stages run four at once on a 4-GPU machine.
 # Four GPU lanes at once on a 4-GPU machine (benchmarks/gpu_lanes.sh), one issue's GPU run each:
 # the server tables (19), weightless twins of several families (14), the mlx-vlm release campaign
 # (17) and the video and batch tables with the CUDA extra (13, 15). Run from the repository root

@@ -1,10 +1,19 @@
-"""The plugin's runner against a bare ``mlx_vlm.stream_generate`` loop, in one process.
+"""docs/reference.md "Overhead" and docs/benchmarks.md "Overhead of the plugin": the runner against a bare loop.
+
+The plugin's runner against a bare ``mlx_vlm.stream_generate`` loop, in one process.
 
 Both generate the same number of greedy tokens from the same model, image and prompt, in
 alternating order (bare first on even rounds, runner first on odd ones), and both compute
 decode tok/s the same way: (tokens - 1) / (time of last token - time of first token).
 
     python -m benchmarks.overhead --model synthetic:tiny --rounds 30
+    python -m benchmarks.overhead --work-profile     # the plugin's timed rounds after a profiled one
+
+With ``--work-profile`` the plugin's last warmup round is recorded under the work recorder, as a
+case's is (``--mlx-work`` gate or report), and its wall time is printed beside a plain round's:
+the timed rounds that follow must be as fast as the bare loop's. Beside the ratio of medians, the
+median of the per-round ratios (plugin / bare of the same round, so a drift of the machine cancels)
+is given with its 95% bootstrap interval.
 """
 
 from __future__ import annotations
@@ -12,8 +21,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from pytest_mlxvlm.runner import format_prompt, measure_generation
-from pytest_mlxvlm.settings import DEFAULT_PROMPT
+from pytest_mlxvlm.config.settings import DEFAULT_PROMPT
+from pytest_mlxvlm.measure.runner import format_prompt, measure_generation
 
 from ._common import parser, prepare
 
@@ -51,6 +60,8 @@ def main() -> None:
     cli.add_argument("--max-tokens", type=int, default=128)
     cli.add_argument("--rounds", type=int, default=30)
     cli.add_argument("--warmup", type=int, default=2)
+    cli.add_argument("--work-profile", action="store_true",
+                     help="record the work profile in the plugin's last warmup round, as a case does")
     args = cli.parse_args()
 
     loaded, image, request = prepare(args.model, args.resolution, args.max_tokens)
@@ -66,6 +77,16 @@ def main() -> None:
 
     for _ in range(args.warmup):
         bare(), plugin()
+    profiled = None
+    if args.work_profile:
+        from pytest_mlxvlm.measure.runner import record_work
+
+        start = time.perf_counter()
+        sample, work = record_work(loaded.model, loaded.processor, request, spec=args.model)
+        profiled = (time.perf_counter() - start, sample.time_s, sum(work["phases"]["decode_step"]["primitives"].values()))
+        start = time.perf_counter()
+        plain = measure_generation(loaded.model, loaded.processor, request)
+        plain_wall = time.perf_counter() - start
     runs: dict[str, list[dict[str, float]]] = {"bare": [], "plugin": []}
     for i in range(args.rounds):
         order = [("bare", bare), ("plugin", plugin)]
@@ -74,6 +95,11 @@ def main() -> None:
 
     print(f"model {args.model}, image {args.resolution}, {args.max_tokens} tokens, "
           f"{args.rounds} interleaved rounds after {args.warmup} warmup")
+    if profiled is not None:
+        wall, _, step_nodes = profiled
+        print(f"profiled round (work recorder, {step_nodes} primitives a decode step): {wall:.3f} s wall; "
+              f"a plain round after it: {plain_wall:.3f} s ({wall / plain_wall - 1:+.1%}); "
+              f"plain tokens {plain.generation_tokens}")
     tokens = {name: {r["tokens"] for r in rs} for name, rs in runs.items()}
     print(f"tokens generated: bare {sorted(tokens['bare'])}, plugin {sorted(tokens['plugin'])}")
     medians = {}
@@ -90,6 +116,15 @@ def main() -> None:
     diff = (p - b) / b * 100
     verdict = "within 2%" if abs(diff) <= 2 else "NOT within 2%"
     print(f"median decode tok/s: plugin {p:.2f} vs bare {b:.2f} ({diff:+.2f}%): {verdict}")
+    from scipy.stats import bootstrap
+
+    for metric in ("generation_tps", "end_to_end_tps"):
+        ratios = [pr[metric] / br[metric] for pr, br in zip(runs["plugin"], runs["bare"])]
+        mid = statistics.median(ratios)
+        ci = bootstrap((ratios,), statistics.median, confidence_level=0.95, n_resamples=2000,
+                       method="percentile", random_state=0).confidence_interval
+        print(f"{metric}: median of per-round plugin/bare {mid - 1:+.2%} "
+              f"(95% interval {ci.low - 1:+.2%} to {ci.high - 1:+.2%}, {len(ratios)} rounds)")
 
 
 if __name__ == "__main__":

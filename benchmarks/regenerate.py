@@ -1,8 +1,10 @@
-"""Regenerate the outputs derived from published raw data, or check that they are up to date.
+"""Every derived output under docs/results/ and tests/data/, rebuilt from the raw data (or --check).
 
-- ``docs/results/history*/``: ``report.md``, ``report.html`` and ``plot-NNN.png`` from each
-  folder's ``history.jsonl`` (``pytest-mlxvlm report``; the raw demo runs are
-  ``benchmarks/history_demo.sh``'s).
+Regenerate the outputs derived from published raw data, or check that they are up to date.
+
+- ``docs/results/history*/``: the dashboard (``index.html``, a page and PNGs per case,
+  ``report.csv``, ``report.md``) from each folder's ``history.jsonl`` (``pytest-mlxvlm report``;
+  the raw demo runs are ``benchmarks/history_demo.sh``'s).
 - ``tests/data/rejudge-*.json.gz``: the sensitivity session tarballs in ``docs/results/``
   condensed to what ``benchmarks.rejudge`` judges (the fixtures of tests/test_benchmarks.py).
 
@@ -29,17 +31,18 @@ FIXTURES = {
     "rejudge-h200-sensitivity-2.json.gz": "h200/sensitivity-2-sessions.tgz",
     "rejudge-h200-sensitivity-3.json.gz": "h200/sensitivity-3-sessions.tgz",
 }
-REPORT_FILES = ("report.md", "report.html", "plot-*.png")
+REPORT_FILES = ("report.md", "report.html", "report.csv", "index.html", "plot-*.png", "*/*/*.html", "*/*/*.png")
 
 
 def history_report(history: Path) -> dict[str, bytes]:
-    """The report files ``pytest-mlxvlm report`` makes from a history, by name."""
+    """The site ``pytest-mlxvlm report`` makes from a history, by path relative to its folder."""
     with tempfile.TemporaryDirectory(prefix="mlxvlm-regenerate-") as tmp:
-        run = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "report", str(history),
-                              "--out", tmp], capture_output=True, text=True)
+        run = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "report", history.name,
+                              "--out", tmp], capture_output=True, text=True,
+                             cwd=history.parent)  # the source the index names: history.jsonl
         if run.returncode not in (0, 1):  # 1: a regression found, as in the demos
             raise SystemExit(f"pytest-mlxvlm report {history} failed:\n{run.stderr}")
-        return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir())}
+        return {p.relative_to(tmp).as_posix(): p.read_bytes() for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
 
 
 def fixture(tarball: Path, relative_to: Path) -> bytes:

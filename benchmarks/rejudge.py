@@ -1,4 +1,6 @@
-"""Judge recorded sensitivity sessions again with the gate's current rules, without the GPU.
+"""docs/benchmarks.md "Sensitivity of the gate": recorded sessions judged again by the current rules.
+
+Judge recorded sensitivity sessions again with the gate's current rules, without the GPU.
 
 Reads a ``benchmarks/sensitivity.py`` work folder (or its tarball): the baseline sessions'
 reports, stored as the plugin stores them (each session added to the case), and every level's
@@ -29,11 +31,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pytest_mlxvlm.baselines import BaselineCase, case_from_result
-from pytest_mlxvlm.compare import DEFAULT_TOLERANCES, WORKLOAD_KEYS
-from pytest_mlxvlm.gate import evaluate
+from pytest_mlxvlm.common.stats import per_comparison_alpha
+from pytest_mlxvlm.config.tolerances import DEFAULT_TOLERANCES
+from pytest_mlxvlm.gate.baselines import BaselineCase, case_from_result
+from pytest_mlxvlm.gate.compare import WORKLOAD_KEYS
+from pytest_mlxvlm.gate.decision import evaluate
 from pytest_mlxvlm.results import EXACT_METRICS, METRICS, CaseResult
-from pytest_mlxvlm.stats import per_comparison_alpha
 
 from ._common import parser
 

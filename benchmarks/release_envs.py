@@ -1,4 +1,6 @@
-"""The environments of benchmarks/releases.py: one virtual environment per release pair from
+"""Support of releases.py: one virtual environment per release pair (docs/releases.md).
+
+The environments of benchmarks/releases.py: one virtual environment per release pair from
 PyPI (exact pins, the plugin of one revision without its dependencies, ``pip freeze`` kept), the
 commands run in them (each in its own process group, stopped on every way out), and the one-line
 reason a command could not do its work."""
@@ -17,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from pytest_mlxvlm.files import atomic_write_text, write_json
+from pytest_mlxvlm.common.files import atomic_write_text, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT_S = 1800

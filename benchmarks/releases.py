@@ -1,4 +1,6 @@
-"""The release history of mlx and mlx-vlm, measured by the plugin as if each release were a
+"""docs/releases.md, the campaigns: each mlx / mlx-vlm release measured as if it were a commit.
+
+The release history of mlx and mlx-vlm, measured by the plugin as if each release were a
 nightly commit (issue 17).
 
 For each release pair of a campaign: one virtual environment (PyPI, exact pins, the plugin from
@@ -32,7 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from pytest_mlxvlm.files import atomic_write_text, write_json
+from pytest_mlxvlm.common.files import atomic_write_text, write_json
 
 from .release_envs import env_python, install, one_line_reason, plugin_rev, run_logged
 
@@ -227,9 +229,9 @@ def build_history(out: Path, pairs: Sequence[Pair], varying: str) -> Path:
 
 def change_points(history: Path) -> list[dict[str, Any]]:
     """Every change point the nightly report finds, with the two releases around it."""
-    from pytest_mlxvlm import history as store
-    from pytest_mlxvlm.compare import DEFAULT_TOLERANCES
-    from pytest_mlxvlm.trends import build_series, detect
+    from pytest_mlxvlm.config.tolerances import DEFAULT_TOLERANCES
+    from pytest_mlxvlm.reports import history as store
+    from pytest_mlxvlm.reports.trends import build_series, detect
 
     found = []
     for series in build_series(store.read(history).records, ("end_to_end_tps", "generation_tps", "ttft_s")):

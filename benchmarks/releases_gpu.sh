@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# docs/releases.md "How it is run (H200)": the release campaign on the GPU machine.
 # The mlx-vlm release campaign of benchmarks/releases.py on the GPU machine (issue 17, H200 part).
 # That machine reaches no package index, so each mlx-vlm 0.7.x release travels as its wheel (pure
 # Python, about 3 MB each) and is installed into its own folder beside the machine's MLX CUDA

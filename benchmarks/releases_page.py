@@ -1,4 +1,6 @@
-"""The tables and plots of docs/releases.md from a campaign of benchmarks/releases.py: per release
+"""docs/releases.md, its tables and plots, from a campaign of benchmarks/releases.py.
+
+The tables and plots of docs/releases.md from a campaign of benchmarks/releases.py: per release
 Speed, TTFT, Decode and peak memory at the --quick sizes, cache-suite outcomes per engine, the
 change points with their A/B checks, and the A/B runs between neighbouring releases::
 
@@ -16,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from pytest_mlxvlm.files import atomic_write_text
+from pytest_mlxvlm.common.files import atomic_write_text
 
 SIZES = ("224x224", "448x448", "768x768", "1024x1024")
 COLUMNS = (("end_to_end_tps", "Speed", "tok/s", 1.0, "{:.1f}"), ("ttft_s", "TTFT", "ms", 1000.0, "{:.0f}"),

@@ -1,4 +1,6 @@
-"""Does the gate catch a real slowdown, and never fail on noise? Real pytest sessions.
+"""docs/benchmarks.md "Sensitivity of the gate": gated sessions against injected slowdowns.
+
+Does the gate catch a real slowdown, and never fail on noise? Real pytest sessions.
 
 1. ``--baseline-sessions`` sessions write baselines with the unchanged model (the first with
    ``--mlx-update-baselines``, the others with ``=add``), so the baseline holds the

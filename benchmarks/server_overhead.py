@@ -1,4 +1,6 @@
-"""The plugin's HTTP client against a bare loop of streamed requests, on one mlx_vlm.server.
+"""docs/server.md "Benchmarking a server" (docs/results/cpu/server-overhead.txt): the client against a bare loop.
+
+The plugin's HTTP client against a bare loop of streamed requests, on one mlx_vlm.server.
 
 Both send the same kind of request (a streamed, greedy chat completion of a fixed length
 with the synthetic image, a distinct corner stamp each time, the body built before the
@@ -25,11 +27,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pytest_mlxvlm.images import image_file
-from pytest_mlxvlm.models import resolve_path
-from pytest_mlxvlm.serverclient import ImageVariants, chat_body, eos_token_ids, stream_chat
-from pytest_mlxvlm.serverprocess import ServerProcess
-from pytest_mlxvlm.settings import DEFAULT_PROMPT, parse_resolution
+from pytest_mlxvlm.config.settings import DEFAULT_PROMPT, parse_resolution
+from pytest_mlxvlm.measure.images import image_file
+from pytest_mlxvlm.models.loading import resolve_path
+from pytest_mlxvlm.suites.server.client import ImageVariants, chat_body, eos_token_ids, stream_chat
+from pytest_mlxvlm.suites.server.process import ServerProcess
 
 from ._common import parser, workdir
 

@@ -1,4 +1,6 @@
-"""The server's cost per resolution beside the in-process figures, and the concurrency table,
+"""docs/benchmarks.md "Through a server": the server beside in-process, and the concurrency table.
+
+The server's cost per resolution beside the in-process figures, and the concurrency table,
 from ``--mlx-json`` reports (one session holding both sides, or several files).
 
     python -m benchmarks.server_tables inprocess.json server.json concurrency.json

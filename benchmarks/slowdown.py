@@ -1,4 +1,6 @@
-"""A real slowdown for benchmark experiments: extra work in every forward pass of the model.
+"""Support of sensitivity.py, ab_jobs.py and history_demo.sh: a real slowdown injected into the model.
+
+A real slowdown for benchmark experiments: extra work in every forward pass of the model.
 
 Two kinds of extra work, both kept in the graph (added times zero) so MLX cannot skip them:
 

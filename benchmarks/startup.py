@@ -1,4 +1,6 @@
-"""What the plugin adds to every pytest start: ``pytest --help`` with and without it.
+"""docs/reference.md "Overhead" (docs/results/cpu/startup.txt): what the plugin adds to every pytest start.
+
+What the plugin adds to every pytest start: ``pytest --help`` with and without it.
 
 Runs ``python -m pytest --help`` in a fresh process, alternately with the plugin (loaded
 through its entry point, as wherever it is installed) and with ``-p no:mlxvlm``, for

@@ -1,4 +1,6 @@
-"""Markdown tables from --mlx-json reports, beside vllm-mlx's published figures.
+"""docs/benchmarks.md, the sweep tables: Markdown from --mlx-json reports beside vllm-mlx's published figures.
+
+Markdown tables from --mlx-json reports, beside vllm-mlx's published figures.
 
     python -m benchmarks.tables docs/results/h200/sweep-*.json \
         --reference docs/reference/vllm-mlx-image-benchmarks.json

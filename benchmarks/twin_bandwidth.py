@@ -1,4 +1,6 @@
-"""The bandwidth bound of decode for the twins of a --mlx-json report that has none (--mlx-isolate).
+"""docs/benchmarks.md "Weightless twins": the bandwidth bound for a report that has none.
+
+The bandwidth bound of decode for the twins of a --mlx-json report that has none (--mlx-isolate).
 
 For each twin (``synthetic:<name>``) measured in the report, the model is built as
 ``mlx_vlm.load`` would hold it (the twin builder's classes, dtype cast and quantization, then
@@ -28,8 +30,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from pytest_mlxvlm import synthetic, twins
-from pytest_mlxvlm.bandwidth import decode_limit, decode_weight_bytes, kv_bytes_per_position, lookup_gbps
+from pytest_mlxvlm.common.bandwidth import decode_limit, decode_weight_bytes, kv_bytes_per_position, lookup_gbps
+from pytest_mlxvlm.models import synthetic, twins
 
 from ._common import case_median, parser
 
@@ -41,7 +43,7 @@ def lazy_model(spec: str) -> Any:
     from mlx.utils import tree_flatten
     from mlx_vlm import utils
 
-    from pytest_mlxvlm.twinbuild import build_model, quantize
+    from pytest_mlxvlm.models.twinbuild import build_model, quantize
 
     recipe = synthetic.parse(spec)
     if not isinstance(recipe, twins.TwinRecipe):

@@ -1,5 +1,5 @@
 """``python -m pytest_mlxvlm``."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

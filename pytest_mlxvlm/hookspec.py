@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .models import LoadedModel
+    from .config.settings import Settings
+    from .models.loading import LoadedModel
     from .results import CaseResult, GenerationRequest, Sample
-    from .settings import Settings
 
 
 @pytest.hookspec(firstresult=True)
@@ -20,6 +20,12 @@ def pytest_mlxvlm_load_model(spec: str, settings: Settings) -> LoadedModel | Non
 @pytest.hookspec(firstresult=True)
 def pytest_mlxvlm_measure(model: LoadedModel, request: GenerationRequest) -> Sample | None:
     """Run and time one generation; return None to leave it to the next implementation."""
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_mlxvlm_work_profile(model: LoadedModel, request: GenerationRequest) -> tuple[Sample, dict[str, Any]] | None:
+    """Run one untimed generation and record its work profile: ``(sample, profile data)``, the
+    data as ``WorkProfile.to_dict()`` plus ``token_ids``; None to leave it to the next one."""
 
 
 @pytest.hookspec

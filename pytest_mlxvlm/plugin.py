@@ -9,33 +9,37 @@ from typing import Any, Iterator
 import pytest
 
 from . import hookspec
-from .abmode import ABSetupError, validate
-from .backend import check_session as check_backend
-from .bench import MlxBench, results_key
-from .bench import image_or_fail as _image_or_fail
-from .bench import marker_settings as _marker_settings
-from .cachefixture import MlxCache, choose_engines, engines_key, expect_key, parse_expectations, start_session
-from .images import synthetic_image
-from .models import LoadedModel, ModelLoadError, load, short_name
-from .options import add_options, ini_value, settings_from_config
-from .paired import format_change
-from .runner import measure_generation
-from .serverprocess import stop_all as stop_servers
-from .session import BenchSession, session_key, settings_key
-from .settings import Resolution, Settings
-from .terminal import PROGRESS, MlxReporter, figures, progress
-from .workers import WorkerError
-from .xdist import group_measured, is_worker, lock_for, measure_lock, nodeid, use_loadgroup
-from .video import parametrize_media
+from .common.backend import check_session as check_backend
+from .config.settings import Resolution, Settings
+from .gate.abmode import ABSetupError, validate
+from .gate.power import ab_power_problem
+from .gate.paired import format_change
+from .reports.abreport import settle_text
+from .harness.bench import MlxBench, results_key
+from .harness.bench import image_or_fail as _image_or_fail
+from .harness.bench import marker_settings as _marker_settings
+from .harness.options import add_options, benchmark_requested, ini_value, settings_from_config
+from .harness.session import BenchSession, session_key, settings_key, side_key
+from .harness.sidebyside import SideBySide, for_side, worker_model
+from .harness.terminal import PROGRESS, MlxReporter, figures, progress
+from .harness.xdist import group_measured, is_measured, is_worker, lock_for, measure_lock, nodeid, use_loadgroup
+from .measure.images import synthetic_image
+from .measure.runner import measure_generation, record_work
+from .measure.sidetest import active as active_side
+from .measure.workers import WorkerError
+from .models.loading import LoadedModel, ModelLoadError, load, short_name
+from .suites.cachefixture import MlxCache, choose_engines, engines_key, expect_key, parse_expectations, start_session
+from .suites.server.loadbench import asked_off, parametrize_serving
+from .suites.server.process import stop_all as stop_servers
+from .suites.video import parametrize_media
 
 SUITE_DIR = Path(__file__).with_name("builtin")
 SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR / "test_mlxvlm_cache.py",
                "server": SUITE_DIR / "test_mlxvlm_server.py", "video": SUITE_DIR / "test_mlxvlm_video.py",
                "batch": SUITE_DIR / "test_mlxvlm_batch.py"}
-SERVER_MEASURED = ("mlx_server_bench", "mlx_server_concurrency")  # fixtures of measured server tests
-MEASURED = ("mlx_bench", "mlx_video_bench", "mlx_batch_bench", *SERVER_MEASURED)  # fixtures of measured tests
 REPORTER = "mlxvlm-reporter"
-pytest_plugins = ["pytest_mlxvlm.suitefixtures", "pytest_mlxvlm.serverfixtures"]  # the video, batch, server fixtures
+SIDE_BY_SIDE = "mlxvlm-side-by-side"
+pytest_plugins = ["pytest_mlxvlm.suites.fixtures", "pytest_mlxvlm.suites.server.fixtures"]  # the video, batch, server fixtures
 phase_key = pytest.StashKey[dict]()  # on an item: the outcome of each phase
 
 
@@ -56,7 +60,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "tolerance=None): per-test settings for pytest-mlxvlm measurements",
     )
     settings = settings_from_config(config)
-    if settings.ab.active:
+    if getattr(config.option, "mlx_pytest_benchmark", None) and not config.pluginmanager.has_plugin("benchmark"):
+        raise pytest.UsageError("pytest-mlxvlm: --mlx-pytest-benchmark needs pytest-benchmark: "
+                                "pip install 'pytest-mlxvlm[benchmark]' (or pytest-benchmark)")
+    side = active_side()
+    if side is not None:  # a nested session in an A/B side's worker: its test, measured by the parent
+        settings = for_side(settings)
+        config.stash[side_key] = side
+    elif settings.ab.active:
         if settings.gate.update:
             raise pytest.UsageError("pytest-mlxvlm: --mlx-update-baselines cannot be used with the "
                                     "A/B mode (--mlx-ab-base / --mlx-ab-python): it has no stored baselines")
@@ -66,6 +77,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None
     config.stash[settings_key] = settings
     config.stash[session_key] = BenchSession(config, settings)
+    if settings.ab.active:
+        config.pluginmanager.register(SideBySide(config), SIDE_BY_SIDE)
     try:
         config.stash[engines_key] = choose_engines(
             config, config.option.mlx_cache_engine or ini_value(config, "mlx_cache_engine"))
@@ -76,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args.append(str(SUITE_DIR))  # unselected suites are ignored at collection
     use_loadgroup(config, bool(config.option.mlx_model or ini_value(config, "mlx_model")
                                or settings.workload.suites))
-    if not is_worker(config):
+    if not is_worker(config) and side is None:
         config.pluginmanager.register(MlxReporter(config), REPORTER)
 
 
@@ -90,14 +103,17 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    stop_servers()
     bench = config.stash.get(session_key, None)
     if bench is not None:
         bench.close()
-    stop_servers()
     reporter = config.pluginmanager.get_plugin(REPORTER)
     if reporter is not None:
         config.pluginmanager.unregister(reporter)
         measure_lock().unlink(missing_ok=True)
+    side_by_side = config.pluginmanager.get_plugin(SIDE_BY_SIDE)
+    if side_by_side is not None:
+        config.pluginmanager.unregister(side_by_side)
 
 
 # -- default engine ---------------------------------------------------------------------------
@@ -110,6 +126,13 @@ def pytest_mlxvlm_load_model(spec: str, settings: Settings) -> Any:
 @pytest.hookimpl(trylast=True)
 def pytest_mlxvlm_measure(model: Any, request: Any) -> Any:
     return measure_generation(model.model, model.processor, request)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_mlxvlm_work_profile(model: Any, request: Any) -> Any:
+    if model.model is None or model.processor is None:  # a model of another engine
+        return None
+    return record_work(model.model, model.processor, request, spec=model.spec)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -150,15 +173,45 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         local = _marker_settings(metafunc.definition, settings).workload
         metafunc.parametrize("mlx_resolution", local.resolutions, ids=[r.id for r in local.resolutions])
     parametrize_media(metafunc, settings)  # mlx_video, mlx_batch_case
+    parametrize_serving(metafunc, settings.server)  # mlx_server_rate, _workload, _soak
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    off = [item for item in items if asked_off(item)]  # serving cases whose option was not given
+    if off:
+        items[:] = [item for item in items if not asked_off(item)]
+        config.hook.pytest_deselected(items=off)
     bench = config.stash[session_key]
-    bench.measured_total = sum(any(f in getattr(item, "fixturenames", ()) for f in MEASURED)
-                               for item in items)
+    _drop_auto_suite(config, items)
+    bench.measured_total = sum(is_measured(item) for item in items)
+    problem = ab_power_problem(bench.settings, bench.measured_total) if bench.measured_total else None
+    if problem:
+        raise pytest.UsageError(f"pytest-mlxvlm: {problem}")
     bench.started = time.perf_counter()
     group_measured(config, items)
+
+
+def _drop_auto_suite(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--mlx-suite auto`` adds the built-in image sweep only to a session with no measured
+    tests of its own: where there are some, its tests are deselected, with a note that says
+    how to have them anyway."""
+    work = config.stash[settings_key].workload
+    images = SUITE_FILES["images"]
+    if not (work.suite_auto and "images" in work.suites):
+        return
+    if any(images.stem in str(arg) for arg in config.invocation_params.args):
+        return  # named on the command line: wanted
+    builtin = [item for item in items if item.path == images]
+    own = sum(is_measured(item) for item in items if item.path != images)
+    if not builtin or not own:
+        return
+    kept = [item for item in items if item.path != images]
+    items[:] = kept
+    config.hook.pytest_deselected(items=builtin)
+    config.stash[session_key].collection_notes.append(
+        f"mlxvlm: the built-in image sweep ({len(builtin)} tests) is not added: this session has "
+        f"{own} measured test{'s' if own != 1 else ''} of its own; add it with --mlx-suite images")
 
 
 # -- running tests ----------------------------------------------------------------------------
@@ -198,6 +251,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         comparison = result.comparison
         if comparison is not None and result.side == "head":
             item.user_properties.append((f"{prefix}:ab", comparison.status))
+            if comparison.status == "inconclusive":
+                item.user_properties.append((f"{prefix}:ab:inconclusive", settle_text(comparison)))
             item.user_properties.extend((f"{prefix}:ab:{m.metric}", format_change(m)) for m in comparison.metrics)
         elif comparison is not None:
             item.user_properties.append((f"{prefix}:baseline", comparison.status))
@@ -207,14 +262,15 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Stop at once, naming the extra to install, when MLX cannot compute here (backend.py)."""
-    if not is_worker(session.config):
+    if not is_worker(session.config) and session.config.stash.get(side_key, None) is None:
         check_backend(session.config, session.config.stash[settings_key], pytest_mlxvlm_load_model)
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """On a pytest-xdist worker: hand what it measured to the controller, which reports."""
     config = session.config
     if is_worker(config):
+        config.stash[session_key].exitstatus = int(exitstatus)
         config.workeroutput["mlxvlm"] = config.stash[session_key].worker_payload()  # type: ignore[attr-defined]
 
 
@@ -237,6 +293,10 @@ def mlx_model(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> It
     """The model under test, loaded once per session (parametrized over ``--mlx-model``)."""
     spec = getattr(request, "param", None) or pytestconfig.stash[settings_key].workload.models[0]
     bench = pytestconfig.stash[session_key]
+    side = pytestconfig.stash.get(side_key, None)
+    if side is not None:  # an A/B side's worker: the model it loaded, this side's code
+        yield side.loaded
+        return
     if bench.settings.ab.active or bench.settings.workload.isolate:
         yield _worker_model(bench, spec)
         return
@@ -273,8 +333,7 @@ def _worker_model(bench: BenchSession, spec: str) -> LoadedModel:
     if error is not None:
         pytest.fail(error, pytrace=False)
     bench.load_times[spec] = remote.load_time_s
-    return LoadedModel(spec=spec, path=None, model=None, processor=None,
-                       load_time_s=remote.load_time_s, **{kind: remote})
+    return worker_model(spec, remote, kind)
 
 
 @pytest.fixture

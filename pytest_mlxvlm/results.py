@@ -16,16 +16,28 @@ REPORT_SCHEMA = 1  # --mlx-json reports
 BASELINE_SCHEMA = 1  # baselines/<chip>/<model>.json
 HISTORY_SCHEMA = 1  # --mlx-history lines
 MERGED_SCHEMA = "pytest-mlxvlm-merged/1"  # pytest-mlxvlm merge --json
+SERVER_SIDE = "server"  # CaseResult.side of every case measured through a server
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A measured quantity and which way is better."""
+    """A measured quantity and which way is better.
+
+    One vocabulary: ``name`` is the JSON field (mlx-lm's and mlx-vlm's own names), ``label``
+    what tables and messages call it, ``column`` the results table's heading where it is
+    shorter than the label; a person may name a metric by any of the three (``metric_name``).
+    """
 
     name: str
     label: str
     unit: str
     better: str  # "higher", "lower" or "exact" (token counts: any change is a new workload)
+    column: str = ""  # the results table's heading, where it differs from the label
+
+    @property
+    def heading(self) -> str:
+        """The metric's column heading in the results table."""
+        return self.column or self.label
 
 
 METRICS: dict[str, Metric] = {
@@ -38,13 +50,37 @@ METRICS: dict[str, Metric] = {
         Metric("ttft_s", "TTFT", "s", "lower"),
         Metric("preprocess_s", "Preprocess", "s", "lower"),
         Metric("prefill_s", "Prefill time", "s", "lower"),
-        Metric("peak_memory", "Peak memory", "GB", "lower"),
+        Metric("peak_memory", "Peak memory", "GB", "lower", column="Peak mem"),
         Metric("prompt_tokens", "Prompt tokens", "tokens", "exact"),
-        Metric("image_tokens", "Image tokens", "tokens", "exact"),
+        Metric("image_tokens", "Image tokens", "tokens", "exact", column="Image tok"),
         Metric("generation_tokens", "Tokens", "tokens", "exact"),
     )
 }
 EXACT_METRICS: tuple[str, ...] = tuple(n for n, m in METRICS.items() if m.better == "exact")
+GATED_METRICS: tuple[str, ...] = tuple(n for n, m in METRICS.items() if m.better != "exact")
+
+
+def _fold(text: str) -> str:
+    """A metric's name folded for lookup: lower case, letters and digits only."""
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+_BY_FOLDED: dict[str, str] = {
+    _fold(spelling): m.name for m in METRICS.values() for spelling in (m.name, m.label, m.heading)
+}
+
+
+def metric_name(text: str) -> str | None:
+    """The JSON field of a metric named by its field, label or table heading, in any case and
+    with any spacing: ``Speed``, ``decode``, ``Peak mem``, ``peak-memory``, ``ttft_s``.
+    None when no metric has that name."""
+    return _BY_FOLDED.get(_fold(text))
+
+
+def metric_names(gated_only: bool = False) -> str:
+    """The metrics as a person may name them: ``Speed (end_to_end_tps), Decode (...)``."""
+    names = GATED_METRICS if gated_only else tuple(METRICS)
+    return ", ".join(f"{METRICS[n].label} ({n})" for n in names)
 
 
 # -- serialisation: one helper for every record ------------------------------------------------
@@ -214,7 +250,8 @@ class MetricComparison(Record):
     change: float  # (current - baseline) / baseline, signed
     tolerance: float
     p_value: float | None
-    verdict: str  # "ok", "regressed", "improved"
+    verdict: str  # "ok", "regressed", "improved", "undecidable" (too few samples to ever be significant);
+    # A/B: "inconclusive" (a tok/s interval too wide to say)
     n_baseline: int
     n_current: int
     detectable: float | None  # smallest regression these sample sizes and spread can detect
@@ -236,7 +273,7 @@ class CaseComparison(Record):
     """All metrics of one case against its baseline, and the verdict."""
 
     key: str
-    status: str  # "pass", "regressed", "improved", "workload-changed", "not-comparable", "new"
+    status: str  # "pass", "regressed", "improved", "inconclusive", "undecidable", "workload-changed", "not-comparable", "new"
     confirmed: bool | None = None  # for a regression: did the re-measurement confirm it?
     note: str = ""
     workload_changes: dict[str, tuple[Any, Any]] = field(
@@ -246,6 +283,10 @@ class CaseComparison(Record):
     metrics: list[MetricComparison] = field(
         default_factory=list, metadata={"decode": _list_of(MetricComparison)})
     gated: bool = True  # False: compared and reported, but not allowed to fail the test
+    # an inconclusive A/B case: the pairs (and seconds) more that would likely settle it, None
+    # when more pairs are unlikely to (its change sits near the tolerance)
+    more_pairs: int | None = None
+    more_seconds: float | None = None
 
     @property
     def regressed(self) -> list[MetricComparison]:
@@ -254,6 +295,33 @@ class CaseComparison(Record):
 
 def _comparison(data: dict[str, Any]) -> CaseComparison:
     return CaseComparison.from_dict(data)
+
+
+# Verdicts of a work comparison (gate/work.py): exact, no statistics.
+WORK_VERDICTS = ("same", "added", "removed", "views", "not comparable", "unavailable", "new")
+WORK_MODES = ("off", "report", "gate")  # --mlx-work
+
+
+@dataclass
+class WorkCheck(Record):
+    """A case's work profile against its stored baseline's or the A/B base's."""
+
+    verdict: str  # one of WORK_VERDICTS; "added" is a regression
+    against: str  # "baseline" or "base"
+    description: str  # "+60 Multiply, +1 eval per decode step", "not comparable: mlx 0.32.4 → 0.33.0"
+    outputs: str = ""  # "outputs identical", "outputs differ from token 17"; "" when not compared
+    outputs_differ_at: int | None = None  # the first token that differs, when they differ
+    gated: bool = True  # False: reported only (--mlx-work report)
+    diff: dict[str, Any] = field(default_factory=dict)  # WorkDiff.to_dict()
+
+    @property
+    def failed(self) -> bool:
+        """Added work where the work is gated."""
+        return self.gated and self.verdict == "added"
+
+
+def _work_check(data: dict[str, Any]) -> WorkCheck:
+    return WorkCheck.from_dict(data)
 
 
 @dataclass
@@ -272,7 +340,9 @@ class CaseResult(Record):
     case_key: str = ""  # the test's id without the model: the key of its baseline
     comparison: CaseComparison | None = field(default=None, metadata={"decode": _comparison})
     bandwidth: dict[str, float] | None = None  # decode's bandwidth limit, when known
-    side: str = ""  # "" in-process or single-sided; "base" / "head" in an A/B run
+    side: str = ""  # "" in-process or single-sided; "base" / "head" in an A/B run; SERVER_SIDE
+    work: dict[str, Any] | None = None  # the work profile (measure/work.py) and its token_ids
+    work_check: WorkCheck | None = field(default=None, metadata={"decode": _work_check})
 
     def values(self, metric: str) -> list[float]:
         return [float(getattr(s, metric)) for s in self.samples]

@@ -5,6 +5,8 @@
 - every test starts without the variables that steer the plugin or the fake engine
   (``FAKE_MLX_*``, ``PYTEST_MLXVLM_*`` but the cache, ``GITHUB_STEP_SUMMARY``); tests set them
   through ``monkeypatch`` only, so nothing leaks into the next test;
+- ``session_killer``: start a pytest session in a subprocess, SIGKILL it once its measuring
+  workers run, and check which of them survive;
 - ``--simulate-mac``: run the whole suite as if on an Apple M4 Max with MLX 0.99.0 (the machine
   identity is replaced), to check that no test depends on this machine's backend or versions.
 """
@@ -12,12 +14,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_mlxvlm.testing import CONFTEST
-
 
 # The identity of a Mac, as machine.detect() reports it there.
 MAC = {
@@ -56,7 +61,7 @@ def _simulated_machine(pytestconfig: pytest.Config):
         yield
         return
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pytest_mlxvlm.machine.detect", lambda: dict(MAC))
+        mp.setattr("pytest_mlxvlm.common.machine.detect", lambda: dict(MAC))
         yield
 
 
@@ -86,7 +91,7 @@ def noisy_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def simulated_mac(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """This process reports itself as an Apple M4 Max with MLX 0.99.0."""
-    monkeypatch.setattr("pytest_mlxvlm.machine.detect", lambda: dict(MAC))
+    monkeypatch.setattr("pytest_mlxvlm.common.machine.detect", lambda: dict(MAC))
     return dict(MAC)
 
 
@@ -108,3 +113,66 @@ def http_server():
     for httpd in servers:
         httpd.shutdown()
         httpd.server_close()
+
+
+class SessionKiller:
+    """``kill(args, cwd, workers)``: ``pytest ARGS`` in a subprocess, SIGKILLed (nothing of it
+    runs on the way out) once ``workers`` measuring workers run under it; returns their pids
+    (Linux: found through /proc) and keeps their working directories in ``cwd``.
+    ``survivors(pids, within_s)``: those still alive then."""
+
+    MARKER = b"pytest_mlxvlm.measure.worker"
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.cwd: dict[int, Path] = {}  # each worker's working directory, read before the kill
+
+    @classmethod
+    def workers_of(cls, pid: int) -> list[int]:
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == pid and cls.MARKER in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
+
+    def kill(self, args: list[str], cwd: Path, workers: int, settle_s: float = 1.0) -> list[int]:
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=cwd,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while len(self.workers_of(proc.pid)) < workers and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+            pids = self.workers_of(proc.pid)
+            self.started.extend(pids)
+            assert len(pids) == workers, f"{len(pids)} of {workers} workers started"
+            time.sleep(settle_s)  # into the hung generation
+            for pid in pids:
+                self.cwd[pid] = Path(os.readlink(f"/proc/{pid}/cwd"))
+            return pids
+        finally:
+            proc.kill()
+            proc.wait()  # reaped: its children are orphans now
+
+    @staticmethod
+    def survivors(pids: list[int], within_s: float) -> list[int]:
+        from pytest_mlxvlm.common.leftovers import pid_alive
+
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+            time.sleep(0.05)
+        return [p for p in pids if pid_alive(p)]
+
+
+@pytest.fixture
+def session_killer():
+    """A ``SessionKiller``; whatever it found still running at the end is killed."""
+    import signal
+
+    killer = SessionKiller()
+    yield killer
+    for pid in killer.survivors(killer.started, 0):
+        os.kill(pid, signal.SIGKILL)

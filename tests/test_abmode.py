@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm.abmode import ABSetupError, judge_pairs, run_pairs, validate
+from pytest_mlxvlm.config.settings import ABPlan
+from pytest_mlxvlm.gate.abmode import ABSetupError, judge_pairs, measure_at_once, run_pairs, validate
+from pytest_mlxvlm.measure.workers import WorkerError
 from pytest_mlxvlm.results import GenerationRequest, Sample
-from pytest_mlxvlm.settings import ABPlan
 
 AB = ["--mlx-model", "fake:m", "--mlx-resolutions", "224x224,448x448", "--mlx-ab-pairs", "6:10",
       "-p", "no:cacheprovider"]
@@ -49,7 +50,7 @@ def workers_of(repo: Path, session_pid: int | None = None) -> list[int]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if b"pytest_mlxvlm.worker" not in (proc / "cmdline").read_bytes():
+            if b"pytest_mlxvlm.measure.worker" not in (proc / "cmdline").read_bytes():
                 continue
             cwd = os.readlink(proc / "cwd")
         except OSError:
@@ -113,6 +114,58 @@ def test_duet_pairs_come_from_one_call_for_both_sides():
     assert run.stopped == "settled" and [s.generation_tps for s in run.head] == [80.0] * 6
 
 
+class StubWorker:
+    """A worker's send/receive as the pair orders use them, logging what happens when; with
+    ``fail_before_first_token`` its generation fails before its first token."""
+
+    def __init__(self, name, log, fail_before_first_token=False):
+        self.name, self.log, self.fail = name, log, fail_before_first_token
+        self.answers = []
+
+    def send(self, message):
+        op = message.get("op")
+        kind = "hold" if message.get("hold_at_first_token") else "ask" if op == "measure" else op
+        self.log.append(f"{self.name}:{kind}")
+        if op == "release":
+            return
+        if self.fail:
+            self.answers.append(WorkerError(f"{self.name} worker died during 'measure'"))
+            return
+        if message.get("hold_at_first_token") or message.get("first_token_event"):
+            self.answers.append({"ok": True, "event": "first_token"})
+        self.answers.append({"ok": True, "sample": {"side": self.name}})
+
+    def receive(self, op, timeout_s=None):
+        answer = self.answers.pop(0)
+        self.log.append(f"{self.name}:{'event' if isinstance(answer, dict) and 'event' in answer else 'answer'}")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("duet", ["b:ask", "h:ask", "b:answer", "h:answer"]),
+    ("staggered", ["b:ask", "b:event", "h:ask", "b:answer", "h:answer"]),
+    # each prefill alone (the other side held or not yet asked), then both released together
+    ("barrier", ["b:hold", "b:event", "h:hold", "h:event", "b:release", "h:release", "b:answer", "h:answer"]),
+])
+def test_the_orders_of_a_pair_at_once(mode, expected):
+    log = []
+    workers = {"b": StubWorker("b", log), "h": StubWorker("h", log)}
+    answers = measure_at_once(workers, ("b", "h"), {"b": {"op": "measure"}, "h": {"op": "measure"}}, mode)
+    assert log == expected
+    assert {k: v["sample"]["side"] for k, v in answers.items()} == {"b": "b", "h": "h"}
+
+
+def test_a_barrier_pair_releases_the_held_side_when_the_other_fails():
+    log = []
+    workers = {"b": StubWorker("b", log), "h": StubWorker("h", log, fail_before_first_token=True)}
+    with pytest.raises(WorkerError, match="h worker died"):
+        measure_at_once(workers, ("b", "h"), {"b": {"op": "measure"}, "h": {"op": "measure"}}, "barrier")
+    assert log == ["b:hold", "b:event", "h:hold", "h:answer", "b:release", "b:answer"]
+    assert not workers["b"].answers  # nothing left behind for the next request
+
+
 def test_stops_at_max_pairs_or_the_time_budget():
     def measure(side, request):
         time.sleep(0.01)
@@ -127,6 +180,30 @@ def test_stops_at_max_pairs_or_the_time_budget():
     run = run_pairs(measure, GenerationRequest(None, "p", 1), warmup=0,
                     plan=ABPlan(base_rev="x", min_pairs=2, max_pairs=500, budget_s=0.1), judge=judge)
     assert run.stopped == "time budget" and len(run.head) < 500
+
+
+def test_each_pair_is_reported_for_the_progress_line():
+    heard = []
+
+    def measure(side, request):
+        return samples([100.0])[0]
+
+    def judge(base, head):
+        return judge_pairs("k", base, head, tolerances={"generation_tps": 0.0}, alpha=0.05)
+
+    run_pairs(measure, GenerationRequest(None, "p", 1), warmup=1, on_pair=lambda n, s: heard.append((n, s)),
+              plan=ABPlan(base_rev="x", min_pairs=2, max_pairs=4), judge=judge)
+    assert [n for n, _ in heard] == [1, 2, 3, 4] and all(s >= 0 for _, s in heard)
+
+
+def test_pairs_too_few_to_ever_decide_are_a_usage_error(pytester, repo):
+    """2 cases x 4 metrics at alpha 0.05: each is judged at 0.00625, which 5 pairs can never reach."""
+    result = pytester.runpytest("--mlx-model", "fake:m", "--mlx-resolutions", "224x224,448x448",
+                                "--mlx-ab-pairs", "2:5", "--mlx-ab-base", "HEAD", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-mlxvlm: --mlx-ab-pairs 2:5: with at most 5 pairs, even a head "
+                                 "slower in every pair is not significant*use at least 8 pairs*"])
+    no_leftovers(repo)
 
 
 def test_token_counts_that_differ_are_a_changed_workload():
@@ -164,7 +241,9 @@ def test_a_slower_head_fails_with_the_change_and_its_interval(pytester, repo, mo
     decode = next(m for m in heads[0]["comparison"]["metrics"] if m["metric"] == "generation_tps")
     assert decode["verdict"] == "regressed" and decode["interval"][0] < decode["change"] < decode["interval"][1]
     markdown = " ".join((repo / "ab.md").read_text().split())
-    assert "| Case | Metric | Base | Head | Change [interval] |" in markdown and "❌ regressed" in markdown
+    assert ("| Test | Metric | Base (fast end) | Head (fast end) | Change [interval] | Tolerance |" in markdown
+            and "| test_image_generation[224x224] | Decode |" in markdown and "| 3% |" in markdown
+            and "❌ regressed" in markdown)
     assert "mlxvlm:224x224:head:ab:generation_tps" in (repo / "junit.xml").read_text()
     no_leftovers(repo)
 
@@ -174,6 +253,30 @@ def test_unchanged_code_passes(pytester, repo, monkeypatch):
     result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*2 compared, 0 regressed*"])
+    no_leftovers(repo)
+
+
+def test_an_inconclusive_case_is_shown_everywhere_and_can_fail_the_job(pytester, repo, monkeypatch):
+    # unchanged code on a very noisy machine, 7 pairs: intervals too wide to rule out anything
+    monkeypatch.setenv("FAKE_MLX_NOISE", "0.3")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(repo / "summary.md"))
+    result = pytester.runpytest(*AB[:2], "--mlx-resolutions", "224x224", "--mlx-ab-pairs", "7:7",
+                                "-p", "no:cacheprovider", "--mlx-ab-base", "HEAD", "--mlx-ab-inconclusive", "fail",
+                                "--mlx-markdown", "ab.md", "--junitxml", "junit.xml")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*mlxvlm: A/B inconclusive in *test_image_generation[[]224x224[]] (fake:m on *)*",
+        "  * settle it*(failed: --mlx-ab-inconclusive fail)",
+        "*| test_image_generation[[]224x224[]] | * | inconclusive |",
+        "*mlxvlm A/B (*): 1 compared, 0 regressed, 1 inconclusive*",
+        "inconclusive: test_image_generation[[]224x224[]] (fake:m): not a regression, but not ruled out: *",
+    ])
+    markdown = (repo / "ab.md").read_text()
+    assert "⚪ inconclusive" in markdown and "fails the job (--mlx-ab-inconclusive fail)" in markdown
+    assert (repo / "summary.md").read_text() == markdown  # the step summary says the same
+    junit = (repo / "junit.xml").read_text()
+    assert 'name="mlxvlm:224x224:head:ab" value="inconclusive"' in junit
+    assert 'name="mlxvlm:224x224:head:ab:inconclusive"' in junit
     no_leftovers(repo)
 
 
@@ -203,7 +306,7 @@ def test_a_base_environment_without_mlx_is_named(pytester, repo, tmp_path):
     no_leftovers(repo)
 
 
-@pytest.mark.parametrize("order", ["turns", "duet", "staggered"])
+@pytest.mark.parametrize("order", ["turns", "duet", "staggered", "barrier"])
 def test_a_crashing_worker_fails_its_case_only(pytester, repo, order):
     # warmup 1 + 10 pairs = 11 measurements per case: the head dies at its 15th, in the
     # second case; the third case gets a fresh worker and measures normally. In a duet the base
@@ -219,7 +322,7 @@ def test_a_crashing_worker_fails_its_case_only(pytester, repo, order):
     no_leftovers(repo)
 
 
-@pytest.mark.parametrize("order", ["duet", "staggered"])
+@pytest.mark.parametrize("order", ["duet", "staggered"])  # barrier: the crash test and the stub's
 def test_a_pair_at_once_catches_the_slower_head_and_says_so(pytester, repo, monkeypatch, order):
     monkeypatch.setenv("FAKE_MLX_NOISE", "0.03")
     head(repo, SLOWDOWN=1.12)
@@ -227,6 +330,34 @@ def test_a_pair_at_once_catches_the_slower_head_and_says_so(pytester, repo, monk
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*Decode -1?.?% [[]-*%, -*%[]], p=*, * pairs (tolerance 3%)",
                                  f"*pairs ({order}) in * s, stopped: *"])
+    no_leftovers(repo)
+
+
+def test_added_work_in_the_head_fails_with_the_diff_whatever_the_timing_says(pytester, repo):
+    """Same speed on both sides, but the head's commit adds work: the work profile sees it."""
+    head(repo, SLOWDOWN=1.0, EXTRA_WORK="decode_step:Multiply=60;prefill:Convolution=1", OUTPUT_CHANGE_AT=5)
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-json", "ab.json", "--mlx-markdown", "ab.md")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*mlxvlm: work regressed in *224x224* at 224x224 (fake:m on *): +60 Multiply per decode step; "
+        "+1 Convolution in prefill (base HEAD (*), head working tree (*))",
+        "*mlxvlm work profile against the base (exact): 2 ADDED WORK",
+        "*ADDED WORK: *: +60 Multiply per decode step; +1 Convolution in prefill; outputs differ from token 5",
+    ])
+    doc = json.loads((repo / "ab.json").read_text())
+    heads = [r for r in doc["results"] if r["side"] == "head"]
+    assert {r["comparison"]["status"] for r in heads} <= {"pass", "inconclusive", "improved"}  # timing: no change
+    assert [r["work_check"]["verdict"] for r in heads] == ["added", "added"]
+    assert all(r["work"]["hash"] for r in doc["results"])
+    assert "❌ ADDED WORK" in (repo / "ab.md").read_text()
+    no_leftovers(repo)
+
+
+def test_unchanged_work_passes_in_ab(pytester, repo):
+    head(repo, SLOWDOWN=1.0)
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*mlxvlm work profile against the base (exact): 2 same work"])
     no_leftovers(repo)
 
 
@@ -322,12 +453,28 @@ def test_real_model_side_by_side(pytester, repo):
     result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-resolutions", "224x224",
                                 "--mlx-max-tokens", "8", "--mlx-ab-pairs", "4:6", "--mlx-ab-base", "HEAD",
                                 "-p", "no:cacheprovider", "--mlx-json", "ab.json", "--mlx-bandwidth", "100",
-                                "--mlx-ab-order", "staggered", *wide)
+                                "--mlx-ab-order", "staggered", "--mlx-alpha", "0.2", *wide)
+    # alpha 0.2 over 4 metrics: 6 pairs can reach each metric's level (0.05), so the gate can decide
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*pairs (staggered) in * s*"])
-    result.stdout.fnmatch_lines(["*| 224x224 | Decode *| ok *"])
+    result.stdout.fnmatch_lines(["*| test_image_generation[[]224x224[]] | Decode *| ok *"])
     doc = json.loads((repo / "ab.json").read_text())
     assert sorted(r["side"] for r in doc["results"]) == ["base", "head"]
     assert all(r["bandwidth"]["limit_tps"] > 0 for r in doc["results"])  # reported by each worker
     assert all(len(r["samples"]) == r["workload"]["rounds"] >= 4 for r in doc["results"])
+    no_leftovers(repo)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_a_killed_session_leaves_no_worker_and_the_next_one_removes_its_worktree(repo, session_killer):
+    from pytest_mlxvlm.gate.abmode import sweep_stale_scratch
+
+    head(repo, SLOWDOWN=1.0, HANG_AT=2)  # the head hangs in its second generation (the warmup pair's)
+    workers = session_killer.kill([*AB, "--mlx-ab-base", "HEAD", "--noconftest"], repo, workers=2)
+    scratch = {session_killer.cwd[pid] for pid in workers} - {repo}
+    assert session_killer.survivors(workers, within_s=3.0) == [], "a worker outlived its SIGKILLed session by 3 s"
+    (base,) = scratch  # the base worker ran in the worktree, in the dead session's scratch folder
+    assert base.name == "base" and git(repo, "worktree", "list").count("\n") == 2  # SIGKILL: left behind
+    assert sweep_stale_scratch(base.parent.parent) == [base.parent]  # what the next A/B session does first
+    assert not base.parent.exists()
     no_leftovers(repo)

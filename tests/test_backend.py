@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm import backend
+from pytest_mlxvlm.common import backend
 
 ROOT = Path(__file__).parents[1]
 
@@ -44,11 +44,30 @@ def test_the_extras_follow_mlx_own():
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11 and newer")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    (linux,) = [dep for dep in project["dependencies"] if dep.startswith("mlx==")]
-    pin = linux.partition(";")[0].removeprefix("mlx==")
+    (mlx,) = [dep for dep in project["dependencies"] if dep.startswith("mlx>=")]
+    versions = mlx.partition(";")[0].removeprefix("mlx")
     for extra in backend.EXTRAS:
-        assert extras[extra] == [f"mlx[{extra}]=={pin}; sys_platform == 'linux'"]
+        assert extras[extra] == [f"mlx[{extra}]{versions}; sys_platform == 'linux'"]
     assert not any(dep.startswith("mlx[") for dep in project["dependencies"])
+
+
+def test_ranges_for_users_and_pins_for_run_sh():
+    """pyproject.toml states ranges (a user's repository may hold other mlx / mlx-vlm versions);
+    ./run.sh installs the pinned versions of constraints.txt, which the ranges admit."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11 and newer")
+    from packaging.requirements import Requirement
+
+    deps = {Requirement(d).name: Requirement(d) for d in
+            tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert set(pins) == {"mlx", "mlx-vlm"}
+    for name, version in pins.items():
+        spec = deps[name].specifier
+        assert not any(s.operator == "==" for s in spec), f"{name} is pinned in pyproject.toml: {spec}"
+        assert spec.contains(version), f"constraints.txt's {name}=={version} is outside {spec}"
+    run_sh = (ROOT / "run.sh").read_text()
+    assert "-c constraints.txt" in run_sh and "cat pyproject.toml constraints.txt run.sh" in run_sh
 
 
 def test_a_session_stops_when_mlx_cannot_compute(pytester: pytest.Pytester):

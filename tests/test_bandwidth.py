@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_mlxvlm.bandwidth import decode_limit, lookup_gbps
+from pytest_mlxvlm.common.bandwidth import decode_limit, lookup_gbps
 
 
 @pytest.mark.parametrize("machine, gbps", [
@@ -29,8 +29,8 @@ def test_decode_limit():
 
 @pytest.mark.slow  # loads synthetic:tiny
 def test_tiny_model_weight_bytes():
-    from pytest_mlxvlm import models
-    from pytest_mlxvlm.bandwidth import decode_weight_bytes, kv_bytes_per_position
+    from pytest_mlxvlm.common.bandwidth import decode_weight_bytes, kv_bytes_per_position
+    from pytest_mlxvlm.models import loading as models
 
     loaded = models.load("synthetic:tiny")
     # tied embeddings: the whole table is read as the LM head (151936 x 64 float32)
@@ -40,13 +40,13 @@ def test_tiny_model_weight_bytes():
 
 
 def _t(name, shape, nbytes, buffer=None):
-    from pytest_mlxvlm.bandwidth import Tensor
+    from pytest_mlxvlm.common.bandwidth import Tensor
 
     return Tensor(name, shape, nbytes, buffer if buffer is not None else hash(name))
 
 
 def test_untied_embedding_reads_one_row_and_the_head_whole():
-    from pytest_mlxvlm.bandwidth import bytes_per_token
+    from pytest_mlxvlm.common.bandwidth import bytes_per_token
 
     tensors = [_t("model.embed_tokens.weight", (1000, 8), 16000), _t("lm_head.weight", (1000, 8), 16000),
                _t("model.layers.0.mlp.up_proj.weight", (32, 8), 512)]
@@ -56,7 +56,7 @@ def test_untied_embedding_reads_one_row_and_the_head_whole():
 
 
 def test_a_head_sharing_the_embeddings_buffer_is_read_once():
-    from pytest_mlxvlm.bandwidth import bytes_per_token
+    from pytest_mlxvlm.common.bandwidth import bytes_per_token
 
     # Gemma 3 in mlx-vlm: lm_head.weight is the embedding's array; its quantized scales are its own
     tensors = [_t("model.embed_tokens.weight", (1000, 1), 4000, buffer=1),
@@ -66,7 +66,7 @@ def test_a_head_sharing_the_embeddings_buffer_is_read_once():
 
 
 def test_moe_reads_the_routed_experts_only():
-    from pytest_mlxvlm.bandwidth import bytes_per_token
+    from pytest_mlxvlm.common.bandwidth import bytes_per_token
 
     experts = [_t(f"model.layers.0.mlp.switch_mlp.{p}_proj.weight", (128, 768, 64), 128 * 1000)
                for p in ("gate", "up", "down")]
@@ -80,8 +80,8 @@ def test_moe_reads_the_routed_experts_only():
 def test_moe_twin_weight_bytes(tmp_path, monkeypatch):
     from mlx.utils import tree_flatten
 
-    from pytest_mlxvlm import models
-    from pytest_mlxvlm.bandwidth import decode_weight_bytes
+    from pytest_mlxvlm.common.bandwidth import decode_weight_bytes
+    from pytest_mlxvlm.models import loading as models
 
     monkeypatch.setenv("PYTEST_MLXVLM_CACHE", str(tmp_path))
     model = models.load("synthetic:qwen3-vl-30b-a3b-tiny").model

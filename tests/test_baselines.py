@@ -1,6 +1,6 @@
 """Baseline storage: the file format, reading and validating, updates in each mode, locking.
 
-Unit tests of ``pytest_mlxvlm.baselines`` and, through pytester sessions of the fake engine,
+Unit tests of ``pytest_mlxvlm.gate.baselines`` and, through pytester sessions of the fake engine,
 what a session writes and refuses to write.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm import baselines
+from pytest_mlxvlm.gate import baselines
 from pytest_mlxvlm.results import BASELINE_SCHEMA, METRICS, CaseResult, Sample
 
 pytestmark = pytest.mark.usefixtures("noisy_engine")
@@ -281,11 +281,11 @@ def test_two_sessions_updating_at_once(fake):
 
 def test_sessions_from_several_machines_of_one_chip_share_a_file(fake, monkeypatch):
     """A CI matrix or fresh cloud machines: each =add keeps which machine ran the session."""
-    from pytest_mlxvlm import machine
+    from pytest_mlxvlm.common import machine
 
     identity = dict(machine.detect())
     for host in ("host-a", "host-b", "host-a"):
-        monkeypatch.setattr("pytest_mlxvlm.machine.detect", lambda host=host: {**identity, "host": host})
+        monkeypatch.setattr("pytest_mlxvlm.common.machine.detect", lambda host=host: {**identity, "host": host})
         fake.runpytest(*RUN, "--mlx-resolutions", "224x224", "--mlx-update-baselines=add").assert_outcomes(passed=1)
     stored = baselines.read(fake.path / FILE)
     (case,) = stored.cases.values()
@@ -316,7 +316,7 @@ def test_sessions_from_two_machines_minutes_apart_are_not_a_burst(tmp_path):
 
 def test_the_measured_baselines_this_repository_ships_follow_its_own_rule():
     """Each shipped measured baseline can gate: 3+ sessions at two times or from two machines."""
-    from pytest_mlxvlm import gate
+    from pytest_mlxvlm.gate import decision as gate
 
     shipped = Path(__file__).parents[1] / "baselines"
     measured = [b for b in map(baselines.read, sorted(shipped.rglob("*.json"))) if b.kind == "measured"]

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from pytest_mlxvlm.batching import MIXED, SIMILAR, BatchCase, BatchError, batch_cases, check_images
-from pytest_mlxvlm.mediareport import batch_section, similar_vs_mixed
+from pytest_mlxvlm.reports.mediareport import batch_section, similar_vs_mixed
 from pytest_mlxvlm.results import CaseResult, Sample
+from pytest_mlxvlm.suites.batching import MIXED, SIMILAR, BatchCase, BatchError, batch_cases, check_images
 
 SMALL = ["--mlx-model", "synthetic:tiny", "-p", "no:benchmark", "--mlx-rounds", "2", "--mlx-max-tokens", "4",
          "--mlx-json", "out.json"]
@@ -69,6 +69,9 @@ def test_batch_suite(pytester: pytest.Pytester):
     for case in cases:
         size = case["workload"]["batch"]["size"]
         assert {s["generation_tokens"] for s in case["samples"]} == {4 * size}
+        # the work profile is that of the whole batch_generate call, keyed by the batch
+        assert case["work"]["key"]["batch"] == size
+        assert case["work"]["phases"]["batch"]["primitives"], case["work"]["phases"]
 
 
 @pytest.mark.slow

@@ -73,10 +73,9 @@ def test_twin_bandwidth_reproduces_the_bounds_recorded_in_process():
 
 @pytest.mark.slow  # builds a tiny quantized twin
 def test_a_lazily_built_twin_reads_what_the_loaded_one_reads(tmp_path, monkeypatch):
-    from pytest_mlxvlm import models
-    from pytest_mlxvlm.bandwidth import decode_weight_bytes, kv_bytes_per_position
-
     from benchmarks import twin_bandwidth
+    from pytest_mlxvlm.common.bandwidth import decode_weight_bytes, kv_bytes_per_position
+    from pytest_mlxvlm.models import loading as models
 
     monkeypatch.setenv("PYTEST_MLXVLM_CACHE", str(tmp_path))
     spec = "synthetic:gemma3-4b-tiny-4bit"  # a head sharing the embedding's buffer, quantized
@@ -84,20 +83,42 @@ def test_a_lazily_built_twin_reads_what_the_loaded_one_reads(tmp_path, monkeypat
     assert twin_bandwidth.decode_bytes(spec) == (decode_weight_bytes(loaded), kv_bytes_per_position(loaded))
 
 
-@pytest.mark.parametrize("order", ["turns", "concurrent", "staggered"])
-def test_ab_jobs_records_triples_in_each_order(tmp_path, order):
-    """benchmarks.ab_jobs on the fake engine: a scratch repository, three workers, one JSON line
-    per triple in every order (staggered: each worker asked after the one before has its first
-    token), and a judge over the recording."""
+@pytest.mark.parametrize("order", ["turns", "barrier"])
+def test_ab_jobs_records_in_each_order_and_resumes(tmp_path, order):
+    """benchmarks.ab_jobs on the fake engine: a scratch repository, three workers; in turns one
+    JSON line per triple, in an order at once an A/A' and an A/B pair per step, two workers at
+    once as a job's pair (ABBA over the steps); a second call resumes; a judge over the recording."""
     from benchmarks import ab_jobs
 
     scratch = tmp_path / "scratch"
     ab_jobs.build(scratch, mlp=0.1, cols=0)
     out = tmp_path / "out"
-    ab_jobs.record(scratch, out, "fake:m", "224x224", triples=3, tokens=4, time_limit=120, warmup=1,
-                   concurrent=order == "concurrent", staggered=order == "staggered")
+    if order != "turns":  # the second call resumes (one order is enough: the loop is shared)
+        ab_jobs.record(scratch, out, "fake:m", "224x224", steps=2, tokens=4, time_limit=120, warmup=1, order=order)
+    ab_jobs.record(scratch, out, "fake:m", "224x224", steps=3, tokens=4, time_limit=120, warmup=1, order=order)
     lines = [json.loads(line) for line in (out / "rounds-224x224.jsonl").read_text().splitlines()]
-    assert len(lines) == 3 and all({"a", "a2", "b"} <= set(line) for line in lines)
-    first_three = list(itertools.permutations(ab_jobs.SIDES))[:3]
-    assert [line["order"] for line in lines] == [list(order) for order in first_three]
-    assert "A/A" in ab_jobs.judge_recording([out], jobs=1, pairs="3:3", alpha=0.05)
+    if order == "turns":
+        first_three = list(itertools.permutations(ab_jobs.SIDES))[:3]
+        assert [line["order"] for line in lines] == [list(order) for order in first_three]
+        assert all({"a", "a2", "b"} <= set(line) for line in lines)
+    else:
+        assert [line["order"] for line in lines] == [["a", "a2"], ["a", "b"], ["b", "a"], ["a2", "a"],
+                                                     ["a2", "a"], ["b", "a"]]
+        assert all(line["wall_s"] > 0 and set(line["held_s"]) == set(line["order"]) for line in lines)
+    table = ab_jobs.judge_recording([out], jobs=1, pairs="3:3", alpha=0.05)
+    assert f"order {order}" in table and "| inconclusive |" in table
+    assert "| A/A | 224x224 | **0/1** |" in table and "| A/B | 224x224 |" in table
+
+
+def test_every_script_says_what_it_regenerates_and_the_index_lists_it():
+    from benchmarks.__main__ import first_line, main, scripts
+
+    kinds = scripts()
+    assert kinds["regenerates"] and kinds["probes"]
+    for name, path in kinds["regenerates"].items():
+        line = first_line(path)
+        assert any(doc in line for doc in ("README", "docs/", "ARCHITECTURE.md", "baselines/")), \
+            f"{path.name}: the first line should name the documented table or figure it regenerates: {line!r}"
+    for name, path in kinds["support"].items():
+        assert first_line(path).startswith("Support of ")
+    assert main(["no-such-script"]) == 2

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_mlxvlm.cache import Expectation, CacheEngineError, classify
+from pytest_mlxvlm.suites.cache import CacheEngineError, Expectation, classify
 
 BROKEN = """
 from pytest_mlxvlm.testing import BrokenCacheEngines
@@ -73,7 +73,7 @@ def test_broken_engines_fail_the_right_steps_and_only_those(pytester: pytest.Pyt
 
 @pytest.mark.slow
 def test_real_engines_run_the_whole_suite(pytester: pytest.Pytester):
-    """mlx-vlm 0.7.10's engines, as they really behave (see the README's findings)."""
+    """mlx-vlm 0.7.10's engines, as they really behave (see docs/cache.md)."""
     result = pytester.runpytest(*SUITE, "--mlx-cache-engine", "apc,prompt-cache")
     doc = json.loads((pytester.path / "out.json").read_text())
     failed = _failed_steps(doc)
@@ -129,7 +129,7 @@ def pytest_mlxvlm_cache_expectations(engine, expectations):
     ("vllm-mlx", "*cache engine 'vllm-mlx' needs the vllm_mlx package: pip install --no-deps vllm-mlx*"),
 ])
 def test_bad_engine_names(pytester: pytest.Pytester, monkeypatch, engine, message):
-    monkeypatch.setattr("pytest_mlxvlm.cache.vllm_mlx_available", lambda: False)
+    monkeypatch.setattr("pytest_mlxvlm.suites.cache.vllm_mlx_available", lambda: False)
     result = pytester.runpytest(*SUITE, "--mlx-cache-engine", engine)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
@@ -223,7 +223,7 @@ def test_snapshot_kv_cuts_each_layer_back_with_its_own_trim():
     import mlx.core as mx
     from mlx_vlm.models.cache import KVCache, RotatingKVCache
 
-    from pytest_mlxvlm.cache import snapshot_kv
+    from pytest_mlxvlm.suites.cache import snapshot_kv
 
     layers = [_filled_kv(KVCache(), 6), _filled_kv(RotatingKVCache(max_size=64), 6)]
     snapshot = snapshot_kv(layers, 4)
@@ -240,7 +240,7 @@ def test_snapshot_kv_names_a_cache_type_it_cannot_cut_back():
     import mlx.core as mx
     from mlx_vlm.models.cache import ArraysCache, KVCache, RotatingKVCache
 
-    from pytest_mlxvlm.cache import snapshot_kv
+    from pytest_mlxvlm.suites.cache import snapshot_kv
 
     conv = ArraysCache(size=1)
     conv[0] = mx.zeros((1, 2, 8))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_mlxvlm import exports
+from pytest_mlxvlm.reports import exports
 from pytest_mlxvlm.results import METRICS, CaseResult, Sample
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema comes with the dev extra")
@@ -104,15 +104,20 @@ def _steps(name: str) -> list[dict]:
     return [step for job in doc["jobs"].values() for step in job["steps"]]
 
 
+def _commands(steps: list[dict]) -> str:
+    """What the steps run: their scripts and the pytest arguments they give the plugin's action."""
+    return " ".join([s.get("run", "") for s in steps] + [s.get("with", {}).get("pytest-args", "") for s in steps])
+
+
 def test_the_bencher_workflow_uploads_the_file_it_writes():
-    runs = " ".join(s.get("run", "") for s in _steps("bencher.yml"))
+    runs = _commands(_steps("bencher.yml"))
     assert "--mlx-bmf bmf.json" in runs and "bencher run" in runs
     assert "--adapter json --file bmf.json" in runs
 
 
 def test_the_github_action_benchmark_workflow_reads_one_file_per_direction():
     steps = _steps("github-action-benchmark.yml")
-    assert "--mlx-github-benchmark benchmark-out" in " ".join(s.get("run", "") for s in steps)
+    assert "--mlx-github-benchmark benchmark-out" in _commands(steps)
     actions = [s["with"] for s in steps if str(s.get("uses", "")).startswith("benchmark-action/")]
     assert {(a["tool"], a["output-file-path"]) for a in actions} == {
         ("customBiggerIsBetter", f"benchmark-out/{exports.BIGGER_FILE}"),
@@ -120,5 +125,8 @@ def test_the_github_action_benchmark_workflow_reads_one_file_per_direction():
 
 
 def test_the_team_database_workflow_writes_and_reports_from_one_url():
-    runs = " ".join(s.get("run", "") for s in _steps("team-database.yml"))
-    assert '--mlx-history "$HISTORY_URL"' in runs and 'pytest-mlxvlm report "$HISTORY_URL"' in runs
+    steps = _steps("team-database.yml")
+    (sweep,) = [s for s in steps if "pytest-mlxvlm@" in s.get("uses", "") and "model" in s["with"]]
+    (report,) = [s for s in steps if 'pytest-mlxvlm report "$HISTORY_URL"' in s.get("run", "")]
+    assert sweep["with"]["history"] == report["env"]["HISTORY_URL"] == "${{ secrets.MLXVLM_HISTORY_URL }}"
+    assert "postgresql" in sweep["with"]["extras"]

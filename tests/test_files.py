@@ -3,13 +3,15 @@
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm import files
-from pytest_mlxvlm.files import append_line, atomic_write_text, lock_path, locked, write_json
+from pytest_mlxvlm.common import files
+from pytest_mlxvlm.common.files import append_line, atomic_write_text, lock_path, locked, write_json
 
 
 @pytest.fixture
@@ -151,3 +153,58 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_at_the_next_write(tmp_pa
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
     assert not stale.exists() and fresh.exists()
+
+
+# -- an append is all or nothing --------------------------------------------------------------------
+
+def test_an_append_that_fails_midway_is_undone(tmp_path, monkeypatch):
+    """ENOSPC after part of the line reached the file (as a filling disk does): the file is
+    truncated back to its old length, and the error goes on."""
+    import errno
+
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"session": 1}\n')
+    before, target = path.read_bytes(), path.stat().st_ino
+    real_write = os.write
+    calls = []
+
+    def disk_fills_up(fd: int, data: bytes) -> int:
+        if os.fstat(fd).st_ino != target:  # any other file is written as usual
+            return real_write(fd, data)
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data[: len(data) // 2])  # a short write: the disk is filling up
+
+    monkeypatch.setattr(os, "write", disk_fills_up)
+    with pytest.raises(OSError, match="No space left on device"):
+        append_line(path, '{"session": 2, "padding": "' + "x" * 3000 + '"}')
+    monkeypatch.undo()
+    assert len(calls) == 2 and path.read_bytes() == before
+
+
+FILE_SIZE_LIMIT = r"""
+import resource, signal, sys
+from pathlib import Path
+from pytest_mlxvlm.common.files import append_lines
+path = Path(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 100, resource.RLIM_INFINITY))
+try:
+    append_lines(path, ["x" * 60, "y" * 4000])
+except OSError as exc:
+    print(exc.strerror)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file size limit")
+def test_an_append_cut_by_the_kernel_leaves_the_file_as_it_was(tmp_path):
+    """A real short write: the process's file size limit (RLIMIT_FSIZE) stops the append after
+    100 bytes, as a full disk would."""
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"session": 1}\n' * 197)  # 2,955 bytes, as in the report of the fault
+    before = path.read_bytes()
+    out = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(path)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=60)
+    assert out.stdout.strip() == "File too large", out.stderr
+    assert path.read_bytes() == before

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm import gate, machine
-from pytest_mlxvlm.baselines import BaselineCase
+from pytest_mlxvlm.common import machine
+from pytest_mlxvlm.gate import decision as gate
+from pytest_mlxvlm.gate.baselines import BaselineCase
 from pytest_mlxvlm.results import CaseResult, Sample
 
 pytestmark = pytest.mark.usefixtures("noisy_engine")
@@ -52,6 +53,27 @@ def test_real_slowdown_fails_each_case_with_an_actionable_message(fake, monkeypa
     assert speed["verdict"] == "regressed" and speed["p_value"] < 0.05
 
 
+def test_too_few_samples_are_undecidable_not_a_pass(fake, monkeypatch):
+    """3 rounds against a one-session baseline of 3 can never reach p < 0.05: a gating baseline
+    fails the case saying so (and what would do), a weak one warns; 4 rounds decide."""
+    run = [*RUN, "--mlx-rounds", "3", "--mlx-resolutions", "224x224"]
+    fake.runpytest(*run, "--mlx-update-baselines").assert_outcomes(passed=1)
+    monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "1.3")
+    result = fake.runpytest(*run)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*mlxvlm: the gate cannot decide *test_image_generation[[]224x224[]] (fake:a, baseline *fake-a.json): "
+        "Speed, Decode, TTFT, Peak memory: 3 rounds against 3 baseline samples cannot reach p < 0.05 "
+        "(at best 0.05), so no change of any size could fail this case; measure at least 4 rounds "
+        "(--mlx-rounds 4) or add baseline sessions (--mlx-update-baselines=add)",
+        "*1 compared, 0 regressed, 0 new, 0 unused, 1 undecidable*",
+    ], consecutive=False)
+    weak = fake.runpytest(*[a for a in run if a != "--mlx-strict-baselines"])
+    weak.assert_outcomes(passed=1)
+    weak.stdout.fnmatch_lines(["*MlxGatePowerWarning: mlxvlm: the gate cannot decide *224x224*"])
+    fake.runpytest(*run, "--mlx-rounds", "4").assert_outcomes(failed=1)  # decidable: the slowdown fails
+
+
 def test_slowdown_within_tolerance_passes(fake, monkeypatch):
     _baseline(fake)
     monkeypatch.setenv("FAKE_MLX_SLOWDOWN", "1.04")
@@ -90,7 +112,7 @@ def test_improvement_passes_and_can_flag_a_stale_baseline(fake, monkeypatch):
     result.assert_outcomes(passed=2)
     assert result.stdout.str().count("MlxStaleBaselineWarning:") == 2  # one per stale case
     result.stdout.fnmatch_lines([
-        "*MlxStaleBaselineWarning: *[[]224x224[]] improved beyond 20%: end_to_end_tps +4?.?%, *stale*",
+        "*MlxStaleBaselineWarning: *[[]224x224[]] improved beyond 20%: Speed +4?.?%, *stale*",
         "*2 compared, 0 regressed, 0 new, 0 unused, 2 improved*",
     ], consecutive=False)
 
@@ -381,7 +403,7 @@ def test_a_one_session_baseline_reports_a_slowdown_without_failing(fake, monkeyp
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
         "*mlxvlm baselines (test-chip): 2 compared, 0 regressed, 0 new, 0 unused, 2 not gated*",
-        "slower, not gated: *test_image_generation[[]224x224[]]: end_to_end_tps -23.1%, *not gated: the "
+        "slower, not gated: *test_image_generation[[]224x224[]]: Speed -23.1%, *not gated: the "
         "baseline holds 1 session recorded within 1 minute (at least 3 needed)",
         "*--mlx-update-baselines=add*--mlx-strict-baselines*",
     ])

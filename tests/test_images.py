@@ -4,8 +4,8 @@ import PIL.Image
 import pytest
 from PIL import Image
 
-from pytest_mlxvlm.images import ImageError, image_file, open_image, synthetic_image
-from pytest_mlxvlm.settings import Resolution
+from pytest_mlxvlm.config.settings import Resolution
+from pytest_mlxvlm.measure.images import ImageError, image_file, open_image, synthetic_image
 
 
 def test_synthetic_image_is_deterministic_per_seed():
@@ -46,6 +46,40 @@ def test_a_grey_image_opens_as_rgb(tmp_path):
     Image.new("L", (8, 8), 99).save(tmp_path / "grey.png")
     img = open_image(tmp_path / "grey.png")
     assert img.mode == "RGB" and img.getpixel((0, 0)) == (99, 99, 99)
+
+
+@pytest.mark.parametrize("mode, values, expected", [
+    ("I;16", [0, 257 * 100, 65535], [0, 100, 255]),  # a 16-bit greyscale PNG: scaled, not clipped
+    ("I", [0, 257 * 100, 65535], [0, 100, 255]),
+    ("I", [0, 100, 255], [0, 100, 255]),  # 8-bit values in a 32-bit image: kept
+    ("F", [0.0, 100 / 255, 1.0], [0, 100, 255]),  # floats from 0 to 1
+    ("F", [-1.0, 0.0, 1.0], [0, 128, 255]),  # any other range: stretched
+])
+def test_deep_greyscale_keeps_its_picture(tmp_path, mode, values, expected):
+    import numpy as np
+
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    img = Image.fromarray(np.array([values], dtype=dtype), mode) if mode != "I;16" else \
+        Image.fromarray(np.array([values], dtype=dtype))
+    path = tmp_path / ("deep.png" if mode == "I;16" else "deep.tif")  # PNG holds 16 bits, TIFF 32
+    img.save(path)
+    opened = open_image(path)
+    assert [opened.getpixel((x, 0)) for x in range(3)] == [(v, v, v) for v in expected]
+
+
+def test_a_16_bit_picture_is_not_lost_to_white(tmp_path):
+    import numpy as np
+
+    gradient = np.linspace(0, 65535, 256 * 256).reshape(256, 256).astype(np.uint16)
+    Image.fromarray(gradient).save(tmp_path / "g16.png")
+    rgb = np.asarray(open_image(tmp_path / "g16.png"))
+    assert (rgb == 255).all(axis=-1).mean() < 0.01  # PIL's own conversion: 99.6% white
+    assert rgb.mean() == pytest.approx(127.5, abs=1)
+
+
+def test_a_folder_is_not_an_image(tmp_path):
+    with pytest.raises(ImageError, match="it is a folder; give one image file"):
+        open_image(tmp_path)
 
 
 @pytest.mark.parametrize("content, reason", [

@@ -1,6 +1,7 @@
 """Crash-isolated cases (--mlx-isolate) and inputs refused before they can crash MLX."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,9 +10,9 @@ ISOLATED = ["--mlx-model", "fake:m", "--mlx-isolate", "--mlx-resolutions", "224x
 
 
 def test_a_case_that_kills_the_interpreter_fails_alone(pytester):
-    # the worker aborts (SIGABRT, as MLX does on a fatal error) at its 4th generation: the
-    # first of 336x336; 448x448 gets a fresh worker and passes
-    pytester.makepyfile(fake_mlx_speed="CRASH_AT = 4\n")
+    # the worker aborts (SIGABRT, as MLX does on a fatal error) at its 6th generation (3 rounds
+    # and the work profile's round a case): its first measured round of 336x336; 448x448 gets a fresh worker and passes
+    pytester.makepyfile(fake_mlx_speed="CRASH_AT = 6\n")
     result = pytester.runpytest(*ISOLATED, "--mlx-json", "r.json", "--mlx-history", "h.jsonl")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
@@ -23,6 +24,10 @@ def test_a_case_that_kills_the_interpreter_fails_alone(pytester):
     assert {r["resolution"]: r["outcome"] for r in doc["results"]} == {"224x224": "passed",
                                                                        "448x448": "passed"}
     assert len((pytester.path / "h.jsonl").read_text().splitlines()) == 1
+    # the worker's log is kept in the session's own temporary folder, and the summary says where
+    logs = pytester.path.parent / "basetemp" / "mlxvlm-logs"  # pytester's --basetemp
+    result.stdout.fnmatch_lines([f"mlxvlm: the logs of this session's workers and servers are kept in {logs}"])
+    assert [p.name.startswith("mlxvlm-measuring-worker-") for p in logs.iterdir()] == [True]
 
 
 def test_a_hung_generation_is_stopped(pytester):
@@ -37,6 +42,8 @@ def test_the_bandwidth_bound_comes_from_the_worker(pytester):
     pytester.makepyfile(fake_mlx_speed="WEIGHT_BYTES = 10**9\nKV_BYTES_PER_POSITION = 1000\n")
     result = pytester.runpytest(*ISOLATED, "--mlx-bandwidth", "50", "--mlx-json", "r.json")
     result.assert_outcomes(passed=3)
+    assert not (pytester.path.parent / "basetemp" / "mlxvlm-logs").exists()  # a clean session's logs go
+    assert "logs of this session" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*| % of BW limit (tok/s) |", "*| 224x224 *| 200% of 50 *|",
                                  "Bandwidth limit of decode: 50 GB/s *"])
     doc = json.loads((pytester.path / "r.json").read_text())
@@ -59,8 +66,8 @@ def test_real_model_in_a_worker(pytester):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*| % of BW limit (tok/s) |", "*| 224x224 *| 8 *| 64 *| *% of * *|"])
     # the bound the worker's bytes give is the one this process computes from the same model
-    from pytest_mlxvlm import models
-    from pytest_mlxvlm.bandwidth import decode_limit, decode_weight_bytes, kv_bytes_per_position
+    from pytest_mlxvlm.common.bandwidth import decode_limit, decode_weight_bytes, kv_bytes_per_position
+    from pytest_mlxvlm.models import loading as models
 
     model = models.load("synthetic:tiny").model
     case = json.loads((pytester.path / "r.json").read_text())["results"][0]
@@ -82,3 +89,11 @@ def test_an_image_too_large_for_the_vision_encoder_is_refused_and_the_rest_is_ke
         "4.29e+09 scores (1 heads x 65536²), beyond the 2^31 elements MLX can index*",
     ])
     assert [r["resolution"] for r in json.loads((pytester.path / "r.json").read_text())["results"]] == ["224x224"]
+
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_a_killed_session_leaves_no_worker(pytester, session_killer):
+    pytester.makepyfile(fake_mlx_speed="HANG_AT = 1\n")  # the generation hangs: only a kill ends it
+    workers = session_killer.kill([*ISOLATED, "--noconftest"], pytester.path, workers=1)
+    assert session_killer.survivors(workers, within_s=3.0) == [], "a worker outlived its SIGKILLed session by 3 s"

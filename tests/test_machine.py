@@ -5,7 +5,7 @@ from importlib import metadata
 
 import pytest
 
-from pytest_mlxvlm import machine
+from pytest_mlxvlm.common import machine
 
 # The detection itself, bound before any test replaces it (--simulate-mac, simulated_mac).
 DETECT = machine.detect

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm import merge
-from pytest_mlxvlm.cli import main
+from pytest_mlxvlm.cli.main import main
+from pytest_mlxvlm.reports import merge
 from pytest_mlxvlm.results import MERGED_SCHEMA
 
 DATA = Path(__file__).parent / "data" / "merge"

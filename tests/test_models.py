@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pytest_mlxvlm import models
-from pytest_mlxvlm.models import ModelLoadError, model_slug, short_name, source_kind
+from pytest_mlxvlm.models import loading as models
+from pytest_mlxvlm.models.loading import ModelLoadError, model_slug, short_name, source_kind
 
 
 @pytest.mark.parametrize("spec, name", [

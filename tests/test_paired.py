@@ -5,15 +5,19 @@ import math
 import numpy as np
 import pytest
 
-from pytest_mlxvlm.paired import (
+from pytest_mlxvlm.gate.paired import (
     compare_paired,
     detectable,
     estimate,
     estimate_fast,
     format_change,
+    inconclusive,
+    more_pairs,
+    pairs_to_settle,
     settled,
     worse_log_ratios,
 )
+from pytest_mlxvlm.results import MetricComparison
 
 
 def drifting(n: int, factor: float, seed: int = 0, pair_noise: float = 0.02):
@@ -112,7 +116,7 @@ def test_the_change_reads_like_the_report():
 
 
 def test_inconclusive_only_when_a_regression_is_not_ruled_out():
-    from pytest_mlxvlm.paired import inconclusive
+    from pytest_mlxvlm.gate.paired import inconclusive
     from pytest_mlxvlm.results import MetricComparison
 
     def decode(low: float, high: float) -> MetricComparison:
@@ -122,3 +126,24 @@ def test_inconclusive_only_when_a_regression_is_not_ruled_out():
     assert inconclusive(decode(-0.15, 0.05))  # wide, and could be 15% slower
     assert not inconclusive(decode(-0.02, 0.20))  # wide, but at worst 2% slower: a pass
     assert not inconclusive(decode(-0.05, 0.05))  # narrow
+
+
+def _decode(change: float, low: float, high: float, n: int = 20, tolerance: float = 0.03) -> MetricComparison:
+    return MetricComparison("generation_tps", 100.0, 100.0 * (1 + change), change, tolerance, 0.5, "ok",
+                            n, n, None, interval=[low, high])
+
+
+def test_pairs_to_settle_an_inconclusive_interval():
+    # no change, ±12%: narrower than ±8% after (12/8)^2 = 2.25 times the pairs (clear of 3%
+    # would need (12/3)^2 = 16 times)
+    wide = _decode(0.0, -0.12, 0.12)
+    assert inconclusive(wide)
+    assert pairs_to_settle(wide) == pytest.approx(20 * 2.25)
+    assert more_pairs([wide, _decode(0.0, -0.01, 0.01)]) == 25  # the narrow metric settles nothing
+    # a slowdown beyond the tolerance with a low end below it: until the low end clears 3%
+    slowed = _decode(-0.10, -0.30, 0.04)
+    needed = pairs_to_settle(slowed)
+    assert inconclusive(slowed) and 20 < needed < 20 * (0.17 / 0.08) ** 2
+    # a change on the tolerance itself: more pairs are unlikely to settle it soon
+    assert more_pairs([_decode(-0.03, -0.40, 0.34)]) is None
+    assert more_pairs([_decode(0.0, -0.01, 0.01)]) is None  # nothing inconclusive

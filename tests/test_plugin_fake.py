@@ -4,39 +4,80 @@ import json
 
 import pytest
 
-from pytest_mlxvlm import machine
+from pytest_mlxvlm.common import machine
 from pytest_mlxvlm.testing import CONFTEST
 
 
-def test_help_lists_every_option_with_its_ini_name(pytester: pytest.Pytester):
-    result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines([
-        "VLM inference benchmarks on MLX (pytest-mlxvlm):",
-        "  --mlx-model=MODEL *",
-        "  --quick *",
-        "  --mlx-resolutions=WxH,...",
-        "  --mlx-max-tokens=N *",
-        "  --mlx-rounds=N|auto *",
-        "  --mlx-warmup=N *",
-        "  --mlx-prompt=TEXT *",
-        "  --mlx-image=PATH *",
-        "  --mlx-json=PATH *",
-        "  --mlx-chip=KEY *",
-        "  --mlx-suite=*",
-    ], consecutive=False)
-    text = " ".join(result.stdout.str().split())
-    for ini in ("mlx_model", "mlx_quick", "mlx_resolutions", "mlx_max_tokens", "mlx_rounds",
-                "mlx_warmup", "mlx_prompt", "mlx_image", "mlx_json", "mlx_chip", "mlx_suite"):
-        assert f"[ini: {ini}]" in text
-        assert f"{ini} (" in text  # listed among the ini settings too
+MY_TEST = """
+import pytest
+
+@pytest.mark.mlx_benchmark(rounds=3, max_tokens=16, resolutions="448x448")
+def test_mine(mlx_bench):
+    mlx_bench.run()
+"""
 
 
-def test_header(fake: pytest.Pytester):
-    result = fake.runpytest("--mlx-model", "fake:a", "--quick", "--co")
+def test_header_says_what_each_test_will_use(fake: pytest.Pytester):
+    """Per test, the sizes, rounds, warmup and tokens it will use (its marker applied), not the
+    session's defaults."""
+    fake.makepyfile(test_mine=MY_TEST)
+    result = fake.runpytest("--mlx-model", "fake:a", "--quick", "--co", "--mlx-suite", "images")
     result.stdout.fnmatch_lines([
-        "mlxvlm: models fake:a; 4 resolutions (224x224, 448x448, 768x768, 1024x1024)",
-        "mlxvlm: 5 rounds after 1 warmup, 64 tokens each",
+        "mlxvlm: models fake:a",
+        "mlxvlm: test_mine [[]448x448[]]: 3 rounds after 1 warmup, 16 tokens each",
+        "mlxvlm: test_image_generation [[]224x224, 448x448, 768x768, 1024x1024[]]: 5 rounds after 1 "
+        "warmup, 64 tokens each",
     ])
+    adaptive = fake.runpytest("--mlx-model", "fake:a", "--co", "--mlx-rounds", "4:9", "--mlx-suite", "off")
+    adaptive.stdout.fnmatch_lines(["mlxvlm: test_mine [[]448x448[]]: 3 rounds after 1 warmup, 16 tokens each"])
+    fake.makepyfile(test_mine=MY_TEST.replace("rounds=3, ", ""))
+    adaptive = fake.runpytest("--mlx-model", "fake:a", "--co", "--mlx-rounds", "4:9")
+    adaptive.stdout.fnmatch_lines(["mlxvlm: test_mine [[]448x448[]]: 4 to 9 rounds (until each median is "
+                                   "within ±3%, at most 120 s a case) after 1 warmup, 16 tokens each"])
+
+
+def test_no_header_lines_where_nothing_is_measured(pytester: pytest.Pytester):
+    """Installed in another project: pytest's header and collection say nothing of the plugin."""
+    pytester.makepyfile("def test_plain(): pass")
+    result = pytester.runpytest("-v")
+    result.assert_outcomes(passed=1)
+    assert not [line for line in result.stdout.lines if line.startswith("mlxvlm")]
+
+
+def test_auto_adds_the_sweep_only_to_a_session_without_measured_tests_of_its_own(fake: pytest.Pytester):
+    alone = fake.runpytest("--mlx-model", "fake:a", "--co", "-q")
+    assert sum("::test_image_generation[" in line for line in alone.stdout.lines) == 10
+    fake.makepyfile(test_mine=MY_TEST, test_plain="def test_plain(): pass")
+    result = fake.runpytest("--mlx-model", "fake:a", "--co")
+    result.stdout.fnmatch_lines([
+        "collected 12 items / 10 deselected / 2 selected",
+        "mlxvlm: the built-in image sweep (10 tests) is not added: this session has 1 measured test "
+        "of its own; add it with --mlx-suite images",
+    ], consecutive=False)
+    assert "test_image_generation" not in result.stdout.str().split("deselected")[-1]
+    named = fake.runpytest("--mlx-model", "fake:a", "--co", "-q", "--mlx-suite", "images")
+    assert sum("::test_image_generation[" in line for line in named.stdout.lines) == 10
+
+
+def test_json_gives_the_settings_each_test_used(fake: pytest.Pytester):
+    fake.makepyfile(test_mine=MY_TEST)
+    result = fake.runpytest("--mlx-model", "fake:a", "--mlx-suite", "images", "--mlx-resolutions",
+                            "224x224", "--mlx-json", "r.json", "--mlx-max-tokens", "8")
+    result.assert_outcomes(passed=2)
+    settings = json.loads((fake.path / "r.json").read_text())["settings"]
+    assert settings["resolutions"] == ["448x448", "224x224"]
+    assert (settings["rounds"], settings["max_tokens"], settings["warmup"]) == ([3, 5], [16, 8], 1)
+    tests = settings["tests"]
+    assert tests["test_mine.py::test_mine"] == {
+        "cases": ["448x448"], "rounds": 3, "max_tokens": 16, "warmup": 1,
+        "prompt": "Describe this image in detail.", "image": "synthetic"}
+    builtin = next(v for k, v in tests.items() if k.endswith("::test_image_generation"))
+    assert (builtin["cases"], builtin["rounds"], builtin["max_tokens"]) == (["224x224"], 5, 8)
+    assert settings["defaults"]["rounds"] == 5 and settings["defaults"]["resolutions"] == ["224x224"]
+    only_mine = fake.runpytest("--mlx-model", "fake:a", "--mlx-json", "m.json")
+    settings = json.loads((fake.path / "m.json").read_text())["settings"]
+    assert (settings["resolutions"], settings["rounds"], settings["max_tokens"]) == (["448x448"], 3, 16)
+    only_mine.assert_outcomes(passed=1)
 
 
 def test_full_sweep_ids_across_models(fake: pytest.Pytester):
@@ -132,6 +173,41 @@ def pytest_sessionfinish(session):
     result.stdout.fnmatch_lines(["*LOADS [[]'fake:a', 'fake:b'[]]*"])
 
 
+def test_pytest_benchmark_only_when_asked(fake: pytest.Pytester):
+    """Installed (the dev extra) but not asked for: nothing is handed to it, so no second table."""
+    run = ["--mlx-model", "fake:a", "--mlx-resolutions", "224x224", "--mlx-rounds", "2"]
+    quiet = fake.runpytest(*run)
+    quiet.assert_outcomes(passed=1)
+    assert "benchmark 'fake:a'" not in quiet.stdout.str()
+    asked = fake.runpytest(*run, "--mlx-pytest-benchmark")
+    asked.assert_outcomes(passed=1)
+    asked.stdout.fnmatch_lines(["*benchmark 'fake:a': 1 tests*"])
+    fake.makeini("[pytest]\naddopts = --benchmark-columns=min,max\n")  # a --benchmark-* option asks too
+    fake.runpytest(*run).stdout.fnmatch_lines(["*benchmark 'fake:a': 1 tests*"])
+
+
+def test_without_pytest_benchmark_nothing_of_it_shows(fake: pytest.Pytester):
+    """As where it is not installed (it is an extra now): no banner, no table, no .benchmarks/."""
+    run = ["--mlx-model", "fake:a", "--mlx-resolutions", "224x224", "--mlx-rounds", "2", "-p", "no:benchmark"]
+    result = fake.runpytest(*run)
+    result.assert_outcomes(passed=1)
+    assert not any(line.startswith("benchmark:") for line in result.stdout.lines)
+    assert not (fake.path / ".benchmarks").exists()
+    asked = fake.runpytest(*run, "--mlx-pytest-benchmark")
+    assert asked.ret == pytest.ExitCode.USAGE_ERROR
+    asked.stderr.fnmatch_lines(["*--mlx-pytest-benchmark needs pytest-benchmark: pip install 'pytest-mlxvlm[[]benchmark[]]'*"])
+
+
+def test_pytest_benchmark_is_an_extra_not_a_dependency():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11 and newer")
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("pytest-benchmark") for d in project["dependencies"])
+    extras = project["optional-dependencies"]
+    assert extras["benchmark"] == ["pytest-benchmark>=5"] and "pytest-benchmark>=5" in extras["dev"]
+
+
 def test_pytest_benchmark_receives_the_measurements(fake: pytest.Pytester):
     result = fake.runpytest("--mlx-model", "fake:a", "--mlx-resolutions", "224x224",
                             "--mlx-rounds", "4", "--benchmark-json", "bench.json")
@@ -186,8 +262,8 @@ def test_xdist_measured_tests_share_one_worker_and_results_merge(fake: pytest.Py
     result.stdout.fnmatch_lines(["*mlxvlm: tests that use mlx_model run on one pytest-xdist worker*"])
     assert "Benchmark fixture was not used" not in result.stdout.str()
     result.stdout.fnmatch_lines([  # progress lines from the workers' reports, in the controller
-        "mlxvlm: fake:a 224x224: 88.* tok/s, TTFT 91 ms, decode 100.0 tok/s [[]1/4, ~*s left[]]",
-        "mlxvlm: fake:a 1024x1024: * tok/s, TTFT * ms, decode 100.0 tok/s [[]4/4, ~0s left[]]",
+        "mlxvlm: [[]1/4[]] fake:a 224x224: Speed 88.* tok/s, TTFT 91 ms, Decode 100.0 tok/s; * so far, ~* left",
+        "mlxvlm: [[]4/4[]] fake:a 1024x1024: Speed * tok/s, TTFT * ms, Decode 100.0 tok/s; * so far, done",
     ], consecutive=False)
     workers: dict[str, set[str]] = {"measured": set(), "ordinary": set()}
     for line in result.stdout.lines:
@@ -257,11 +333,11 @@ def test_xdist_gate_failure_is_reported_once_by_the_controller(fake: pytest.Pyte
 def test_progress_line_per_case_in_verbose_mode(fake: pytest.Pytester):
     result = fake.runpytest("--mlx-model", "fake:a", "--quick", "--mlx-rounds", "1", "-v")
     result.stdout.fnmatch_lines([
-        "mlxvlm: fake:a 224x224: 88.* tok/s, TTFT 91 ms, decode 100.0 tok/s [[]1/4, ~*s left[]]",
-        "mlxvlm: fake:a 1024x1024: * tok/s, TTFT * ms, decode 100.0 tok/s [[]4/4, ~0s left[]]",
+        "mlxvlm: [[]1/4[]] fake:a 224x224: Speed 88.* tok/s, TTFT 91 ms, Decode 100.0 tok/s; * so far, ~* left",
+        "mlxvlm: [[]4/4[]] fake:a 1024x1024: Speed * tok/s, TTFT * ms, Decode 100.0 tok/s; * so far, done",
     ], consecutive=False)
     quiet = fake.runpytest("--mlx-model", "fake:a", "--quick", "--mlx-rounds", "1")
-    assert "left]" not in quiet.stdout.str()
+    assert "so far" not in quiet.stdout.str()  # a short session: no progress lines without -v
 
 
 def test_xdist_scheduling_of_other_projects_is_left_alone(pytester: pytest.Pytester):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm import machine, synthetic
+from pytest_mlxvlm.common import machine
+from pytest_mlxvlm.models import synthetic
 
 BACKENDS = ("metal", "cuda", "cpu")
 
@@ -21,7 +22,7 @@ def test_quick_table_and_json_report(pytester: pytest.Pytester):
     )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
-        "test_mlxvlm_images.py .. *",
+        "test_mlxvlm_images.py ..*",  # a progress line may follow the dots (a long session)
         f"*mlxvlm: synthetic:tiny on * ({machine.identity()['backend']})*",
         "| Resolution | Pixels | Time * | Tokens | Speed * | TTFT * | Prefill * | Decode * | Image tok | Peak mem | Spread * |",
         "| 224x224 * | 50K * | 6 * | * tok/s | * | 64 * |",
@@ -180,3 +181,58 @@ def test_users_own_image_is_resized(pytester: pytest.Pytester):
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*cannot open image '*broken.png': not an image format PIL can read"])
     assert "During handling" not in result.stdout.str()
+
+
+INJECT_MLP = '''
+import os
+
+import mlx.nn as nn
+import pytest
+
+
+class Twice(nn.Module):
+    """The first decoder layer's MLP computed twice (the second kept in the graph)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def __call__(self, x):
+        return self.inner(x) + 0 * self.inner(x)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_mlxvlm_load_model(spec, settings):
+    loaded = yield
+    if loaded is not None and os.environ.get("INJECT_MLP_TWICE"):
+        layer = loaded.model.language_model.model.layers[0]
+        layer.mlp = Twice(layer.mlp)
+    return loaded
+'''
+
+
+@pytest.mark.slow
+def test_work_profile_of_a_real_model_is_exact_in_process_and_in_a_worker(pytester, monkeypatch):
+    pytester.makeconftest(INJECT_MLP)
+    args = ["--mlx-model", "synthetic:tiny", "--mlx-resolutions", "224x224", "--mlx-rounds", "1",
+            "--mlx-warmup", "1", "--mlx-max-tokens", "8", "-p", "no:benchmark", "-p", "no:cacheprovider"]
+    pytester.runpytest(*args, "--mlx-update-baselines").assert_outcomes(passed=1)
+    stored = json.loads(next((pytester.path / "baselines").rglob("synthetic-tiny.json")).read_text())
+    work = next(iter(stored["cases"].values()))["work"]
+    assert work["key"]["mlx"] == machine.detect()["mlx"] and work["tokens"] == 8
+    assert work["phases"]["decode_step"]["primitives"].get("Matmul", 0) > 0
+    assert work["phases"]["decode_step"]["async_evals"] >= 1
+    # a new process, and a worker process: the same work, counted exactly
+    for extra in ([], ["--mlx-isolate"]):
+        result = pytester.runpytest(*args, *extra, "--mlx-json", "out.json")
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(["mlxvlm work profile against the baseline (exact): 1 same work"])
+        doc = json.loads((pytester.path / "out.json").read_text())
+        assert doc["results"][0]["work"]["hash"] == work["hash"]
+    # the first layer's MLP computed twice: more matrix products in every decode step
+    monkeypatch.setenv("INJECT_MLP_TWICE", "1")
+    result = pytester.runpytest(*args, "--mlx-json", "out.json")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*mlxvlm: work regressed in *: *Matmul* per decode step*"])
+    diff = json.loads((pytester.path / "out.json").read_text())["results"][0]["work_check"]["diff"]
+    assert diff["phases"]["decode_step"]["primitives"]["Matmul"] > 0

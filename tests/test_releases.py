@@ -18,7 +18,7 @@ OLD_VLM_OUTPUT = """Traceback (most recent call last):
   File "site-packages/mlx_vlm/utils.py", line 772, in get_model_and_args
 ValueError: Model type qwen3_vl not supported. Error: No module named 'mlx_vlm.models.qwen3_vl'
 """
-PLUGIN_OUTPUT = """E   pytest_mlxvlm.models.ModelLoadError: model 'synthetic:tiny': model type 'qwen3_vl' is not \
+PLUGIN_OUTPUT = """E   pytest_mlxvlm.models.loading.ModelLoadError: model 'synthetic:tiny': model type 'qwen3_vl' is not \
 supported by mlx-vlm (Model type qwen3_vl not supported.)
 1 error in 2.31s
 """

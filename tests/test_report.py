@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pytest_mlxvlm.report import (
+from pytest_mlxvlm.reports.report import (
     aggregate,
     case_row,
     json_document,

@@ -16,6 +16,7 @@ from pytest_mlxvlm.results import (
     Sample,
     StepResult,
     VideoInput,
+    WorkCheck,
     from_record,
     record_dict,
     summarize,
@@ -50,7 +51,14 @@ def case_result() -> CaseResult:
                       warmup=[sample(5)], workload={"prompt": "p", "max_tokens": 10, "rounds": 3},
                       load_time_s=0.5, test_id="t.py::test_x[m-448x336]", outcome="passed",
                       case_key="t::test_x[448x336]", comparison=case_comparison(),
-                      bandwidth={"limit_tps": 50.0, "fraction": 0.2}, side="head")
+                      bandwidth={"limit_tps": 50.0, "fraction": 0.2}, side="head",
+                      work={"format": 1, "phases": {"prefill": {"evals": 2}}, "token_ids": [1, 2]},
+                      work_check=work_check())
+
+
+def work_check() -> WorkCheck:
+    return WorkCheck("added", "baseline", "+60 Multiply per decode step", outputs="outputs differ from token 3",
+                     outputs_differ_at=3, gated=False, diff={"verdict": "added"})
 
 
 def step_result() -> StepResult:
@@ -63,7 +71,7 @@ def video_input() -> VideoInput:
     return VideoInput(path="/clips/a.mp4", fps=2.0, max_frames=16)
 
 
-RECORDS = [sample, metric_comparison, case_comparison, case_result, step_result, video_input]
+RECORDS = [sample, metric_comparison, case_comparison, case_result, step_result, video_input, work_check]
 
 
 def _all_records(cls=Record) -> set[type]:
@@ -106,8 +114,10 @@ def test_case_result_json_keeps_its_keys():
     data = case_result().to_dict()
     assert list(data) == ["test_id", "outcome", "case_key", "model", "resolution", "width", "height",
                           "workload", "load_time_s", "summary", "samples", "warmup_samples",
-                          "comparison", "bandwidth", "side"]
+                          "comparison", "bandwidth", "side", "work", "work_check"]
     assert (data["width"], data["height"]) == (448, 336)
+    assert list(data["work_check"]) == ["verdict", "against", "description", "outputs", "outputs_differ_at",
+                                        "gated", "diff"]
     assert list(data["summary"]) == list(METRICS)
     assert list(data["summary"]["time_s"]) == ["n", "median", "mean", "stdev", "minimum", "maximum",
                                                "iqr", "cv"]
@@ -121,6 +131,7 @@ def test_case_result_json_keeps_its_keys():
     minimal = CaseResult(model="m", resolution="text", samples=[sample()]).to_dict()
     assert list(minimal) == list(data)
     assert (minimal["width"], minimal["height"], minimal["comparison"]) == (0, 0, None)
+    assert (minimal["work"], minimal["work_check"]) == (None, None)
 
 
 def test_step_result_json_adds_what_it_shows():
@@ -189,3 +200,21 @@ def test_single_sample_has_no_spread():
 def test_no_samples_is_an_error():
     with pytest.raises(ValueError, match="no samples"):
         summarize([])
+
+
+def test_one_metric_vocabulary():
+    """Every metric answers to its JSON field, its label and its table heading, in any case;
+    no two metrics share a spelling."""
+    from pytest_mlxvlm.results import METRICS, metric_name
+
+    def fold(s):
+        return "".join(c for c in s.lower() if c.isalnum())
+
+    folded = [f for m in METRICS.values() for f in {fold(m.name), fold(m.label), fold(m.heading)}]
+    assert len(set(folded)) == len(folded)
+    for m in METRICS.values():
+        for spelling in (m.name, m.label, m.heading, m.label.upper(), m.heading.lower()):
+            assert metric_name(spelling) == m.name
+    assert metric_name("Peak mem") == metric_name("peak-memory") == "peak_memory"
+    assert metric_name("speed") == "end_to_end_tps" and metric_name("Decode") == "generation_tps"
+    assert metric_name("tok/s") is None

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from pytest_mlxvlm.measure.runner import fixed_output_length, run_case
 from pytest_mlxvlm.results import Sample
-from pytest_mlxvlm.runner import fixed_output_length, run_case
 
 
 class Counter:
@@ -92,7 +92,7 @@ def test_generated_ids_with_and_without_the_results_token_ids(monkeypatch, with_
     mlx_vlm = pytest.importorskip("mlx_vlm")
     import mlx_vlm.utils
 
-    from pytest_mlxvlm import runner
+    from pytest_mlxvlm.measure import runner
     from pytest_mlxvlm.results import GenerationRequest
 
     def stream(*args, **kwargs):

@@ -13,15 +13,31 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm.server import MlxServer
-from pytest_mlxvlm.serverclient import chat_body, check_reachable, eos_token_ids, percentiles, stream_chat
-from pytest_mlxvlm.serverprocess import ServerError, ServerProcess, free_port
+from pytest_mlxvlm.suites.server.bench import MlxServer
+from pytest_mlxvlm.suites.server.client import (
+    Deadlines,
+    ServerStalled,
+    chat_body,
+    check_reachable,
+    eos_token_ids,
+    percentiles,
+    stream_chat,
+)
+from pytest_mlxvlm.suites.server.process import ServerError, ServerProcess, free_port
 
 # A fake OpenAI-compatible server: /health, and streamed chat completions of N chunks.
 # MODE: ok | http500 | http400 | die (exits mid-stream) | eos (stops after 3 tokens)
+# | keepalive (": ping" comments every 0.2 s, never a token) | trickle (one byte every 0.3 s of a
+# line that never ends) | stall (2 tokens, then silence) | stall-ping (2 tokens, then pings)
+# | garbage (not HTTP: ESC, NUL and text) | garbage-sse (200, then a data line of control bytes)
 FAKE_SERVER = r'''
 import json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HOLD_S = 30  # how long a stalling answer keeps its connection open
+
+GARBAGE = (b"\x1b[2J\x1b[31mNOT HTTP\x00\x07" * 400)[:4096]
+
 
 def make_handler(mode, tokens=8, gap=0.01):
     class Handler(BaseHTTPRequestHandler):
@@ -37,6 +53,10 @@ def make_handler(mode, tokens=8, gap=0.01):
             self.wfile.write(data)
 
         def do_GET(self):
+            if mode == "garbage":
+                self.wfile.write(GARBAGE)
+                self.close_connection = True
+                return
             if self.path == "/health":
                 self._send(200, json.dumps({"status": "healthy"}))
             else:
@@ -48,14 +68,27 @@ def make_handler(mode, tokens=8, gap=0.01):
                 return self._send(500, '{"detail": "An unexpected error occurred: boom in the engine"}')
             if mode == "http400":
                 return self._send(400, '{"detail": "Failed to load model: no such model"}')
+            if mode == "garbage":
+                self.wfile.write(GARBAGE)
+                self.wfile.flush()
+                self.close_connection = True
+                return
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
+            if mode == "garbage-sse":
+                self.wfile.write(b"data: " + GARBAGE.replace(b"\n", b" ") + b"\n\n")
+                self.wfile.flush()
+                return
+            if mode in ("keepalive", "trickle"):
+                return self._hold(b": ping\n\n" if mode == "keepalive" else b"d", 0.2 if mode == "keepalive" else 0.3)
             n = min(request["max_tokens"], 3 if mode == "eos" else tokens)
             for i in range(n):
                 if mode == "die" and i == 2:
                     self.wfile.flush()
                     os._exit(1)
+                if mode.startswith("stall") and i == 2:
+                    return self._hold(b": ping\n\n" if mode == "stall-ping" else b"", 0.2)
                 chunk = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
@@ -69,6 +102,18 @@ def make_handler(mode, tokens=8, gap=0.01):
                 self.wfile.write(f"data: {json.dumps(item)}\n\n".encode())
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
+
+        def _hold(self, beat, every):
+            """Keep the stream open, writing ``beat`` (if any) every ``every`` seconds."""
+            end = time.monotonic() + HOLD_S
+            while time.monotonic() < end:
+                time.sleep(every)
+                if beat:
+                    try:
+                        self.wfile.write(beat)
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
     return Handler
 
 if __name__ == "__main__":
@@ -85,7 +130,7 @@ def _namespace() -> dict:
 @pytest.fixture
 def fake_server(http_server):
     """Start a fake server in a thread: ``url = fake_server("ok")``; stopped after the test."""
-    return lambda mode, tokens=8: http_server(_namespace()["make_handler"](mode, tokens))
+    return lambda mode, tokens=8, gap=0.01: http_server(_namespace()["make_handler"](mode, tokens, gap))
 
 
 def _gone(pid: int) -> bool:
@@ -160,6 +205,80 @@ def test_a_server_without_health_is_asked_for_its_models(fake_server):
     assert check_reachable(url) == {"status": "healthy"}
     with pytest.raises(ServerError, match=r"the server at .* is not ready: GET /health \(404\) and /v1/models answered HTTP 404"):
         check_reachable(url + "/prefix")
+
+
+# -- stalls: every request ends at its deadline, whatever the server keeps sending ------------------
+
+def test_the_deadlines_of_a_request():
+    assert Deadlines.of(10, 64) == Deadlines(first_token_s=10, stall_s=10, total_s=20)
+    assert Deadlines.of(300, 16).total_s == 375
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("keepalive", r"no content within 2 s of sending the request \(keep-alive comments and empty "
+                  r"chunks are not progress\)"),
+    ("trickle", "no content within 2 s of sending the request"),
+    ("stall", "the server stalled: no content for 2 s after 2 of 8 tokens"),
+    ("stall-ping", "the server stalled: no content for 2 s after 2 of 8 tokens"),
+])
+def test_a_stream_without_progress_ends_at_its_deadline(fake_server, mode, reason):
+    # 2 s: on a loaded 2-core machine the fake server's first tokens may take most of 1 s
+    url = fake_server(mode)
+    started = time.monotonic()
+    with pytest.raises(ServerStalled, match=f"^POST {url}/v1/chat/completions: {reason}"):
+        stream_chat(url, chat_body("m", "hi", None, 8), timeout_s=2)
+    assert time.monotonic() - started < 4  # the deadline, not the server's 30 s of pings
+
+
+def test_a_server_too_slow_for_the_whole_answer(fake_server):
+    # a token every 0.3 s is progress, but 8 of them take 2.4 s: more than 1 s x (1 + 8/64)
+    url = fake_server("ok", gap=0.3)
+    with pytest.raises(ServerStalled, match=r"the whole answer took more than 1.125 s \([1-7] of 8 tokens"):
+        stream_chat(url, chat_body("m", "hi", None, 8), timeout_s=1)
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("garbage", r"POST .* failed: BadStatusLine: .*\\x1b\[2J\\x1b\[31mNOT HTTP\\x00\\x07"),
+    ("garbage-sse", r"a stream line that is not JSON: \\x1b\[2J"),
+])
+def test_garbage_from_a_server_is_quoted_printable_and_short(fake_server, mode, message):
+    with pytest.raises(ServerError, match=message) as caught:
+        stream_chat(fake_server(mode), chat_body("m", "hi", None, 8))
+    text = str(caught.value)
+    assert not any(ord(c) < 32 or ord(c) == 127 for c in text), "a control character reached the message"
+    assert len(text) < 500  # the server sent 4 KB
+
+
+def test_garbage_reaches_neither_the_terminal_nor_the_json_report(pytester, fake_server):
+    result = pytester.runpytest(*SUITE, "--mlx-server-url", fake_server("garbage"), "--mlx-json", "r.json")
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines(["*synthetic:tiny: server: no answer from the server at *: BadStatusLine: "
+                                 "\\x1b[[]2J\\x1b[[]31mNOT HTTP\\x00*"])
+    errors = json.loads((pytester.path / "r.json").read_text())["errors"]
+    for text in [result.stdout.str(), *errors.values()]:
+        assert "\x1b" not in text and "\x00" not in text
+    assert all(len(text) < 500 for text in errors.values())
+
+
+@pytest.mark.parametrize("mode", ["keepalive", "stall-ping"])
+def test_a_stalled_server_ends_the_session_within_twice_its_timeout(pytester, fake_server, mode):
+    from pytest_mlxvlm.models.loading import resolve_path
+
+    resolve_path("synthetic:tiny")  # built before the clock starts: the requests name its folder
+    url = fake_server(mode)
+    started = time.monotonic()
+    timeout = 4
+    result = pytester.runpytest(*SUITE, "--mlx-server-url", url, "--mlx-server-timeout", str(timeout))
+    took = time.monotonic() - started
+    result.assert_outcomes(failed=3)
+    assert took < 2 * timeout, f"the session took {took:.1f} s against a server that stalls"
+    first = (f"no content within {timeout} s" if mode == "keepalive"
+             else f"the server stalled: no content for {timeout} s")
+    result.stdout.fnmatch_lines([
+        f"*224x224 through the server: POST {url}/v1/chat/completions: {first}*",
+        f"*224x224 with 2 clients through the server: not asked: the server at {url} stalled earlier "
+        f"in this session, and a stalled server is not asked again: POST {url}/v1/chat/completions: {first}*",
+    ])
 
 
 def test_a_port_in_use_is_refused_before_anything_starts(tmp_path):
@@ -252,7 +371,7 @@ def test_the_suite_measures_a_server_at_a_url(pytester, fake_server):
     two = doc["results"][2]
     assert len(two["samples"]) == 4 and two["workload"]["clients"] == 2
     assert two["workload"]["server"]["fixed_length"] is True
-    assert set(two["workload"]["server"]["itl_ms"]) == {"p50", "p95", "p99"}
+    assert set(two["workload"]["server"]["itl_ms"]) == {"p50", "p90", "p95", "p99"}
     assert 5 < two["workload"]["server"]["tpot_ms"]["p50"] < 100  # 10 ms a chunk
     assert "mlxvlm:224x224:server:end_to_end_tps" in (pytester.path / "j.xml").read_text()
 
@@ -359,7 +478,7 @@ def test_real_server_that_cannot_load_the_model(pytester, tmp_path):
 
 @pytest.mark.slow
 def test_real_server_killed_mid_run(tmp_path):
-    from pytest_mlxvlm.models import resolve_path
+    from pytest_mlxvlm.models.loading import resolve_path
 
     folder = resolve_path("synthetic:tiny")
     process = ServerProcess(model=str(folder), timeout_s=120, log=tmp_path / "s.log")
@@ -403,7 +522,7 @@ def test_adaptive_rounds_and_progress_lines(pytester, fake_server):
                                 "--mlx-max-rounds", "6", "--mlx-server-concurrency", "2", "-v",
                                 "--mlx-json", "r.json")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*mlxvlm: synthetic:tiny 224x224: * tok/s, TTFT * ms, decode * tok/s [[]1/2*"])
+    result.stdout.fnmatch_lines(["mlxvlm: [[]1/2[]] synthetic:tiny 224x224: Speed * tok/s, TTFT * ms, Decode * tok/s; *"])
     doc = json.loads((pytester.path / "r.json").read_text())
     one, two = doc["results"]
     assert 5 <= len(one["samples"]) <= 6 and one["workload"]["adaptive"]["stopped"]

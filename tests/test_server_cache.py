@@ -11,12 +11,12 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from pytest_mlxvlm import server as server_module
-from pytest_mlxvlm.server import MlxServer, start_server
-from pytest_mlxvlm.servercache import ServerCacheSession, compare_first_tokens, image_refs
-from pytest_mlxvlm.serverclient import NO_METRICS, Timing, chat_body, server_peak_memory
-from pytest_mlxvlm.serverprocess import SERVER_NEEDS, ServerError, ServerProcess, missing_packages
-from pytest_mlxvlm.settings import ServerPlan
+from pytest_mlxvlm.config.settings import ServerPlan
+from pytest_mlxvlm.suites.server import bench as server_module
+from pytest_mlxvlm.suites.server.bench import MlxServer, start_server
+from pytest_mlxvlm.suites.server.cache import ServerCacheSession, compare_first_tokens, image_refs
+from pytest_mlxvlm.suites.server.client import NO_METRICS, Timing, chat_body, server_peak_memory
+from pytest_mlxvlm.suites.server.process import SERVER_NEEDS, ServerError, ServerProcess, missing_packages
 
 
 def _handler(mode: str, metrics: str | None) -> type[BaseHTTPRequestHandler]:
@@ -82,8 +82,8 @@ def _session(url: str) -> ServerCacheSession:
 
 @pytest.fixture
 def images(tmp_path):
-    from pytest_mlxvlm.images import synthetic_image
-    from pytest_mlxvlm.settings import Resolution
+    from pytest_mlxvlm.config.settings import Resolution
+    from pytest_mlxvlm.measure.images import synthetic_image
 
     paths = []
     for seed in (1, 2):
@@ -168,7 +168,7 @@ def test_a_server_without_cached_tokens_cannot_be_judged(fake, images):
 
 
 def test_a_server_that_does_not_answer_fails_the_step(images):
-    from pytest_mlxvlm.serverprocess import free_port
+    from pytest_mlxvlm.suites.server.process import free_port
 
     step = _session(f"http://127.0.0.1:{free_port()}").step("first", images[0], "p", "MISS")
     assert step.error.startswith("the input could not be run (cold, a fresh tenant): POST ")
@@ -247,7 +247,7 @@ def test_the_server_kind_is_a_choice(pytester, monkeypatch):
 
 
 def test_the_command_of_each_kind():
-    from pytest_mlxvlm.serverprocess import server_command
+    from pytest_mlxvlm.suites.server.process import server_command
 
     assert server_command("vllm-mlx", "py", "/m", 8000, ["--x"]) == [
         "py", "-m", "vllm_mlx.cli", "serve", "/m", "--host", "127.0.0.1", "--port", "8000", "--mllm",

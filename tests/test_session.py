@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm import baselines, history
-from pytest_mlxvlm.abmode import ABModel
-from pytest_mlxvlm.cli import main
-from pytest_mlxvlm.isolation import IsolatedModel
-from pytest_mlxvlm.models import LoadedModel
+from pytest_mlxvlm.cli.main import main
+from pytest_mlxvlm.config.settings import ABPlan, Outputs, Settings
+from pytest_mlxvlm.gate import baselines
+from pytest_mlxvlm.gate.abmode import ABModel
+from pytest_mlxvlm.harness.session import BaselineStore, BenchSession
+from pytest_mlxvlm.measure.isolation import IsolatedModel
+from pytest_mlxvlm.models.loading import LoadedModel
+from pytest_mlxvlm.reports import history
 from pytest_mlxvlm.results import CaseResult, Sample
-from pytest_mlxvlm.session import BaselineStore, BenchSession
-from pytest_mlxvlm.settings import ABPlan, Outputs, Settings
 
 RUN = ["--mlx-model", "fake:a", "--mlx-chip", "test-chip", "--mlx-rounds", "3", "-p", "no:benchmark",
        "--mlx-resolutions", "224x224,448x448"]
@@ -260,6 +261,38 @@ def test_an_interrupted_run_does_not_replace_a_complete_report(fake):
     (fake.path / "out.json").unlink()
     fake.runpytest(*args, no_reraise_ctrlc=True)
     assert json.loads((fake.path / "out.json").read_text())["interrupted"] is True
+
+
+def test_ctrl_c_while_the_baselines_are_written(fake, monkeypatch):
+    """A real SIGINT to this process arrives while the baseline file is being written: that
+    write is abandoned (the file stays as it was), the session ends as interrupted with one
+    line and no traceback, the JSON report is still written (marked), no history line."""
+    import signal
+    import time
+
+    from pytest_mlxvlm.gate import baselines as baseline_module
+
+    fake.runpytest(*RUN, "--mlx-update-baselines").assert_outcomes(passed=2)
+    stored = next((fake.path / "baselines").rglob("fake-a.json"))
+    before = stored.read_bytes()
+    real_write = baseline_module.atomic_write_text
+
+    def write_interrupted(path, text):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, now
+        time.sleep(5)  # interrupted here
+        real_write(path, text)
+
+    monkeypatch.setattr(baseline_module, "atomic_write_text", write_interrupted)
+    result = fake.runpytest(*RUN, "--mlx-update-baselines=add", "--mlx-json", "out.json",
+                            "--mlx-history", "h.jsonl")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["mlxvlm: baselines not written: interrupted (Ctrl-C); what was there "
+                                 "before is left as it was",
+                                 "*mlxvlm: report written to *out.json*"])
+    assert stored.read_bytes() == before and sorted(p.name for p in stored.parent.iterdir()) == ["fake-a.json"]
+    assert json.loads((fake.path / "out.json").read_text())["interrupted"] is True
+    assert not (fake.path / "h.jsonl").exists()
 
 
 # -- on a Mac, with another mlx ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_mlxvlm.settings import (
+from pytest_mlxvlm.config.settings import (
     FULL_SWEEP,
     QUICK_SWEEP,
     Resolution,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pytest_mlxvlm.stats import (
+from pytest_mlxvlm.common.stats import (
     detectable_regression,
     drift_allowance,
     min_p_value,
@@ -70,7 +70,7 @@ def test_drift_allowance_is_a_prediction_interval_on_log_medians():
 
 
 def test_median_interval_from_order_statistics():
-    from pytest_mlxvlm.stats import median_interval, relative_half_width
+    from pytest_mlxvlm.common.stats import median_interval, relative_half_width
 
     assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # 5 values cannot give 95%
     values = [float(v) for v in range(1, 21)]

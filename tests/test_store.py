@@ -17,12 +17,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from pytest_mlxvlm import history
-from pytest_mlxvlm.cli import main
-from pytest_mlxvlm.resolve import mapping_lookup, resolve
+from pytest_mlxvlm.cli.main import main
+from pytest_mlxvlm.config.settings import SettingsError
+from pytest_mlxvlm.harness.resolve import mapping_lookup, resolve
+from pytest_mlxvlm.reports import history
+from pytest_mlxvlm.reports.store import JSONLinesStore, StoreError, check_target, hide_password, is_url, open_store
 from pytest_mlxvlm.results import METRICS
-from pytest_mlxvlm.settings import SettingsError
-from pytest_mlxvlm.store import JSONLinesStore, StoreError, check_target, hide_password, is_url, open_store
 
 WRITERS, SESSIONS_EACH = 8, 50
 RUN = ["--mlx-model", "fake:a", "--mlx-chip", "test-chip", "--mlx-rounds", "3", "-p", "no:benchmark",
@@ -93,6 +93,14 @@ def test_urls_and_paths():
         "postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
     assert check_target("sqlite:///h.db") is None and check_target("history.jsonl") is None
     assert isinstance(open_store("h.jsonl"), JSONLinesStore)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite://host/h.db"])
+def test_a_sqlite_url_without_a_file_is_refused_before_anything_runs(url: str, tmp_path: Path):
+    assert check_target(url) == "give the database file, sqlite:///path/history.db (sqlite:////abs/path.db)"
+    with pytest.raises(SettingsError, match=f"--mlx-history '{url}': give the database file"):
+        resolve(mapping_lookup({"mlx_history": url}), base_dir=tmp_path)
+    assert check_target("sqlite:////abs/h.db") is None and check_target("sqlite:///rel.db?timeout=5") is None
 
 
 def test_the_history_option_takes_a_url_or_a_path(tmp_path: Path):
@@ -184,8 +192,8 @@ def test_concurrent_writers_lose_nothing(db_url: str):
 
 KILLED_WRITER = """
 import json, sys, time
-from pytest_mlxvlm import sqlstore
-from pytest_mlxvlm.store import open_store
+from pytest_mlxvlm.reports import sqlstore
+from pytest_mlxvlm.reports.store import open_store
 
 insert = sqlstore.SQLStore._insert
 def stalled(self, conn, record, uid):
@@ -223,6 +231,56 @@ def test_a_killed_writer_leaves_no_partial_session(db_url: str):
     engine.dispose()
 
 
+def test_an_error_mid_session_stores_nothing_of_it(db_url: str, monkeypatch: pytest.MonkeyPatch):
+    from pytest_mlxvlm.reports import sqlstore
+
+    open_store(db_url).append(make_record(0, 0))
+    insert = sqlstore.SQLStore._insert
+
+    def fails_after_its_rows(self: Any, conn: Any, record: dict[str, Any], uid: str) -> bool:
+        insert(self, conn, record, uid)  # the session's rows are in, not committed
+        raise ValueError("a sample that is not a number")
+
+    monkeypatch.setattr(sqlstore.SQLStore, "_insert", fails_after_its_rows)
+    with pytest.raises(ValueError):
+        open_store(db_url).append(make_record(1, 1))
+    with pytest.raises(ValueError):
+        open_store(db_url).append_many([make_record(2, 2), make_record(3, 3)])
+    monkeypatch.undo()
+    assert open_store(db_url).read().records == [make_record(0, 0)]
+
+
+FULL_DISK = """
+import json, resource, signal, sys
+from pytest_mlxvlm.reports.store import open_store
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), resource.RLIM_INFINITY))
+try:
+    open_store(sys.argv[1]).append(json.loads(open(sys.argv[2]).read()))
+except OSError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file size limit")
+@pytest.mark.parametrize("kind", ["jsonl", "sqlite"])
+def test_a_full_disk_leaves_every_file_store_as_it_was(tmp_path: Path, kind: str):
+    """The process's file size limit (RLIMIT_FSIZE) stops the append part way, as a full disk does."""
+    target = str(tmp_path / "h.jsonl") if kind == "jsonl" else f"sqlite:///{tmp_path / 'h.db'}"
+    path = tmp_path / ("h.jsonl" if kind == "jsonl" else "h.db")
+    for i in range(2):
+        open_store(target).append(make_record(0, i))
+    before = path.read_bytes()
+    (tmp_path / "big.json").write_text(json.dumps({**make_record(1, 0), "padding": "x" * 200_000}))
+    out = subprocess.run([sys.executable, "-c", FULL_DISK, target, str(tmp_path / "big.json"), str(len(before) + 100)],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.startswith(("OSError", "StoreError")), (out.stdout, out.stderr)
+    assert path.read_bytes() == before or kind == "sqlite"  # SQLite may rewrite its header
+    read = open_store(target).read()
+    assert read.problems == [] and read.records == [make_record(0, 0), make_record(0, 1)]
+
+
 # -- the command line --------------------------------------------------------------------------
 
 def _nightly(path: Path) -> list[dict[str, Any]]:
@@ -246,12 +304,14 @@ def test_history_import_then_the_nightly_report_equals_the_json_lines_one(pg_url
     assert f"{jsonl}:9: not JSON" in err
     assert main(["history", "import", str(jsonl), pg_url]) == 0
     assert "0 session(s) imported" in capsys.readouterr().out
-    from_file = main(["report", str(jsonl), "--out", str(tmp_path / "a")])
-    from_db = main(["report", pg_url, "--out", str(tmp_path / "b")])
+    from_file = main(["report", str(jsonl), "--out", str(tmp_path / "a"), "--no-png"])
+    from_db = main(["report", pg_url, "--out", str(tmp_path / "b"), "--no-png"])
     assert from_file == from_db == 1  # the drop is a new regression in both
-    for name in ("report.md", "report.html"):
-        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(p.name for p in (tmp_path / "b").iterdir())
+    made = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert made == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    for name in made:  # the same site, but for the source the index names
+        a = (tmp_path / "a" / name).read_text().replace(str(jsonl), "SOURCE")
+        assert a == (tmp_path / "b" / name).read_text().replace(hide_password(pg_url), "SOURCE"), name
 
 
 def test_report_and_import_name_a_store_they_cannot_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -1,10 +1,14 @@
 """Synthetic model recipes and their published shapes."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
-from pytest_mlxvlm import synthetic
+from pytest_mlxvlm.models import synthetic
 
 
 def test_names_parse_into_recipes():
@@ -65,3 +69,35 @@ def test_tiny_builds_a_loadable_checkpoint(tmp_path):
     assert vocab["<|image_pad|>"] == 151655 and vocab["<|im_end|>"] == 151645
     # a second call finds the cached build
     assert synthetic.ensure_built(synthetic.parse("synthetic:tiny"), root=tmp_path) == path
+
+
+BUILD = """
+import sys
+from pathlib import Path
+from pytest_mlxvlm.models import synthetic
+synthetic.ensure_built(synthetic.parse("synthetic:tiny"), root=Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_build_killed_midway_is_cleared_by_the_next_one(tmp_path):
+    from pytest_mlxvlm.common.machine import host_id
+
+    folder = tmp_path / "synthetic"
+    build = subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path)],
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        deadline = time.monotonic() + 120
+        while not list(folder.glob(".tiny-*.build-*")) and time.monotonic() < deadline and build.poll() is None:
+            time.sleep(0.02)
+        assert list(folder.glob(".tiny-*.build-*")), "the build never started"
+        time.sleep(0.5)  # writing into it
+    finally:
+        build.kill()  # SIGKILL (SIGTERM ends a Python build as abruptly): no clean-up can run
+        build.wait()
+    (left,) = folder.glob(".tiny-*.build-*")
+    assert f".build-{host_id()}-{build.pid}." in left.name
+    running = folder / f".tiny-r1-float32-s0.build-{host_id()}-{os.getpid()}.abc"  # a build still going
+    running.mkdir()
+    assert synthetic.sweep_stale_builds(folder) == [left]  # what the next build does first
+    assert not left.exists() and running.exists()

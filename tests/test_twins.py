@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm import synthetic, twincheck, twins
+from pytest_mlxvlm.models import synthetic, twincheck, twins
 
 FAMILY_TWINS = ["gemma3-4b", "gemma4-e2b", "qwen2.5-vl-3b", "qwen3-vl-30b-a3b", "smolvlm2-2.2b",
                 "lfm2-vl-1.6b", "mistral3-24b"]
@@ -131,7 +131,7 @@ def test_published_shapes_give_the_published_parameter_counts(name):
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from pytest_mlxvlm.twinbuild import build_model
+    from pytest_mlxvlm.models.twinbuild import build_model
 
     files = twins.prepare(twins.parse(name))
     card = json.loads((twins.TWINS_DIR / name / "twin.json").read_text())
@@ -187,7 +187,7 @@ def test_a_twin_matches_a_published_safetensors_index():
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from pytest_mlxvlm.twinbuild import build_model
+    from pytest_mlxvlm.models.twinbuild import build_model
 
     files = twins.prepare(twins.parse("gemma3-27b-bf16"))
     index = json.loads((twins.TWINS_DIR / "gemma3-27b" / twincheck.INDEX_FILE).read_text())
@@ -209,9 +209,9 @@ def test_every_family_builds_and_gives_the_published_image_tokens(name, tmp_path
     published image-token counts; its tensors match the index it was written with."""
     from PIL import Image
 
-    from pytest_mlxvlm import models
+    from pytest_mlxvlm.measure.runner import measure_generation
+    from pytest_mlxvlm.models import loading as models
     from pytest_mlxvlm.results import GenerationRequest
-    from pytest_mlxvlm.runner import measure_generation
 
     monkeypatch.setenv("PYTEST_MLXVLM_CACHE", str(tmp_path))
     loaded = models.load(f"synthetic:{name}-tiny")

@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm.mediareport import sampled_frames, video_section
+from pytest_mlxvlm.config.settings import (
+    FULL_VIDEO,
+    QUICK_VIDEO,
+    MediaPlan,
+    Resolution,
+    SettingsError,
+    parse_video_configs,
+)
+from pytest_mlxvlm.reports.mediareport import sampled_frames, video_section
 from pytest_mlxvlm.results import CaseResult, Sample
-from pytest_mlxvlm.settings import FULL_VIDEO, QUICK_VIDEO, MediaPlan, Resolution, SettingsError, parse_video_configs
-from pytest_mlxvlm.video import ClipFactory, VideoError, clip_info, video_id, write_synthetic_clip
+from pytest_mlxvlm.suites.video import ClipFactory, VideoError, clip_info, video_id, write_synthetic_clip
 
 SMALL = ["--mlx-model", "synthetic:tiny", "-p", "no:benchmark", "--mlx-video-size", "96x64",
          "--mlx-rounds", "2", "--mlx-max-tokens", "4", "--mlx-json", "out.json"]
@@ -112,7 +119,7 @@ def test_quick_video_set_and_cache_steps(pytester: pytest.Pytester):
     """The quick set measured like images (warmup, rounds, fixed length, video tokens, report), and the
     clip cache steps through prompt-cache: a repeat is a MISS, another clip or sampling never answers."""
     result = pytester.runpytest("--mlx-suite", "video", "--quick", "--mlx-cache-engine", "prompt-cache", *SMALL)
-    result.assert_outcomes(passed=3, failed=1)  # prompt-cache reuses no identical request (README)
+    result.assert_outcomes(passed=3, failed=1)  # prompt-cache reuses no identical request (docs/cache.md)
     result.stdout.fnmatch_lines(["*mlxvlm: synthetic:tiny on *, video*", "| Configuration*",
                                  "| 4 frames @ 1fps *", "| 8 frames @ 2fps *", "| 16 frames @ 2fps *"])
     doc = json.loads((pytester.path / "out.json").read_text())

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from pytest_mlxvlm.worker import decode_bytes
-from pytest_mlxvlm.workers import WorkerError, WorkerProcess, exit_reason, plugin_copy, stop_all
+from pytest_mlxvlm.measure.worker import decode_bytes
+from pytest_mlxvlm.measure.workers import WorkerError, WorkerProcess, exit_reason, plugin_copy, stop_all
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_exit_reasons(code, text):
 def test_the_memory_check_counts_the_whole_model_not_one_tokens_reads():
     import mlx.nn as nn
 
-    from pytest_mlxvlm.worker import model_bytes
+    from pytest_mlxvlm.measure.worker import model_bytes
 
     assert model_bytes(nn.Linear(4, 2)) == (4 * 2 + 2) * 4  # float32 weight and bias
 

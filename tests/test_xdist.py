@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from pytest_mlxvlm.xdist import XDIST_GROUP, grouped_count, lock_for, measures, nodeid
+from pytest_mlxvlm.harness.xdist import XDIST_GROUP, grouped_count, lock_for, measures, nodeid
 
 
 def item(*fixtures: str, lock: str | None = None) -> SimpleNamespace:

@@ -11,9 +11,9 @@ import pytest
 from pytest_mlxvlm.builtin import test_mlxvlm_cache as cache_steps  # the steps, not collected here
 
 
-def _check(result: Any, clients: int) -> None:
-    # a regression the gate measured again to confirm adds a second set of rounds
-    assert len(result.samples) in (result.rounds * clients, 2 * result.rounds * clients)
+def _check(result: Any, requests: int) -> None:
+    # a regression the gate measured again to confirm adds a second set of requests
+    assert len(result.samples) in (requests, 2 * requests)
     first = result.samples[0]
     for sample in result.samples:
         assert sample.ttft_s <= sample.time_s
@@ -23,12 +23,36 @@ def _check(result: Any, clients: int) -> None:
 
 def test_server_generation(mlx_server_bench: Any) -> None:
     """One client: streamed greedy requests of a fixed length with the sweep's image."""
-    _check(mlx_server_bench.run(), 1)
+    result = mlx_server_bench.run()
+    _check(result, result.rounds)
 
 
 def test_server_concurrency(mlx_server_concurrency: Any) -> None:
-    """N clients at once, N requests a round: aggregate tok/s and per-request latencies."""
-    _check(mlx_server_concurrency.run(), mlx_server_concurrency.clients)
+    """N requests kept in flight (or N released together a round): aggregate tok/s and
+    per-request latencies."""
+    result = mlx_server_concurrency.run()
+    if result.workload.get("duration_s"):  # a duration: as many requests as fitted
+        assert result.samples and result.workload["server"]["requests"] == len(result.samples)
+    else:
+        _check(result, result.workload["requests"])
+
+
+def test_server_rate(mlx_server_rate: Any) -> None:
+    """Open-loop arrivals at one rate of ``--mlx-server-rates``: latencies, goodput, the queue."""
+    result = mlx_server_rate.run()
+    assert all(s.ttft_s <= s.time_s for s in result.samples)
+
+
+def test_server_workload(mlx_server_workload: Any) -> None:
+    """The requests and sessions of a ``--mlx-server-workload`` file, N at a time."""
+    result = mlx_server_workload.run()
+    assert all(s.ttft_s <= s.time_s for s in result.samples)
+
+
+def test_server_soak(mlx_server_soak: Any) -> None:
+    """``--mlx-server-soak`` requests with the server's memory sampled: a growing trend fails."""
+    result = mlx_server_soak.run()
+    assert result.workload["server"]["soak"]["verdict"] != "leak"
 
 
 # -- the cache suite's steps through the server (mlx_server_cache: a server with its prefix cache on)
