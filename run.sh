@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set-up and entry points for a fresh machine.
 #   ./run.sh bench [pytest args...]   quick benchmark of synthetic:tiny, prints the results table
-#   ./run.sh test  [pytest args...]   the test suite
+#   ./run.sh test  [pytest args...]   the test suite, in 2 pytest-xdist workers
 #   ./run.sh lint                     actionlint, zizmor and shellcheck over action.yml and the workflows
 #   ./run.sh docs  [mkdocs args...]   the documentation site, built with --strict into site/
 # Creates .venv (Python >= 3.10) and installs the package with its dependencies on first use,
@@ -58,8 +58,8 @@ case "$what" in
   bench)
     exec "$VENV/bin/pytest" --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off \
       --mlx-model synthetic:tiny --quick -p no:cacheprovider "$@" ;;
-  test)
-    exec "$VENV/bin/pytest" tests "$@" ;;
+  test)  # two pytest-xdist workers (PYTEST_MLXVLM_TEST_WORKERS; -n 0 after it runs serially)
+    exec "$VENV/bin/pytest" tests -n "${PYTEST_MLXVLM_TEST_WORKERS:-2}" "$@" ;;
   lint)
     workflows=(.github/workflows/*.yml examples/workflows/*.yml)
     PATH="$(cd "$VENV/bin" && pwd):$PATH"  # actionlint runs shellcheck on the run: scripts

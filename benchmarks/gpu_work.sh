@@ -6,7 +6,7 @@
 # JOBS single pytest jobs per variant into DIR (resumable: DIR may hold a partial run), PARALLEL [6]
 # at a time (the work profile does not depend on timing); without BASELINES it records one with
 # the base checkout in DIR/baselines, with it (a folder recorded on another machine) it gates
-# against that. MODEL [synthetic:qwen3-vl-8b-4bit], RESOLUTIONS [224x224,1024x1024], LIMIT [480] s.
+# against that. VARIANTS [all], comma-separated, runs only those. MODEL [synthetic:qwen3-vl-8b-4bit], RESOLUTIONS [224x224,1024x1024], LIMIT [480] s.
 # DIR/judge.md holds the table, DIR/machine.txt which machine ran it; $OUT/work.tgz all of DIR.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"  # py, model, OUT and the environment
@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | hea
 p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'at', p, f'in {time.time()-t:.0f}s')" "$model"
 timeout -k 15 -s INT "${LIMIT:-480}" "$py" -m benchmarks.work_jobs run /tmp/work-scratch "$dir" --jobs "$jobs" \
   --model "$model" --resolutions "${RESOLUTIONS:-224x224,1024x1024}" --parallel "${PARALLEL:-6}" \
-  ${baselines:+--baselines "$baselines"} 2>&1 | tail -n 20
+  ${VARIANTS:+--variants "$VARIANTS"} ${baselines:+--baselines "$baselines"} 2>&1 | tail -n 20
 "$py" -m benchmarks.work_jobs judge "$dir" | tee "$dir/judge.md"
 tar -czf "$OUT/work.tgz" -C "$(dirname "$dir")" "$(basename "$dir")"
 echo "gpu_work.sh: $(( $(date +%s) - start )) s in all"

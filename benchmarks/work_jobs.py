@@ -156,18 +156,21 @@ def run_one(args: argparse.Namespace, variant: str, where: Path, json_path: Path
 def run(args: argparse.Namespace) -> None:
     scratch, out = Path(args.scratch).resolve(), Path(args.out).resolve()
     (out / "jobs").mkdir(parents=True, exist_ok=True)
-    where = {v: checkout(scratch, v) for v in VARIANTS}
+    variants = args.variants.split(",")
+    baselines = Path(args.baselines).resolve() if args.baselines else out / "baselines"
+    record = not args.baselines and not any(baselines.rglob("*.json"))
+    # only the checkouts this run needs: on a fresh GPU machine each import check costs seconds
+    where = {v: checkout(scratch, v) for v in VARIANTS if v in variants or (record and v == "base")}
     for variant, path in where.items():  # each checkout's mlx_vlm is the one imported
         found = subprocess.run([sys.executable, "-c", "import mlx_vlm; print(mlx_vlm.__file__)"],
                                env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                    [str(path), os.environ.get("PYTHONPATH", "")])}, capture_output=True, text=True)
         if not found.stdout.startswith(str(path)):
             raise SystemExit(f"{variant}: mlx_vlm comes from {found.stdout.strip() or found.stderr}, not {path}")
-    baselines = Path(args.baselines).resolve() if args.baselines else out / "baselines"
-    if not args.baselines and not any(baselines.rglob("*.json")):
+    if record:
         meta = run_one(args, "base", where["base"], out / "baseline-session.json", baselines, "--mlx-update-baselines")
         print(f"baseline recorded with base: exit {meta['returncode']} in {meta['seconds']} s", flush=True)
-    todo = [(v, i) for i in range(args.jobs) for v in args.variants.split(",")
+    todo = [(v, i) for i in range(args.jobs) for v in variants
             if not (out / "jobs" / v / f"{i:02d}.meta.json").exists()]
     print(f"{len(todo)} jobs to run ({args.parallel} at a time)", flush=True)
 

@@ -37,7 +37,10 @@ MAC = {
 }
 
 # Variables that change what the plugin or the fake engine does.
-STEERING = ("GITHUB_STEP_SUMMARY", "GITHUB_SHA", "GITHUB_REF_NAME")
+STEERING = ("GITHUB_STEP_SUMMARY", "GITHUB_SHA", "GITHUB_REF_NAME",
+            # set in this suite's own xdist workers (./run.sh test runs -n 2): a pytester session run
+            # in process would inherit them and look like an xdist worker to pytest-benchmark
+            "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
 KEPT = ("PYTEST_MLXVLM_CACHE",)  # set once per test session, below
 
 

@@ -108,7 +108,8 @@ def test_work_off_records_nothing(fake):
 def test_no_baseline_yet_and_bad_settings(fake):
     result = fake.runpytest(*RUN, "--mlx-json", "out.json")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*2 no profile to compare"])
+    result.stdout.fnmatch_lines(["*2 new (nothing to compare with yet)"])
+    assert not [line for line in result.outlines if line.startswith("  new")]  # counted, not listed
     assert all(r["work"]["tokens"] == 64 for r in report(fake)["results"])
     result = fake.runpytest(*RUN, "--mlx-work", "sometimes")
     assert result.ret != 0

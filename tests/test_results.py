@@ -124,7 +124,7 @@ def test_case_result_json_keeps_its_keys():
     assert data["summary"]["time_s"]["median"] == 2.0
     assert [list(s) for s in data["samples"]] == [SAMPLE_KEYS] * 3
     assert list(data["comparison"]) == ["key", "status", "confirmed", "note", "workload_changes",
-                                        "library_changes", "metrics", "gated"]
+                                        "library_changes", "metrics", "gated", "more_pairs", "more_seconds"]
     assert list(data["comparison"]["metrics"][0]) == [
         "metric", "baseline", "current", "change", "tolerance", "p_value", "verdict", "n_baseline",
         "n_current", "detectable", "sessions", "drift", "allowed", "drift_alpha", "interval", "method"]

@@ -9,7 +9,7 @@ from ..results import CaseResult, WorkCheck
 
 # How each verdict reads, in the terminal and in Markdown
 WORDS = {"same": "same work", "added": "ADDED WORK", "removed": "less work", "views": "views only",
-         "not comparable": "not comparable", "unavailable": "no profile", "new": "no profile to compare"}
+         "not comparable": "not comparable", "unavailable": "no profile", "new": "new (nothing to compare with yet)"}
 MARKS = {"same": "✅", "added": "❌", "removed": "🚀", "views": "ℹ️", "not comparable": "⚪",
          "unavailable": "⚪", "new": "🆕"}
 
@@ -33,8 +33,8 @@ def work_lines(results: Sequence[CaseResult]) -> list[str]:
     summary = ", ".join(f"{n} {WORDS[v]}" for v, n in sorted(counts.items(), key=lambda kv: kv[0] != "same"))
     lines = [f"mlxvlm work profile against the {' / '.join(sorted(against))} (exact): {summary}"]
     for result, check in checked:
-        if check.verdict == "same" and not check.outputs_differ_at:
-            continue
+        if check.verdict in ("same", "new") and not check.outputs_differ_at:
+            continue  # a new case is counted above: one line per case would only repeat it
         name = result.case_key or result.test_id
         note = "" if check.gated or check.verdict != "added" else " (reported, --mlx-work report)"
         outputs = f"; {check.outputs}" if check.outputs and check.outputs_differ_at is not None else ""
