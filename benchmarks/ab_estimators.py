@@ -222,7 +222,6 @@ def swapped(mm, swap, sel=None):
             b2, h2 = b.copy(), h.copy()
             b2[sel], h2[sel] = np.where(swap, h[sel], b[sel]), np.where(swap, b[sel], h[sel])
             out[m] = (b2, h2)
-        del full
         return out
     return {m: (v[1], v[0]) for m, v in mm.items()} if swap else mm
 

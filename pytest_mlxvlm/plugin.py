@@ -18,7 +18,7 @@ from .reports.abreport import settle_text
 from .harness.bench import MlxBench, results_key
 from .harness.bench import image_or_fail as _image_or_fail
 from .harness.bench import marker_settings as _marker_settings
-from .harness.options import add_options, benchmark_requested, ini_value, settings_from_config
+from .harness.options import add_options, ini_value, settings_from_config
 from .harness.session import BenchSession, session_key, settings_key, side_key
 from .harness.sidebyside import SideBySide, for_side, worker_model
 from .harness.terminal import PROGRESS, MlxReporter, figures, progress

@@ -15,7 +15,7 @@ import pytest
 from pytest_mlxvlm.reports.dashboard import build, commit_links, page_names, recorded_repository
 from pytest_mlxvlm.reports.history import repository_url
 from pytest_mlxvlm.reports.svgchart import MAX_DRAWN, chart, display, nice_ticks, tick_positions
-from pytest_mlxvlm.reports.trends import Series, Session, build_series, detect
+from pytest_mlxvlm.reports.trends import Series, build_series, detect
 
 
 def records(levels, cases=("224x224",), repository=None):

@@ -2,8 +2,6 @@
 compared exactly, and each verdict shown where the timing verdict is."""
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 
