@@ -14,8 +14,9 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -49,6 +50,23 @@ def workdir(path: str | Path | None, prefix: str) -> Path:
     folder = Path(path) if path else Path(tempfile.mkdtemp(prefix=f"mlxvlm-{prefix}-"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@contextmanager
+def server_url(url: str | None, folder: Path) -> Iterator[str]:
+    """``url``, or the URL of an ``mlx_vlm.server`` started here on the model at ``folder`` (and
+    stopped on every way out)."""
+    if url is not None:
+        yield url
+        return
+    from pytest_mlxvlm.suites.server.process import ServerProcess
+
+    process = ServerProcess(model=str(folder), timeout_s=300)
+    process.start()
+    try:
+        yield process.url
+    finally:
+        process.stop()
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:

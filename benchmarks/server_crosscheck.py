@@ -38,9 +38,8 @@ from pytest_mlxvlm.suites.server.bench import MlxServer
 from pytest_mlxvlm.suites.server.client import EOS_BIAS, ImageVariants, eos_token_ids, percentiles
 from pytest_mlxvlm.suites.server.load import run_continuous, summarize_run
 from pytest_mlxvlm.suites.server.workload import one_image_jobs
-from pytest_mlxvlm.suites.server.process import ServerProcess
 
-from ._common import parser, workdir
+from ._common import parser, server_url, workdir
 
 METRICS = ("aggregate_tps", "ttft_p50_ms")
 TOLERANCE = 0.10  # the acceptance: aggregate and TTFT p50 within 10% at concurrency 1 and 4
@@ -261,18 +260,9 @@ def main() -> None:
     args = ap.parse_args()
     folder = resolve_path(args.model)
     levels = [int(x) for x in args.concurrency.split(",")]
-    process = None
-    url = args.url
-    if url is None:
-        process = ServerProcess(model=str(folder), timeout_s=300)
-        process.start()
-        url = process.url
-    try:
+    with server_url(args.url, folder) as url:
         result = crosscheck(url, args.model, folder, levels, args.requests, args.max_tokens, args.repeats, args.size,
                             args.mode)
-    finally:
-        if process is not None:
-            process.stop()
     text = table(result)
     verdict = ", ".join(f"c{c}: aggregate {r['aggregate_tps']:.3f}, TTFT p50 {r['ttft_p50_ms']:.3f}"
                         for c, r in result["ratios"].items())

@@ -31,9 +31,8 @@ from pytest_mlxvlm.config.settings import DEFAULT_PROMPT, parse_resolution
 from pytest_mlxvlm.measure.images import image_file
 from pytest_mlxvlm.models.loading import resolve_path
 from pytest_mlxvlm.suites.server.client import ImageVariants, chat_body, eos_token_ids, stream_chat
-from pytest_mlxvlm.suites.server.process import ServerProcess
 
-from ._common import parser, workdir
+from ._common import parser, server_url, workdir
 
 
 def bare_loop(url: str, body: bytes) -> dict[str, float]:
@@ -84,13 +83,7 @@ def main() -> None:
     args = cli.parse_args()
 
     folder = resolve_path(args.model)
-    process = None
-    url = args.url
-    if url is None:
-        process = ServerProcess(model=str(folder), timeout_s=300)
-        process.start()
-        url = process.url
-    try:
+    with server_url(args.url, folder) as url:
         image = image_file(parse_resolution(args.resolution), workdir(None, "server-overhead"))
         variants = ImageVariants(Path(image))
         eos = eos_token_ids(folder)
@@ -110,12 +103,9 @@ def main() -> None:
                 runs[name].append(fn(body()))
         load_after = os.getloadavg()[0]
         recorded = record(url, body())
-    finally:
-        if process is not None:
-            process.stop()
 
     print(f"model {args.model}, image {args.resolution}, {args.max_tokens} tokens, {args.rounds} "
-          f"interleaved rounds after {args.warmup} warmup; server {'mlx_vlm.server started here' if process else url}")
+          f"interleaved rounds after {args.warmup} warmup; server {url if args.url else 'mlx_vlm.server started here'}")
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, load average (1 min) {load_before:.2f} before, "
           f"{load_after:.2f} after")
     tokens = {name: sorted({r["tokens"] for r in rs}) for name, rs in runs.items()}

@@ -59,6 +59,7 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self._out = False
             with fake.lock:
                 fake.bodies.append(request)
                 fake.in_flight += 1
@@ -76,9 +77,17 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
             except OSError:  # the client cut the connection
                 pass
             finally:
-                with fake.lock:
-                    fake.in_flight -= 1
-                    fake.served += 1
+                self._finished()
+
+        def _finished(self) -> None:
+            """Out of flight (once): before the last write, since the client may send its next
+            request as soon as it reads it, sooner than this thread returns."""
+            if self._out:
+                return
+            self._out = True
+            with fake.lock:
+                fake.in_flight -= 1
+                fake.served += 1
 
         def _stream(self, request: dict, number: int) -> None:
             self.send_response(200)
@@ -100,6 +109,7 @@ def _handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
             usage = {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
                      "usage": {"prompt_tokens": prompt, "completion_tokens": n,
                                "prompt_tokens_details": {"cached_tokens": 0}}}
+            self._finished()
             self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
             self.wfile.flush()
     return Handler

@@ -226,19 +226,25 @@ def _connection(url: str, timeout_s: float) -> tuple[http.client.HTTPConnection,
     return cls(parts.hostname, parts.port, timeout=timeout_s), parts.path.rstrip("/")
 
 
-def health(url: str, timeout_s: float = 5.0) -> dict[str, Any] | None:
-    """``GET /health`` as JSON (``{}`` when it is not JSON), or None when there is no 200 answer."""
+def get(url: str, path: str, timeout_s: float = 5.0) -> bytes | None:
+    """The body of ``GET url/path``, or None when there is no 200 answer."""
     try:
         conn, prefix = _connection(url, timeout_s)
         try:
-            conn.request("GET", prefix + "/health")
+            conn.request("GET", prefix + path)
             response = conn.getresponse()
             body = response.read()
         finally:
             conn.close()
     except (OSError, http.client.HTTPException):
         return None
-    if response.status != 200:
+    return body if response.status == 200 else None
+
+
+def health(url: str, timeout_s: float = 5.0) -> dict[str, Any] | None:
+    """``GET /health`` as JSON (``{}`` when it is not JSON), or None when there is no 200 answer."""
+    body = get(url, "/health", timeout_s)
+    if body is None:
         return None
     try:
         data = json.loads(body)

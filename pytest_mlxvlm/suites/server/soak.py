@@ -10,7 +10,6 @@ which only MLX allocations move)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import threading
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .load import Job, LoadRun, RequestRecord, Send, run_continuous
-from .process import _connection
+from .process import get
 
 WARMUP_FRACTION = 0.2  # the first fifth of the soak is left out of the fit (allocators and caches fill)
 MIN_POINTS = 8
@@ -37,17 +36,8 @@ class MemorySeries:
 
 
 def _metrics_text(url: str, timeout_s: float) -> str | None:
-    try:
-        conn, prefix = _connection(url, timeout_s)
-        try:
-            conn.request("GET", prefix + "/metrics")
-            response = conn.getresponse()
-            body = response.read()
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException):
-        return None
-    return body.decode("utf-8", "replace") if response.status == 200 else None
+    body = get(url, "/metrics", timeout_s)
+    return None if body is None else body.decode("utf-8", "replace")
 
 
 def server_in_flight(url: str, timeout_s: float = 5.0) -> int | None:
