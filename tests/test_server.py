@@ -63,6 +63,12 @@ def make_handler(mode, tokens=8, gap=0.01):
                 self._send(404, '{"detail": "Not Found"}')
 
         def do_POST(self):
+            try:
+                self._answer()
+            except OSError:  # the client cut the connection: not this server's error to print
+                self.close_connection = True
+
+        def _answer(self):
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if mode == "http500":
                 return self._send(500, '{"detail": "An unexpected error occurred: boom in the engine"}')
