@@ -236,6 +236,18 @@ def test_a_stream_without_progress_ends_at_its_deadline(fake_server, mode, reaso
     assert time.monotonic() - started < 4  # the deadline, not the server's 30 s of pings
 
 
+def test_a_socket_timeout_before_the_monitor_names_the_same_deadline(fake_server, monkeypatch):
+    """Under load the socket's own timeout (no byte for timeout_s) can come before the deadline
+    monitor wakes: the message is the deadline's all the same."""
+    from pytest_mlxvlm.suites.server import client
+
+    monkeypatch.setattr(client._MONITOR, "watch", lambda watch: None)  # a monitor that never wakes
+    url = fake_server("stall")
+    with pytest.raises(ServerStalled, match=f"^POST {url}/v1/chat/completions: the server stalled: "
+                                            "no content for 1 s after 2 of 8 tokens"):
+        stream_chat(url, chat_body("m", "hi", None, 8), timeout_s=1)
+
+
 def test_a_server_too_slow_for_the_whole_answer(fake_server):
     # a token every 0.3 s is progress, but 8 of them take 2.4 s: more than 1 s x (1 + 8/64)
     url = fake_server("ok", gap=0.3)

@@ -364,8 +364,9 @@ def stream_chat(url: str, body: bytes, timeout_s: float = 300.0,
     except (OSError, http.client.HTTPException) as exc:
         if watchdog.expired:  # the watchdog shut the socket down
             raise ServerStalled(f"POST {where}: {watchdog.expired}") from None
-        if isinstance(exc, socket.timeout):
-            raise ServerStalled(f"POST {where}: no answer within {timeout_s:g} s") from None
+        if isinstance(exc, socket.timeout):  # no byte for timeout_s: the socket's timeout came
+            # first (under load the monitor wakes late), so name the deadline it stands for
+            raise ServerStalled(f"POST {where}: {watchdog.next()[1]}") from None
         raise ServerError(f"POST {where} failed: {type(exc).__name__}: {_short(str(exc))}") from None
     finally:
         watchdog.end()
