@@ -1,4 +1,4 @@
-"""docs/ab.md "Measured" and docs/benchmarks.md "Paired A/B gate": A/A and A/B jobs of the paired gate per A/B order (docs/results/*/ab-*).
+"""docs/ab.md "Measured" and docs/benchmarks.md "Paired A/B gating on the H200": A/A and A/B jobs of the paired gate per A/B order (docs/results/*/ab-*).
 
 A/A and A/B jobs of the paired gate on real code: how often unchanged code fails, how often
 a committed slowdown is caught, how often a job ends inconclusive, per A/B order.

@@ -188,7 +188,7 @@ def test_commits_between_checks_its_revisions(scratch_repo, tmp_path):
 def test_bisect_finds_the_injected_slowdown(scratch_repo):
     """The command in its own process, real workers from worktrees: the ends, then 4 steps."""
     repo, shas = scratch_repo
-    env = {**os.environ, "FAKE_MLX_NOISE": "0.03"}
+    env = {**_scratch_env(repo), "FAKE_MLX_NOISE": "0.03"}
     run = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "bisect", shas[0], "HEAD", "--model", "fake:m",
                           "--pairs", "6:8", "--repo", str(repo)], capture_output=True, text=True, env=env,
                          timeout=300)
@@ -213,7 +213,8 @@ def test_bisect_finds_injected_work_without_timing(tmp_path):
     repo = tmp_path / "repo"
     shas = make_repo(repo, lambda i: 'EXTRA_WORK = "decode_step:Multiply=2"\n' if i >= 3 else "\n", commits=5)
     run = subprocess.run([sys.executable, "-m", "pytest_mlxvlm", "bisect", shas[0], "HEAD", "--model", "fake:m",
-                          "--repo", str(repo)], capture_output=True, text=True, timeout=300)
+                          "--repo", str(repo)], capture_output=True, text=True, timeout=300,
+                         env=_scratch_env(repo))
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith("bisect: 4 commit(s) after") and "then 2 step(s)" in lines[0]
@@ -229,10 +230,19 @@ def test_bisect_finds_injected_work_without_timing(tmp_path):
     assert git(repo, "worktree", "list").count("\n") == 0 and _workers(repo) == []
 
 
+def _scratch_env(repo: Path) -> dict[str, str]:
+    """The environment of a bisect run whose worktrees go into a folder of this test's own (its
+    TMPDIR), so that its workers are told apart from those of tests running beside it (xdist)."""
+    scratch = repo.parent / "scratch"
+    scratch.mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(scratch)}
+
+
 def _is_worker_in(proc: Path, repo: Path) -> bool:
     try:
+        cwd = os.readlink(proc / "cwd")
         return (b"pytest_mlxvlm.measure.worker" in (proc / "cmdline").read_bytes()
-                and "pytest-mlxvlm-bisect-" in os.readlink(proc / "cwd"))
+                and cwd.startswith(os.path.realpath(repo.parent / "scratch") + os.sep) and "pytest-mlxvlm-bisect-" in cwd)
     except OSError:
         return False
 
@@ -264,6 +274,7 @@ def test_ctrl_c_stops_the_workers_and_removes_the_worktrees(tmp_path):
     good = git(repo, "rev-parse", "HEAD~1")
     proc = subprocess.Popen([sys.executable, "-m", "pytest_mlxvlm", "bisect", good, "HEAD", "--model", "fake:m",
                              "--repo", str(repo)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_scratch_env(repo),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120

@@ -74,7 +74,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     cmd.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     cmd.add_argument("--order", choices=AB_ORDERS, default=ABPlan.order,
                      help="how a pair is measured: turns (one side after the other, ABBA), duet (both at "
-                     "once) or staggered (at once, the second when the first has its first token)")
+                     "once), staggered (at once, the second when the first has its first token) or barrier "
+                     "(both prefills in turn, then both decodes together)")
     cmd.add_argument("--budget", type=_seconds, default=ABPlan.budget_s, metavar="SECONDS",
                      help=f"time one step may measure (default {ABPlan.budget_s:.0f})")
     cmd.add_argument("--worker-timeout", type=_seconds, default=ABPlan.timeout_s, metavar="SECONDS",

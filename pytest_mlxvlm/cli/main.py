@@ -1,5 +1,6 @@
-"""The ``pytest-mlxvlm`` command: import reference baselines, compare two result files; the
-``report`` and ``bisect`` commands live in their own modules (``cli/report.py``, ``cli/bisect.py``)."""
+"""The ``pytest-mlxvlm`` command: compare two result files, merge reports, import a history,
+reference baselines and vllm-mlx results; the ``report`` and ``bisect`` commands live in their
+own modules (``cli/report.py``, ``cli/bisect.py``)."""
 
 from __future__ import annotations
 
