@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from pytest_mlxvlm.config.serving import Conversation, Turn, WorkloadFile
+from pytest_mlxvlm.config.settings import Conversation, Turn, WorkloadFile
 from pytest_mlxvlm.config.settings import Resolution
 from pytest_mlxvlm.suites.server.client import Timing
 from pytest_mlxvlm.suites.server.workload import WorkloadJobs, expected_tokens, one_image_jobs

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .settings import Resolution, SettingsError, parse_resolution, positive_int
+from .settings import (Conversation, Resolution, SettingsError, Turn, WorkloadFile, parse_resolution,
+                       positive_int)
 
 CONTINUOUS = "continuous"  # N requests in flight, a new one sent as one ends (aiperf, vLLM bench serve)
 SYNCHRONIZED = "synchronized-rounds"  # N requests released together, the next round when all ended
@@ -100,44 +100,6 @@ def parse_soak(value: Any, where: str) -> tuple[int, float | None]:
 
 
 # -- workload files -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Turn:
-    """One request of a workload: its prompt, images (files or synthetic sizes) and length."""
-
-    text: str
-    images: tuple[str | Resolution, ...] = ()  # a path or URL, or a size for a synthetic image
-    max_tokens: int | None = None  # None: --mlx-max-tokens
-
-    def describe_images(self) -> str:
-        return "+".join(i.id if isinstance(i, Resolution) else Path(str(i)).name for i in self.images) or "text"
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """A single request, or a session of turns sent in order, each with the history before it
-    (the first turn's image sent again in every later request)."""
-
-    turns: tuple[Turn, ...]
-    session_id: str = ""
-
-    @property
-    def multi_turn(self) -> bool:
-        return len(self.turns) > 1
-
-
-@dataclass(frozen=True)
-class WorkloadFile:
-    """A workload: its conversations in file order, and where it came from."""
-
-    name: str  # the case id: the file's stem or the built-in name
-    source: str  # the path, or "built-in"
-    conversations: tuple[Conversation, ...] = field(default_factory=tuple)
-
-    @property
-    def requests(self) -> int:
-        return sum(len(c.turns) for c in self.conversations)
-
 
 BUILTIN_WORKLOADS = ("mixed", "multiturn")
 

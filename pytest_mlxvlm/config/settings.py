@@ -6,12 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .tolerances import AB_TOLERANCES, ToleranceError, merge_tolerances, parse_tolerances
-
-if TYPE_CHECKING:
-    from .serving import WorkloadFile
 
 DEFAULT_MODEL = "synthetic:tiny"
 DEFAULT_PROMPT = "Describe this image in detail."
@@ -212,6 +209,46 @@ class ABPlan:
     @property
     def active(self) -> bool:
         return bool(self.base_rev or self.base_python)
+
+
+# -- serving workloads (parsed in serving.py) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Turn:
+    """One request of a workload: its prompt, images (files or synthetic sizes) and length."""
+
+    text: str
+    images: tuple[str | Resolution, ...] = ()  # a path or URL, or a size for a synthetic image
+    max_tokens: int | None = None  # None: --mlx-max-tokens
+
+    def describe_images(self) -> str:
+        return "+".join(i.id if isinstance(i, Resolution) else Path(str(i)).name for i in self.images) or "text"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A single request, or a session of turns sent in order, each with the history before it
+    (the first turn's image sent again in every later request)."""
+
+    turns: tuple[Turn, ...]
+    session_id: str = ""
+
+    @property
+    def multi_turn(self) -> bool:
+        return len(self.turns) > 1
+
+
+@dataclass(frozen=True)
+class WorkloadFile:
+    """A workload: its conversations in file order, and where it came from."""
+
+    name: str  # the case id: the file's stem or the built-in name
+    source: str  # the path, or "built-in"
+    conversations: tuple[Conversation, ...] = field(default_factory=tuple)
+
+    @property
+    def requests(self) -> int:
+        return sum(len(c.turns) for c in self.conversations)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 
 from ...config import serving
-from ...config.serving import WorkloadFile
+from ...config.settings import WorkloadFile
 from ...harness.bench import results_key
 from ...harness.xdist import nodeid
 from ...reports.requests import write_requests

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from ...config.serving import Conversation, Turn, WorkloadFile
+from ...config.settings import Conversation, Turn, WorkloadFile
 from ...config.settings import Resolution
 from .client import ImageVariants, chat_body
 from .load import Job, SendOne, single
