@@ -15,11 +15,11 @@ from .gate.abmode import ABSetupError, validate
 from .gate.power import ab_power_problem
 from .gate.paired import format_change
 from .reports.abreport import settle_text
-from .harness.bench import MlxBench, results_key
+from .harness.bench import MlxBench
 from .harness.bench import image_or_fail as _image_or_fail
 from .harness.bench import marker_settings as _marker_settings
 from .harness.options import add_options, ini_value, settings_from_config
-from .harness.session import BenchSession, session_key, settings_key, side_key
+from .harness.session import BenchSession, results_key, session_key, settings_key, side_key
 from .harness.sidebyside import SideBySide, for_side, worker_model
 from .harness.terminal import PROGRESS, MlxReporter, figures, progress
 from .harness.xdist import group_measured, is_measured, is_worker, lock_for, measure_lock, nodeid, use_loadgroup

@@ -35,6 +35,29 @@ def _wrong(doc: dict, engine: str) -> set[tuple[str, str]]:
             for s in rec["steps"] if s["correct"] is False}
 
 
+def _structure_holds(doc: dict, engines: set[str]) -> None:
+    """What holds on any engine version: every step of every engine ran, was classified, and
+    passed exactly when the engine did what was expected with the output of a cold run."""
+    assert {rec["engine"] for rec in doc["cache"]} == engines
+    for rec in doc["cache"]:
+        for step in rec["steps"]:
+            assert not step["error"], step
+            assert step["outcome"] in ("HIT", "MISS", "PARTIAL") and 0 <= step["cached_tokens"] <= step["prompt_tokens"]
+            if step["passed"]:
+                assert step["correct"] is not False, step
+
+
+def _documented_for(package: str, documented: str) -> None:
+    """Skip (after the version-independent checks) where the installed engine is not the version
+    whose exact behaviour docs/cache.md records."""
+    from importlib.metadata import version
+
+    installed = version(package)
+    if installed != documented:
+        pytest.skip(f"{package} {installed}: the exact HITs and wrong outputs asserted here are {package} "
+                    f"{documented}'s (docs/cache.md); only the version-independent checks ran")
+
+
 def test_classify():
     assert classify(0, 100, 16) == "MISS"
     assert classify(90, 100, 16) == "HIT" and classify(99, 100, 1) == "HIT"
@@ -73,9 +96,12 @@ def test_broken_engines_fail_the_right_steps_and_only_those(pytester: pytest.Pyt
 
 @pytest.mark.slow
 def test_real_engines_run_the_whole_suite(pytester: pytest.Pytester):
-    """mlx-vlm 0.7.10's engines, as they really behave (see docs/cache.md)."""
+    """mlx-vlm's engines, as they really behave (see docs/cache.md): the exact outcomes are
+    mlx-vlm 0.7.10's."""
     result = pytester.runpytest(*SUITE, "--mlx-cache-engine", "apc,prompt-cache")
     doc = json.loads((pytester.path / "out.json").read_text())
+    _structure_holds(doc, {"apc", "prompt-cache"})
+    _documented_for("mlx-vlm", "0.7.10")
     failed = _failed_steps(doc)
     assert set(failed) == {"apc", "prompt-cache"}
     hits = {("test_cache_basic", "repeat"), ("test_cache_basic", "return"),
@@ -100,7 +126,8 @@ def test_vllm_mlx_engine_runs_the_whole_suite(pytester: pytest.Pytester):
     pytest.importorskip("vllm_mlx.mllm_cache", reason="./run.sh installs vllm-mlx (--no-deps)")
     result = pytester.runpytest(*SUITE)  # all engines: vllm-mlx is among them when installed
     doc = json.loads((pytester.path / "out.json").read_text())
-    assert {rec["engine"] for rec in doc["cache"]} == {"apc", "prompt-cache", "vllm-mlx"}
+    _structure_holds(doc, {"apc", "prompt-cache", "vllm-mlx"})
+    _documented_for("vllm-mlx", "0.6.0")
     steps = [s for rec in doc["cache"] if rec["engine"] == "vllm-mlx" for s in rec["steps"]]
     # hits reuse all prompt tokens but the last, and answer as a cold run would
     hits = [s for s in steps if s["actual"] == "HIT" and s["passed"]]

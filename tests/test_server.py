@@ -15,7 +15,6 @@ import pytest
 
 from pytest_mlxvlm.suites.server.bench import MlxServer
 from pytest_mlxvlm.suites.server.client import (
-    Deadlines,
     ServerStalled,
     chat_body,
     check_reachable,
@@ -23,6 +22,7 @@ from pytest_mlxvlm.suites.server.client import (
     percentiles,
     stream_chat,
 )
+from pytest_mlxvlm.suites.server.deadlines import Deadlines
 from pytest_mlxvlm.suites.server.process import ServerError, ServerProcess, free_port
 
 # A fake OpenAI-compatible server: /health, and streamed chat completions of N chunks.
@@ -239,9 +239,9 @@ def test_a_stream_without_progress_ends_at_its_deadline(fake_server, mode, reaso
 def test_a_socket_timeout_before_the_monitor_names_the_same_deadline(fake_server, monkeypatch):
     """Under load the socket's own timeout (no byte for timeout_s) can come before the deadline
     monitor wakes: the message is the deadline's all the same."""
-    from pytest_mlxvlm.suites.server import client
+    from pytest_mlxvlm.suites.server import deadlines
 
-    monkeypatch.setattr(client._MONITOR, "watch", lambda watch: None)  # a monitor that never wakes
+    monkeypatch.setattr(deadlines.MONITOR, "watch", lambda watch: None)  # a monitor that never wakes
     url = fake_server("stall")
     with pytest.raises(ServerStalled, match=f"^POST {url}/v1/chat/completions: the server stalled: "
                                             "no content for 1 s after 2 of 8 tokens"):

@@ -1,7 +1,7 @@
 """The work profile of a real generation, and how injected regressions show in it (issue 25).
 
 Loads a model the way the plugin does, runs one greedy generation per image size under the work
-recorder (pytest_mlxvlm.measure.work) and prints its profile: the MLX primitives, evals, async
+recorder (pytest_mlxvlm.measure.recorder) and prints its profile: the MLX primitives, evals, async
 evals and host syncs of the preprocessing, the prefill, the usual decode step and the steps that
 differ. Then, at the first image size, applies regressions to the loaded model and mlx-vlm at
 runtime, one at a time, and prints each one's difference to the unchanged profile
@@ -33,7 +33,8 @@ from .._common import parser
 from pytest_mlxvlm.config.settings import DEFAULT_PROMPT, parse_resolution
 from pytest_mlxvlm.gate.work import compare_profiles, describe, describe_tokens
 from pytest_mlxvlm.measure.images import image_file
-from pytest_mlxvlm.measure.work import WorkProfile, WorkRecorder, is_view, profile_key
+from pytest_mlxvlm.measure.recorder import WorkRecorder, profile_key
+from pytest_mlxvlm.measure.work import WorkProfile, is_view
 from pytest_mlxvlm.models import loading
 
 

@@ -41,6 +41,7 @@ from ..results import CaseResult, StepResult
 settings_key = pytest.StashKey[Settings]()
 session_key = pytest.StashKey["BenchSession"]()
 side_key = pytest.StashKey[Any]()  # in a side's worker (A/B): the sidetest.SideTest it measures through
+results_key = pytest.StashKey[list]()  # on an item: the cases its test measured
 
 
 class BaselineStore:

@@ -23,7 +23,8 @@ from ..config.settings import ABPlan, Outputs, Settings
 from ..measure.workers import WorkerError
 from ..models.loading import LoadedModel
 from ..results import CaseResult, GenerationRequest
-from .bench import marker_settings, record_ab_case, run_ab_case
+from .abcase import record_ab_case, run_ab_case
+from .bench import marker_settings
 from .resolve import flag
 from .session import BenchSession, session_key
 from .xdist import nodeid

@@ -235,7 +235,7 @@ def record_work(model: Any, processor: Any, request: GenerationRequest, *, spec:
     work profile as data, with the generated token ids (``token_ids``) beside it.
 
     Raises ``WorkProfileUnavailable`` where this mlx cannot be read (the caller reports it)."""
-    from .work import WorkRecorder, profile_key
+    from .recorder import WorkRecorder, profile_key
 
     recorder = WorkRecorder()
     with recorder:

@@ -20,7 +20,7 @@ elsewhere), so that a SIGKILLed pytest leaves no worker holding the device. Requ
   the sample's times and answered as ``held_s`` (a barrier A/B pair: both prefills alone, both
   decodes at once)
 - ``{"op": "work", "image": ..., "prompt": ..., "max_tokens": N}`` -> ``sample`` and ``work``:
-  one untimed generation under the work recorder (``measure/work.py``) and its profile
+  one untimed generation under the work recorder (``measure/recorder.py``) and its profile
 - ``{"op": "run_test", ...}`` -> the test of this side, run in a nested pytest session on this
   side's checkout (``sidetest.py``): each ``mlx_bench.run()`` answers ``{"event": "workload"}``
   and serves requests until ``{"op": "continue"}`` or ``{"op": "abort"}``; the session's end

@@ -110,7 +110,7 @@ def record_batch_work(model: Any, processor: Any, images: list[str], prompt: str
     whole call as one phase, ``batch`` (requests' tokens interleave: no decode steps of one)."""
     from PIL import Image
 
-    from ..measure.work import WorkRecorder, profile_key
+    from ..measure.recorder import WorkRecorder, profile_key
 
     recorder = WorkRecorder(first_phase="batch")
     with recorder:

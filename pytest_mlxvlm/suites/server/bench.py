@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from ...harness.bench import _THIS_TEST, MlxBench, describe_image, results_key
+from ...harness.bench import _THIS_TEST, MlxBench, describe_image
+from ...harness.session import results_key
 from ...harness.xdist import nodeid
 from ...measure.runner import run_adaptive
 from ...models.loading import ModelLoadError, resolve_path, source_kind

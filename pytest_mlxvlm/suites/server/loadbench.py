@@ -14,7 +14,7 @@ import pytest
 
 from ...config import serving
 from ...config.settings import WorkloadFile
-from ...harness.bench import results_key
+from ...harness.session import results_key
 from ...harness.xdist import nodeid
 from ...reports.requests import write_requests
 from ...results import SERVER_SIDE, CaseResult
