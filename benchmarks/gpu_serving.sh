@@ -34,7 +34,8 @@ source "$(dirname "$0")/gpu_env.sh"  # py, model, OUT and the environment
 logs=$(mktemp -d)
 export TMPDIR=$logs  # the servers' logs (mlxvlm-server-*.log) land here
 work=$(mktemp -d -p "$logs" run.XXXX)
-trap 'tar -czf "$OUT/logs.tgz" -C "$logs" $(cd "$logs" && ls mlxvlm-server-*.log 2>/dev/null) 2>/dev/null; true' EXIT
+# the servers' and workers' logs: mlxvlm-server-*.log, and pytest's kept mlxvlm-logs/ folders
+trap 'tar -czf "$OUT/logs.tgz" -C "$logs" $(cd "$logs" && find . -name "*.log" -type f) 2>/dev/null; true' EXIT
 common=(-p no:cacheprovider -p no:benchmark --pyargs pytest_mlxvlm.builtin.test_mlxvlm_server --mlx-suite server
         --mlx-model "$model" --rootdir "$work" --mlx-server-timeout 120)
 stage() {  # stage NAME SECONDS ARGS...: one pytest session, its terminal output in $OUT/NAME.txt

@@ -7,6 +7,8 @@ import json
 import os
 import random
 import re
+import threading
+import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -110,3 +112,25 @@ def test_a_soak_samples_memory_as_requests_complete():
     counts = [n for n, _, _ in watched.points]
     assert counts[0] == 0 and counts[-1] == 40 and len(counts) == 41
     assert sample_every(500) == 5 and sample_every(5000) == 10
+
+
+def test_a_soak_warms_up_with_one_request_alone_then_every_client():
+    """A fresh server compiles its kernels on its first request: that one goes alone, so that
+    the first requests sent together do not wait out a compilation (a GPU's first 8 did, 120 s)."""
+    in_flight, peaks, lock = [0], [], threading.Lock()
+
+    def send(body: bytes) -> Timing:
+        with lock:
+            in_flight[0] += 1
+            peaks.append(in_flight[0])
+        time.sleep(0.02)
+        with lock:
+            in_flight[0] -= 1
+        return Timing(time_s=0.02, ttft_s=0.01, chunk_times=[0.01], prompt_tokens=5, cached_tokens=0,
+                      completion_tokens=1, finish_reason="length", usage=True)
+
+    jobs: list[int] = []
+    run = run_soak(send, lambda i: jobs.append(i) or single(b"{}"), 4, [], requests=8, warmup=1)
+    assert len(run.records) == 8 and len(peaks) == 1 + 4 + 8
+    assert peaks[0] == 1 and max(peaks[1:5]) > 1  # the first alone, the warm-up in flight
+    assert sorted(jobs) == list(range(13))  # every job once: no request sent twice

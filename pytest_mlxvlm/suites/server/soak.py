@@ -169,7 +169,8 @@ def run_soak(send: Send, job_at: Callable[[int], Job], clients: int, series: lis
              requests: int | None = None, duration_s: float | None = None, warmup: int = 1,
              abort: Callable[[], Any] = lambda: None) -> LoadRun:
     """Continuous load of ``requests`` jobs (or ``duration_s``) with the memory of each series
-    sampled before the first measured request and after every ``sample_every`` completions."""
+    sampled before the first measured request and after every ``sample_every`` completions.
+    The warm-up (not kept): one request alone, then ``warmup`` per client, ``clients`` in flight."""
     every = sample_every(requests)
     lock = threading.Lock()
     start = time.perf_counter()
@@ -185,11 +186,16 @@ def run_soak(send: Send, job_at: Callable[[int], Job], clients: int, series: lis
         if done % every == 0:
             sample(done)
 
+    skip = 0
     if warmup:
-        run_continuous(send, job_at, clients, requests=clients * warmup, abort=abort)
+        # one request alone first: a fresh server compiles its kernels on it (on a GPU, minutes
+        # that would otherwise land on the first of `clients` requests sent together)
+        run_continuous(send, job_at, 1, requests=1, abort=abort)
+        run_continuous(send, lambda i: job_at(1 + i), clients, requests=clients * warmup, abort=abort)
+        skip = 1 + clients * warmup
     start = time.perf_counter()
     sample(0)
-    run = run_continuous(send, lambda i: job_at(clients * warmup + i), clients, requests=requests,
+    run = run_continuous(send, lambda i: job_at(skip + i), clients, requests=requests,
                          duration_s=duration_s, abort=abort, on_done=on_done)
     done = sum(r.ok for r in run.records)
     if done % every:
