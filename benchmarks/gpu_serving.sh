@@ -18,7 +18,7 @@
 #          sampled every 10 requests: growth per 100 requests with its interval, and the verdict
 #   leak   the same soak of LEAK_REQUESTS [500] on a copy of the server that keeps every image
 #          (python -m benchmarks.soak_leak --which leaky): must fail
-# Each fresh server process compiles MLX's CUDA kernels on its first request: on an H100 the soak's
+# On a fresh machine MLX compiles its CUDA kernels on the first requests: on an H100 a soak's
 # first 224x224 prefill took 118 s (docs/results/h100/serving/soak-failed-2/server.log), past a
 # 120 s --mlx-server-timeout, hence SERVER_TIMEOUT [300]. A fresh machine's first session is 1.5-2 minutes slower: the
 # load stage comes first and absorbs it. Expected, from the H200 figures of docs/benchmarks.md
