@@ -64,6 +64,11 @@ def rate_lines(results: Sequence[CaseResult]) -> list[str]:
         below = max(rate for rate in sustained if rate < first_sat)
         lines.append(f"Knee: between {below:.3g} requests/s (queue bounded) and {first_sat:.3g} "
                      "requests/s (queue grows without bound)")
+    above = [rate for rate in sustained if first_sat is not None and rate > first_sat]
+    if above:
+        lines.append(f"  not monotone: {', '.join(f'{rate:.3g}/s' for rate in above)} read sustained above a rate "
+                     "whose queue grew; too few arrivals per rate to place the knee surely: give each rate "
+                     "more --mlx-server-duration")
     capacity = next((_server(r)["capacity"] for r in cases if "capacity" in _server(r)), None)
     if capacity:
         lines.append(f"Capacity (for the sweep): {capacity['requests_per_s']:.3g} requests/s at "
