@@ -48,6 +48,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from pytest_mlxvlm.common import machine
 from pytest_mlxvlm.common.stats import per_comparison_alpha
 from pytest_mlxvlm.config.settings import DEFAULT_PROMPT, ABPlan, parse_resolutions
 from pytest_mlxvlm.config.tolerances import AB_TOLERANCES
@@ -144,7 +145,8 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
                                    log=out / f"worker-{side}.log") for side in SIDES}
     start = time.perf_counter()
     recording = {"order": order, "model": model, "tokens": tokens,
-                 "head": _git(repo, "log", "-1", "--format=%s", "HEAD")}
+                 "head": _git(repo, "log", "-1", "--format=%s", "HEAD"),
+                 "chip": machine.identity()["key"]}  # an H100's rounds never join an H200's
     earlier = json.loads((out / "workers.json").read_text()) if (out / "workers.json").exists() else {}
     for key, value in recording.items():  # a resumed recording must be the same experiment
         if key in earlier and earlier[key] != value and any(out.glob("rounds-*.jsonl")):

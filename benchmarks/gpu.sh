@@ -34,7 +34,8 @@
 #   PYTEST_MLXVLM_CACHE   synthetic checkpoints [the plugin's default: the user cache folder]
 #   SENSITIVITY_WORKDIR   the sensitivity stage's work folder when WORKDIR is not given
 #                         [${TMPDIR:-/tmp}/mlxvlm-sensitivity]
-#   AB_FROM               committed recordings the ab stage resumes [docs/results/h200]
+#   AB_FROM               committed recordings the ab stage resumes [docs/results/h200 on an
+#                         H200, docs/results/h100 on an H100: a recording holds one card's rounds]
 #   PYTHON                the interpreter [python3]
 set -euo pipefail
 [ -f benchmarks/__init__.py ] || { echo "gpu.sh: run it from the repository root" >&2; exit 2; }
@@ -81,8 +82,11 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
     scratch=${TMPDIR:-/tmp}/mlxvlm-ab-scratch
     [ -d "$scratch/repo" ] || "$py" -m benchmarks.ab_jobs build "$scratch" --mlp "${AB_MLP:-0.1}"
     modes=${2//seq/turns}
+    # resume this card's own recording: docs/results/h200 on an H200, docs/results/h100 on an H100
+    card=$("$py" -c "from pytest_mlxvlm.common import machine; k = machine.identity()['key']; \
+print(next((c for c in ('h200', 'h100') if c in k), k))")
     for mode in ${modes//,/ }; do
-      from=${AB_FROM:-docs/results/h200}/ab-$mode
+      from=${AB_FROM:-docs/results/$card}/ab-$mode
       mkdir -p "$OUT/ab-$mode"
       if ! ls "$OUT/ab-$mode"/rounds-*.jsonl >/dev/null 2>&1 && ls "$from"/rounds-*.jsonl >/dev/null 2>&1; then
         cp "$from"/rounds-*.jsonl "$OUT/ab-$mode/"  # resume the committed recording
