@@ -136,14 +136,6 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
         raise SystemExit(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     repo = scratch / "repo"
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="ab-jobs-"))
-    trees = {"base": work / "base", "head": work / "head"}
-    _git(repo, "worktree", "add", "--detach", str(trees["base"]), "HEAD~1")
-    _git(repo, "worktree", "add", "--detach", str(trees["head"]), "HEAD")
-    code = str(plugin_copy(work))
-    workers = {side: WorkerProcess(side, sys.executable, [code, str(trees["head" if side == "b" else "base"])],
-                                   log=out / f"worker-{side}.log") for side in SIDES}
-    start = time.perf_counter()
     recording = {"order": order, "model": model, "tokens": tokens,
                  "head": _git(repo, "log", "-1", "--format=%s", "HEAD"),
                  "chip": machine.identity()["key"]}  # an H100's rounds never join an H200's
@@ -152,6 +144,14 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
         if key in earlier and earlier[key] != value and any(out.glob("rounds-*.jsonl")):
             raise SystemExit(f"{out} was recorded with {key} {earlier[key]!r}, not {value!r}: "
                              "record into another folder")
+    work = Path(tempfile.mkdtemp(prefix="ab-jobs-"))
+    trees = {"base": work / "base", "head": work / "head"}
+    _git(repo, "worktree", "add", "--detach", str(trees["base"]), "HEAD~1")
+    _git(repo, "worktree", "add", "--detach", str(trees["head"]), "HEAD")
+    code = str(plugin_copy(work))
+    workers = {side: WorkerProcess(side, sys.executable, [code, str(trees["head" if side == "b" else "base"])],
+                                   log=out / f"worker-{side}.log") for side in SIDES}
+    start = time.perf_counter()
     try:
         meta = {}
         for side, worker in workers.items():

@@ -108,6 +108,12 @@ def test_ab_jobs_records_in_each_order_and_resumes(tmp_path, order):
     table = ab_jobs.judge_recording([out], jobs=1, pairs="3:3", alpha=0.05)
     assert f"order {order}" in table and "| inconclusive |" in table
     assert "| A/A | 224x224 | **0/1** |" in table and "| A/B | 224x224 |" in table
+    if order == "turns":  # a recording holds one card's rounds: another chip's never join it
+        meta = json.loads((out / "workers.json").read_text())
+        assert meta["chip"]
+        (out / "workers.json").write_text(json.dumps({**meta, "chip": "nvidia-h200"}))
+        with pytest.raises(SystemExit, match="was recorded with chip 'nvidia-h200'"):
+            ab_jobs.record(scratch, out, "fake:m", "224x224", steps=1, tokens=4, time_limit=120, warmup=1)
 
 
 def test_every_script_says_what_it_regenerates_and_the_index_lists_it():
