@@ -5,12 +5,12 @@
 # PYTHONPATH holding the machine's site and this checkout:
 #   export PYTHONPATH=/root/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 && bash benchmarks/gpu_serving.sh
 # Three stages, each one pytest session with its own server and time limit (seconds:
-# LOAD_LIMIT [300], SOAK_LIMIT [330], LEAK_LIMIT [240, when asked]); STAGES picks them
+# LOAD_LIMIT [420], SOAK_LIMIT [330], LEAK_LIMIT [240, when asked]); STAGES picks them
 # ["load soak"]. Together they may pass a 10-minute device call, so run them as two calls:
-#   STAGES=load bash benchmarks/gpu_serving.sh     # the build and the load stage: ~5-6 min
-#   STAGES=soak bash benchmarks/gpu_serving.sh     # the soak: ~3-4 min on the still-warm machine
-#   load   continuous concurrency 1, 2, 4, 8 at 448x448 (10 s each after 1 warm-up request per client),
-#          the request-rate sweep (sweep:5: 1/4 to 5/4 of the capacity measured at 8 clients, 10 s
+#   STAGES=load bash benchmarks/gpu_serving.sh        # the build and the load stage: ~6-7 min
+#   STAGES='soak leak' bash benchmarks/gpu_serving.sh # the soak and the leak: ~7-8 min (each server compiles)
+#   load   continuous concurrency 1, 2, 4, 8 at 448x448 (DURATION [15] s each after 1 warm-up request per
+#          client), the request-rate sweep (sweep:5: 1/4 to 5/4 of the capacity measured at 8 clients, DURATION s
 #          of Poisson arrivals each), goodput at TTFT <= 500 ms and ITL p95 <= 50 ms, and the
 #          built-in mixed workload (the sweep's sizes 224x224, 448x448, 1024x1024) at 4 clients;
 #          every request in load-records/ (JSONL, CSV)
@@ -22,8 +22,9 @@
 # first 224x224 prefill took 118 s (docs/results/h100/serving/soak-failed-2/server.log), past a
 # 120 s --mlx-server-timeout, hence SERVER_TIMEOUT [300]. A fresh machine's first session is 1.5-2 minutes slower: the
 # load stage comes first and absorbs it. Expected, from the H200 figures of docs/benchmarks.md
-# (448x448 at 8 clients: TTFT p50 813 ms, ITL p50 37 ms): the build ~1 min; load ~4-5 min (server
-# start, compile, 4 x 10 s of concurrency, the capacity and 5 x 10 s of arrivals with their drains,
+# (448x448 at 8 clients: TTFT p50 813 ms, ITL p50 37 ms): the build ~1 min; load ~5-6 min (server
+# start, compile, 4 x 15 s of concurrency, the capacity and 5 x 15 s of arrivals with their drains;
+# on an H100 with 10 s each it took 5 min 20 s,
 # ~20 workload requests); the soak ~3 min (224x224 with 8 tokens at 8 in flight: ~0.5-0.8 s a
 # request, 10-16 requests/s, 2,000 in 130-200 s, plus the server's start). About 8-9 minutes of
 # device time in all; a soak cut at SOAK_LIMIT ends without its verdict: run it again alone with SOAK_LIMIT=560.
@@ -54,8 +55,8 @@ start=$(date +%s)
 p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'at', p, f'in {time.time()-t:.0f}s')" "$model"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null | head -1
 # 1. closed and open loop, and the mixed workload, in one session (one server, one warm-up)
-stage load "${LOAD_LIMIT:-300}" --mlx-resolutions 448x448,224x224,1024x1024 --mlx-max-tokens 64 --mlx-warmup 1 \
-  --mlx-rounds 3 --mlx-server-concurrency 1,2,4,8 --mlx-server-rates sweep:5 --mlx-server-duration 10 \
+stage load "${LOAD_LIMIT:-420}" --mlx-resolutions 448x448,224x224,1024x1024 --mlx-max-tokens 64 --mlx-warmup 1 \
+  --mlx-rounds 3 --mlx-server-concurrency 1,2,4,8 --mlx-server-rates sweep:5 --mlx-server-duration "${DURATION:-15}" \
   --mlx-server-slo ttft=500,itl=50 --mlx-server-workload mixed --mlx-server-records "$OUT/load-records" \
   -k "server_concurrency or server_rate or (server_workload and c4)"
 # 2. the memory soak of the unchanged server
