@@ -66,7 +66,7 @@ def soak(which: str, out: Path, spec: str, requests: int, size: str, clients: in
                *(["--mlx-server-leak-threshold", f"{threshold:g}"] if threshold else [])]
     done = subprocess.run(command, capture_output=True, text=True, cwd=logs, env=env, timeout=4 * 3600)
     (out / f"{which}.txt").write_text(done.stdout + done.stderr)
-    server_logs = sorted(logs.glob("mlxvlm-server-*.log"))
+    server_logs = sorted(logs.rglob("mlxvlm-server-*.log"), key=lambda p: p.stat().st_mtime)
     if server_logs:
         (out / f"{which}-server.log").write_text(server_logs[-1].read_text(errors="replace")[-20000:])
     doc = json.loads(report.read_text()) if report.exists() else {"results": []}
