@@ -128,3 +128,23 @@ def test_every_script_says_what_it_regenerates_and_the_index_lists_it():
     for name, path in kinds["support"].items():
         assert first_line(path).startswith("Support of ")
     assert main(["no-such-script"]) == 2
+
+
+def test_deadline_cost_times_the_client_with_and_without_its_deadlines():
+    from benchmarks import deadline_cost
+    from pytest_mlxvlm.suites.server import client
+    from pytest_mlxvlm.suites.server.pool import ConnectionPool
+
+    server = deadline_cost.replay_server(8)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    body = json.dumps({"model": "m", "stream": True, "max_tokens": 8, "messages": []}).encode()
+    watch = client.Watch
+    try:
+        pool = ConnectionPool(url, 10.0)
+        times = [deadline_cost.one(url, body, pool, deadlines) for deadlines in (True, False, True)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert all(0 < t < 10 for t in times)
+    assert client.Watch is watch  # the real deadlines are back after a request without them
+    assert pool.opened == 1  # one kept-alive connection carried all three

@@ -257,7 +257,7 @@ class ServerPlan:
 
     url: str | None = None  # a server the user runs: nothing is started or stopped
     port: int = 0  # for a server started here; 0: a free port
-    timeout_s: float = 300.0  # to become ready; a request's deadlines (server/client.py Deadlines)
+    timeout_s: float = 300.0  # to become ready; a request's deadlines (suites/server/deadlines.py Deadlines)
     concurrency: tuple[int, ...] = (1, 2, 4)
     args: tuple[str, ...] = ()  # more arguments for mlx_vlm.server
     kind: str = "mlx_vlm"  # the server started here: one of SERVER_KINDS
