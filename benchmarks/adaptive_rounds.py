@@ -37,7 +37,7 @@ def _row(mode: str, session: int, case: dict[str, Any]) -> list[str]:
     widths = []
     for metric, label in METRICS.items():
         width = relative_half_width([s[metric] for s in samples])
-        widths.append(f"{label} ±{width * 100:.1f}%" if width != float("inf") else f"{label} none")
+        widths.append(f"{label} ±{width * 100:.1f}%" if width != float("inf") else f"{label} none*")
     stopped = (case["workload"].get("adaptive") or {}).get("stopped", "fixed")
     return [mode, str(session), case["resolution"], str(len(samples)), f"{seconds:.1f}", ", ".join(widths),
             stopped]
@@ -62,12 +62,14 @@ def main() -> None:
     modes = {"auto": ["--mlx-rounds", "auto", "--mlx-precision", args.precision, "--mlx-case-budget",
                       args.case_budget], "fixed 5": ["--mlx-rounds", "5"]}
     cache = ModelCache()
-    run_session(common, cache, work / "warm.partial")  # kernels compiled before anything counts
+    paths = {(i, mode): work / f"{mode.replace(' ', '')}-{i}.json" for i in range(args.pairs) for mode in modes}
+    if not all(path.exists() for path in paths.values()):  # kernels compiled before anything counts
+        run_session(common, cache, work / "warm.partial")
     rows = []
     skipped = 0
     for i in range(args.pairs):
         for mode, extra in modes.items():
-            path = work / f"{mode.replace(' ', '')}-{i}.json"
+            path = paths[i, mode]
             if not path.exists() and time.perf_counter() - began > args.time_limit:
                 skipped += 1
                 continue
@@ -83,6 +85,8 @@ def main() -> None:
         by_mode.setdefault(r[0], []).append(float(r[4]))
     lines.append("")
     lines += [f"{mode}: median {statistics.median(v):.1f} s a case" for mode, v in by_mode.items()]
+    if any("none*" in r[5] for r in rows):
+        lines.append("*none: so few rounds allow no 95% interval of the median (the binomial rule needs 6)")
     if skipped:
         lines.append(f"{skipped} session(s) not run: --time-limit {args.time_limit:g} s reached (run again to add them)")
     text = "\n".join(lines) + "\n"
