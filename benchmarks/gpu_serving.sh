@@ -5,7 +5,7 @@
 # PYTHONPATH holding the machine's site and this checkout:
 #   export PYTHONPATH=/root/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 && bash benchmarks/gpu_serving.sh
 # Three stages, each one pytest session with its own server and time limit (seconds:
-# LOAD_LIMIT [420], SOAK_LIMIT [560], LEAK_LIMIT [400]); STAGES picks them ["load soak"]. Each
+# LOAD_LIMIT [420], SOAK_LIMIT [560], LEAK_LIMIT [400]); STAGES picks them ["load"]. Each
 # stage fills most of a 10-minute device call, so run them one a call, back to back on one machine:
 #   STAGES=load bash benchmarks/gpu_serving.sh   # the build and the load stage: ~7-8 min
 #   STAGES=soak bash benchmarks/gpu_serving.sh   # the 2,000-request soak: ~8-9 min
@@ -42,7 +42,7 @@ common=(-p no:cacheprovider -p no:benchmark --pyargs pytest_mlxvlm.builtin.test_
 stage() {  # stage NAME SECONDS ARGS...: one pytest session, its terminal output in $OUT/NAME.txt
   local name=$1 limit=$2
   shift 2
-  case " ${STAGES:-load soak} " in *" $name "*) ;; *) return 0 ;; esac
+  case " ${STAGES:-load} " in *" $name "*) ;; *) return 0 ;; esac
   echo "== $name ($(date -u +%H:%M:%S), at most ${limit}s)"
   (cd "$work" && timeout -k 15 -s INT "$limit" "$py" -m pytest "${common[@]}" "$@" --mlx-json "$OUT/$name.json" \
     -rfEs) > "$OUT/$name.txt" 2>&1
@@ -61,7 +61,7 @@ stage load "${LOAD_LIMIT:-420}" --mlx-resolutions 448x448,224x224,1024x1024 --ml
 stage soak "${SOAK_LIMIT:-560}" --mlx-resolutions 224x224 --mlx-max-tokens 8 --mlx-warmup 2 \
   --mlx-server-concurrency 8 --mlx-server-soak "${SOAK_REQUESTS:-2000}" -k server_soak
 # 3. the injected leak (not in the default STAGES)
-case " ${STAGES:-load soak} " in *" leak "*)
+case " ${STAGES:-load} " in *" leak "*)
   echo "== leak ($(date -u +%H:%M:%S), at most ${LEAK_LIMIT:-400}s)"
   timeout -k 15 -s INT "${LEAK_LIMIT:-400}" "$py" -m benchmarks.soak_leak --model "$model" --which leaky \
     --requests "${LEAK_REQUESTS:-500}" --clients 8 --out "$OUT/leak" > "$OUT/leak.txt" 2>&1
