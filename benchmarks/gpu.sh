@@ -17,7 +17,9 @@
 #                                                  recording resumes across device calls; then its
 #                                                  judge.txt (20:40 pairs) and noise. One mode a call
 #                                                  (at most 8 files come back). AB_MLP [0.1]: the
-#                                                  head's slowdown (ab_jobs build --mlp)
+#                                                  head's slowdown (ab_jobs build --mlp), one scratch
+#                                                  repository each; AB_SUFFIX []: appended to the
+#                                                  recording's folder (ab-<mode><suffix>)
 #   bash benchmarks/gpu.sh adaptive MODEL [SIZES [SECONDS]]
 #                                                  --mlx-rounds auto against fixed 5 rounds
 #                                                  (adaptive_rounds.py): 2 sessions of each, 64 tokens,
@@ -79,29 +81,29 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
       | grep -v '^\(|\|$\|Average\|Aggregate\|synthetic\)' | tee -a "$OUT/sensitivity.txt"
     tar czf "$OUT/sensitivity-sessions.tgz" -C "$work" . ;;
   ab)
-    scratch=${TMPDIR:-/tmp}/mlxvlm-ab-scratch
+    scratch=${TMPDIR:-/tmp}/mlxvlm-ab-scratch-${AB_MLP:-0.1}  # one scratch repository a slowdown
     [ -d "$scratch/repo" ] || "$py" -m benchmarks.ab_jobs build "$scratch" --mlp "${AB_MLP:-0.1}"
     modes=${2//seq/turns}
     # resume this card's own recording: docs/results/h200 on an H200, docs/results/h100 on an H100
     card=$("$py" -c "from pytest_mlxvlm.common import machine; k = machine.identity()['key']; \
 print(next((c for c in ('h200', 'h100') if c in k), k))")
     for mode in ${modes//,/ }; do
-      from=${AB_FROM:-docs/results/$card}/ab-$mode
-      mkdir -p "$OUT/ab-$mode"
-      if ! ls "$OUT/ab-$mode"/rounds-*.jsonl >/dev/null 2>&1 && ls "$from"/rounds-*.jsonl >/dev/null 2>&1; then
-        cp "$from"/rounds-*.jsonl "$OUT/ab-$mode/"  # resume the committed recording
-        [ -f "$from/workers.json" ] && cp "$from/workers.json" "$OUT/ab-$mode/"
+      from=${AB_FROM:-docs/results/$card}/ab-$mode${AB_SUFFIX:-}
+      mkdir -p "$OUT/ab-$mode${AB_SUFFIX:-}"
+      if ! ls "$OUT/ab-$mode${AB_SUFFIX:-}"/rounds-*.jsonl >/dev/null 2>&1 && ls "$from"/rounds-*.jsonl >/dev/null 2>&1; then
+        cp "$from"/rounds-*.jsonl "$OUT/ab-$mode${AB_SUFFIX:-}/"  # resume the committed recording
+        [ -f "$from/workers.json" ] && cp "$from/workers.json" "$OUT/ab-$mode${AB_SUFFIX:-}/"
         echo "resuming $from: $(cat "$from"/rounds-*.jsonl | wc -l) lines"
       fi
     done
     for _ in $(seq "$3"); do
       for mode in ${modes//,/ }; do
-        "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode" --model "$1" \
+        "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode${AB_SUFFIX:-}" --model "$1" \
           --sizes "${5:-224x224,1024x1024}" --steps 100000 --tokens 64 --time-limit "$4" --order "$mode"
       done
     done
     for mode in ${modes//,/ }; do
-      dir=$OUT/ab-$mode
+      dir=$OUT/ab-$mode${AB_SUFFIX:-}
       { "$py" -m benchmarks.ab_jobs judge "$dir" --jobs 20 --pairs 20:40; echo;
         "$py" -m benchmarks.ab_noise "$dir"; } | tee "$dir/judge.txt"
       (cd "$dir" && ls worker-*.log >/dev/null 2>&1 && tar czf logs.tgz worker-*.log && rm -f worker-*.log) || true
