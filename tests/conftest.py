@@ -20,9 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil  # noqa: F401  imported before any pytester snapshot of sys.modules (see below)
 import pytest
 
 from pytest_mlxvlm.testing import CONFTEST
+
+# pytester restores sys.modules after each in-process session: a module first imported inside one
+# (psutil, through the soak or pgserver) vanishes from sys.modules while objects of it live on, and
+# psutil then fails with KeyError('psutil') (seen when the module PostgreSQL server was stopped).
 
 # The identity of a Mac, as machine.detect() reports it there.
 MAC = {

@@ -278,13 +278,21 @@ def test_ctrl_c_while_the_baselines_are_written(fake, monkeypatch):
     real_write = baseline_module.atomic_write_text
 
     def write_interrupted(path, text):
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, now
+        # Ctrl-C, now, to this thread: os.kill to the process may reach a thread that runs no
+        # Python handler, or one that blocks SIGINT, and then arrive only after the write
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.raise_signal(signal.SIGINT)
         time.sleep(5)  # interrupted here
         real_write(path, text)
 
+
     monkeypatch.setattr(baseline_module, "atomic_write_text", write_interrupted)
-    result = fake.runpytest(*RUN, "--mlx-update-baselines=add", "--mlx-json", "out.json",
-                            "--mlx-history", "h.jsonl")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own Ctrl-C
+    try:
+        result = fake.runpytest(*RUN, "--mlx-update-baselines=add", "--mlx-json", "out.json",
+                                "--mlx-history", "h.jsonl")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["mlxvlm: baselines not written: interrupted (Ctrl-C); what was there "
