@@ -457,7 +457,11 @@ def test_real_model_side_by_side(pytester, repo):
     # alpha 0.2 over 4 metrics: 6 pairs can reach each metric's level (0.05), so the gate can decide
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*pairs (staggered) in * s*"])
-    result.stdout.fnmatch_lines(["*| test_image_generation[[]224x224[]] | Decode *| ok *"])
+    # the same code on both sides is never a regression; on a loaded 2-core host 6 pairs may not
+    # settle it (CI saw Decode -35% [-64%, -29%] when another test ran on the other core): inconclusive
+    decode = [line for line in result.outlines if line.startswith("| test_image_generation[224x224] | Decode ")]
+    assert len(decode) == 1 and decode[0].rstrip(" |").rsplit("|", 1)[1].strip() in ("ok", "inconclusive"), decode
+    result.stdout.fnmatch_lines(["*1 compared, 0 regressed*"])
     doc = json.loads((repo / "ab.json").read_text())
     assert sorted(r["side"] for r in doc["results"]) == ["base", "head"]
     assert all(r["bandwidth"]["limit_tps"] > 0 for r in doc["results"])  # reported by each worker
