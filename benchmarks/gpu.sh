@@ -82,28 +82,29 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
     tar czf "$OUT/sensitivity-sessions.tgz" -C "$work" . ;;
   ab)
     scratch=${TMPDIR:-/tmp}/mlxvlm-ab-scratch-${AB_MLP:-0.1}  # one scratch repository a slowdown
+    sfx=${AB_SUFFIX:-}  # each recording's folder: ab-<mode><sfx>, under $OUT and the committed results
     [ -d "$scratch/repo" ] || "$py" -m benchmarks.ab_jobs build "$scratch" --mlp "${AB_MLP:-0.1}"
     modes=${2//seq/turns}
     # resume this card's own recording: docs/results/h200 on an H200, docs/results/h100 on an H100
     card=$("$py" -c "from pytest_mlxvlm.common import machine; k = machine.identity()['key']; \
 print(next((c for c in ('h200', 'h100') if c in k), k))")
     for mode in ${modes//,/ }; do
-      from=${AB_FROM:-docs/results/$card}/ab-$mode${AB_SUFFIX:-}
-      mkdir -p "$OUT/ab-$mode${AB_SUFFIX:-}"
-      if ! ls "$OUT/ab-$mode${AB_SUFFIX:-}"/rounds-*.jsonl >/dev/null 2>&1 && ls "$from"/rounds-*.jsonl >/dev/null 2>&1; then
-        cp "$from"/rounds-*.jsonl "$OUT/ab-$mode${AB_SUFFIX:-}/"  # resume the committed recording
-        [ -f "$from/workers.json" ] && cp "$from/workers.json" "$OUT/ab-$mode${AB_SUFFIX:-}/"
+      from=${AB_FROM:-docs/results/$card}/ab-$mode$sfx
+      mkdir -p "$OUT/ab-$mode$sfx"
+      if ! ls "$OUT/ab-$mode$sfx"/rounds-*.jsonl >/dev/null 2>&1 && ls "$from"/rounds-*.jsonl >/dev/null 2>&1; then
+        cp "$from"/rounds-*.jsonl "$OUT/ab-$mode$sfx/"  # resume the committed recording
+        [ -f "$from/workers.json" ] && cp "$from/workers.json" "$OUT/ab-$mode$sfx/"
         echo "resuming $from: $(cat "$from"/rounds-*.jsonl | wc -l) lines"
       fi
     done
     for _ in $(seq "$3"); do
       for mode in ${modes//,/ }; do
-        "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode${AB_SUFFIX:-}" --model "$1" \
+        "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode$sfx" --model "$1" \
           --sizes "${5:-224x224,1024x1024}" --steps 100000 --tokens 64 --time-limit "$4" --order "$mode"
       done
     done
     for mode in ${modes//,/ }; do
-      dir=$OUT/ab-$mode${AB_SUFFIX:-}
+      dir=$OUT/ab-$mode$sfx
       { "$py" -m benchmarks.ab_jobs judge "$dir" --jobs 20 --pairs 20:40; echo;
         "$py" -m benchmarks.ab_noise "$dir"; } | tee "$dir/judge.txt"
       (cd "$dir" && ls worker-*.log >/dev/null 2>&1 && tar czf logs.tgz worker-*.log && rm -f worker-*.log) || true

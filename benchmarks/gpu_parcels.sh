@@ -43,7 +43,8 @@ cat > ".gpu/p$n/install.sh" <<'EOS'
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 name=$(cat "$here/cuda-wheel-name")
-mkdir -p /root/gpu && cp "$here"/piece.* /root/gpu/ 2>/dev/null || true
+mkdir -p /root/gpu
+if ls "$here"/piece.* >/dev/null 2>&1; then cp "$here"/piece.* /root/gpu/; fi  # its own piece, if any
 cat /root/gpu/piece.* > "/root/gpu/$name"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /root/site \
   "/root/gpu/$name" "$here"/mlx-*.whl "$here"/mlx_vlm-*.whl "$here"/mlx_audio-*.whl
