@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -20,14 +21,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil  # noqa: F401  imported before any pytester snapshot of sys.modules (see below)
 import pytest
 
 from pytest_mlxvlm.testing import CONFTEST
 
-# pytester restores sys.modules after each in-process session: a module first imported inside one
-# (psutil, through the soak or pgserver) vanishes from sys.modules while objects of it live on, and
-# psutil then fails with KeyError('psutil') (seen when the module PostgreSQL server was stopped).
+# Libraries the plugin imports lazily and whose objects outlive one in-process session, imported
+# before any pytester snapshot of sys.modules. pytester restores sys.modules after each session,
+# so one first imported inside a session vanished while objects of it lived on: psutil then failed
+# with KeyError('psutil') when the module's PostgreSQL server stopped, and a re-imported psycopg
+# raised errors that SQLAlchemy's dialect (of the first import) no longer wrapped, so an
+# unreachable store's psycopg.OperationalError escaped the session (both seen in CI, by test order).
+for _name in ("psutil", "psycopg", "sqlalchemy", "sqlalchemy.dialects.postgresql.psycopg"):
+    try:
+        importlib.import_module(_name)
+    except ImportError:  # the dev extra's database drivers are optional where a test skips them
+        pass
 
 # The identity of a Mac, as machine.detect() reports it there.
 MAC = {

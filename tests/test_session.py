@@ -285,7 +285,6 @@ def test_ctrl_c_while_the_baselines_are_written(fake, monkeypatch):
         time.sleep(5)  # interrupted here
         real_write(path, text)
 
-
     monkeypatch.setattr(baseline_module, "atomic_write_text", write_interrupted)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own Ctrl-C
     try:
