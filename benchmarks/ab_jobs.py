@@ -14,22 +14,26 @@ commit 1 is that code (the base), commit 2 adds a slowdown to Qwen3-VL's languag
 code itself (the first F x layers run their MLP twice; after the final norm, the hidden states
 are multiplied by the first N rows of the token embedding, a share of the LM head's work that
 needs no new memory; for unquantized embeddings only). ``record`` checks both commits out as
-worktrees and starts three measuring workers of the plugin (``python -m
-pytest_mlxvlm.measure.worker``, the worktree first on the path): A and A' on the base, B on the
-head. In ``--order turns`` the three take turns, one generation at a time (the order rotates
-through all six permutations): one JSON line per triple per size. In the orders at once
-(``duet``, ``staggered``, ``barrier``) two workers generate together exactly as a job's pair does
-(``gate.abmode.measure_at_once``, the plugin's own function): each step records an A/A' pair
-and an A/B pair (which comes first alternates, and who is asked first follows ABBA), one JSON
-line per pair per size with its wall time; the third worker waits meanwhile. Lines are
+worktrees and starts measuring workers of the plugin (``python -m
+pytest_mlxvlm.measure.worker``, the worktree first on the path). In ``--order turns`` three take
+turns, one generation at a time (A and A' on the base, B on the head; the order rotates through
+all six permutations): one JSON line per triple per size. In the orders at once (``duet``,
+``staggered``, ``barrier``) four: A and A' (the A/A job's pair), A3 and B (the A/B job's pair).
+Two workers generate together exactly as a job's pair does (``gate.abmode.measure_at_once``,
+the plugin's own function): each step records an A/A' pair and an A3/B pair (which comes first
+alternates, and who is asked first follows ABBA), one JSON line per pair per size with its wall
+time; the other pair waits meanwhile, so every worker generates once a step, as in a job of its
+own. (Recordings before 2026-12-06 had three workers and A, twice a step, in both pairs; on
+H100s A prefilled 4-6% faster than A' and B at 1024², and A/A jobs failed on TTFT.) Lines are
 appended, so a recording resumes where it stopped, from a copy of committed files too
 (``--time-limit`` ends it cleanly, counted from the start, loading included). ``judge`` cuts
 the recording into consecutive jobs and judges each exactly as ``pytest --mlx-ab-base`` would
 (the same ``run_pairs`` stopping rule from MIN pairs, checked every 5, up to MAX; the same
 ``judge_pairs`` decision at the same family-wise level), A against A' for the A/A jobs and A
 against B for the A/B jobs; a job fails when any of its sizes fails, and is inconclusive when
-none fails and one is inconclusive. The only difference from separate jobs: three workers are
-loaded (in turns, three take turns instead of two), and all jobs share one load of the model.
+none fails and one is inconclusive. The only difference from separate jobs: the workers are
+loaded once for all jobs (in turns, three take turns instead of two), and the A/A and A/B pairs
+take turns on one device.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ from pytest_mlxvlm.measure.workers import WorkerProcess, plugin_copy
 from pytest_mlxvlm.results import GenerationRequest, Sample
 
 LANGUAGE = "mlx_vlm/models/qwen3_vl/language.py"
-SIDES = ("a", "a2", "b")
+SIDES = ("a", "a2", "b")  # turns: three workers take turns
+AT_ONCE_SIDES = ("a", "a2", "a3", "b")  # the orders at once: an A/A job's pair and an A/B job's pair
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -118,12 +123,20 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _step_pairs(i: int) -> list[tuple[str, str]]:
+def _step_pairs(i: int, sides: tuple[str, ...] = AT_ONCE_SIDES) -> list[tuple[str, str]]:
     """The two pairs of step ``i`` in the orders at once, who is asked first in each (ABBA over
-    the steps, as ``run_pairs`` asks), and which pair comes first (alternating)."""
+    the steps, as ``run_pairs`` asks), and which pair comes first (alternating). With four
+    workers the A/B pair is A3 with B, so every worker generates once a step, as in a job of its
+    own; recordings of three workers (before 2026-12-06) shared A between both pairs."""
+    base = "a3" if "a3" in sides else "a"
     first = i % 4 in (0, 3)
-    pairs = [("a", "a2") if first else ("a2", "a"), ("a", "b") if first else ("b", "a")]
+    pairs = [("a", "a2") if first else ("a2", "a"), (base, "b") if first else ("b", base)]
     return pairs if i % 2 == 0 else pairs[::-1]
+
+
+def _base_of(line: dict[str, Any], side: str) -> str:
+    """The A worker of ``side``'s pair in a recorded line: A3 for B where four workers recorded."""
+    return "a3" if side == "b" and "a3" in line else "a"
 
 
 def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens: int,
@@ -136,10 +149,13 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
         raise SystemExit(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     repo = scratch / "repo"
     out.mkdir(parents=True, exist_ok=True)
+    sides = SIDES if order == "turns" else AT_ONCE_SIDES
     recording = {"order": order, "model": model, "tokens": tokens,
                  "head": _git(repo, "log", "-1", "--format=%s", "HEAD"),
-                 "chip": machine.identity()["key"]}  # an H100's rounds never join an H200's
+                 "chip": machine.identity()["key"],  # an H100's rounds never join an H200's
+                 "workers": list(sides)}
     earlier = json.loads((out / "workers.json").read_text()) if (out / "workers.json").exists() else {}
+    earlier.setdefault("workers", list(SIDES))  # recorded before the at-once orders had four workers
     for key, value in recording.items():  # a resumed recording must be the same experiment
         if key in earlier and earlier[key] != value and any(out.glob("rounds-*.jsonl")):
             raise SystemExit(f"{out} was recorded with {key} {earlier[key]!r}, not {value!r}: "
@@ -150,14 +166,14 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
     _git(repo, "worktree", "add", "--detach", str(trees["head"]), "HEAD")
     code = str(plugin_copy(work))
     workers = {side: WorkerProcess(side, sys.executable, [code, str(trees["head" if side == "b" else "base"])],
-                                   log=out / f"worker-{side}.log") for side in SIDES}
+                                   log=out / f"worker-{side}.log") for side in sides}
     start = time.perf_counter()
     try:
         meta = {}
         for side, worker in workers.items():
             meta[side] = {**worker.call({"op": "hello"}), **worker.call({"op": "load", "spec": model, "side": side})}
         (out / "workers.json").write_text(json.dumps({**meta, **recording}, indent=2))
-        orders = list(itertools.permutations(SIDES))
+        orders = list(itertools.permutations(sides))
         cases = []
         for resolution in parse_resolutions(sizes):
             image = image_file(resolution, work)
@@ -184,8 +200,8 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
                     _append(path, {"order": list(sequence), **triple})
                     counts[size]["all"] += 1
                     continue
-                for pair in _step_pairs(i):
-                    other = pair[0] if pair[1] == "a" else pair[1]
+                for pair in _step_pairs(i, sides):
+                    other = next(side for side in pair if side in ("a2", "b"))
                     if counts[size][other] > i:
                         continue  # recorded before (a resumed recording)
                     began = time.perf_counter()
@@ -223,7 +239,7 @@ def _stream(path: Path, side: str, at_once: bool = False) -> list[tuple[Sample, 
     for data in _lines(path):
         if side not in data:
             continue
-        base, head = Sample.from_dict(data["a"]), Sample.from_dict(data[side])
+        base, head = Sample.from_dict(data[_base_of(data, side)]), Sample.from_dict(data[side])
         seconds = data.get("wall_s")
         if seconds is None:
             seconds = max(base.time_s, head.time_s) if at_once else base.time_s + head.time_s

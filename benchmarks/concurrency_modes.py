@@ -25,7 +25,8 @@ from pytest_mlxvlm.measure.images import image_file
 from pytest_mlxvlm.models.loading import resolve_path
 from pytest_mlxvlm.suites.server.bench import MlxServer
 from pytest_mlxvlm.suites.server.client import eos_token_ids
-from pytest_mlxvlm.suites.server.load import run_continuous, run_rounds, summarize_run
+from pytest_mlxvlm.suites.server.load import run_continuous, run_rounds
+from pytest_mlxvlm.suites.server.loadstats import summarize_run
 from pytest_mlxvlm.suites.server.process import ServerProcess
 from pytest_mlxvlm.suites.server.workload import one_image_jobs
 

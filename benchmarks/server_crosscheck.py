@@ -36,7 +36,8 @@ from pytest_mlxvlm.measure.images import image_file
 from pytest_mlxvlm.models.loading import resolve_path
 from pytest_mlxvlm.suites.server.bench import MlxServer
 from pytest_mlxvlm.suites.server.client import EOS_BIAS, ImageVariants, eos_token_ids, percentiles
-from pytest_mlxvlm.suites.server.load import run_continuous, summarize_run
+from pytest_mlxvlm.suites.server.load import run_continuous
+from pytest_mlxvlm.suites.server.loadstats import summarize_run
 from pytest_mlxvlm.suites.server.workload import one_image_jobs
 
 from ._common import parser, server_url, workdir

@@ -85,9 +85,11 @@ def test_a_lazily_built_twin_reads_what_the_loaded_one_reads(tmp_path, monkeypat
 
 @pytest.mark.parametrize("order", ["turns", "barrier"])
 def test_ab_jobs_records_in_each_order_and_resumes(tmp_path, order):
-    """benchmarks.ab_jobs on the fake engine: a scratch repository, three workers; in turns one
-    JSON line per triple, in an order at once an A/A' and an A/B pair per step, two workers at
-    once as a job's pair (ABBA over the steps); a second call resumes; a judge over the recording."""
+    """benchmarks.ab_jobs on the fake engine: a scratch repository; in turns three workers, one
+    JSON line per triple; in an order at once four workers, an A/A' pair and an A3/B pair per step
+    (each worker once a step, as in a job of its own), two workers at once as a job's pair (ABBA
+    over the steps); a second call resumes; a judge and the noise tables over the recording."""
+    from benchmarks import ab_noise
     from benchmarks import ab_jobs
 
     scratch = tmp_path / "scratch"
@@ -102,9 +104,13 @@ def test_ab_jobs_records_in_each_order_and_resumes(tmp_path, order):
         assert [line["order"] for line in lines] == [list(order) for order in first_three]
         assert all({"a", "a2", "b"} <= set(line) for line in lines)
     else:
-        assert [line["order"] for line in lines] == [["a", "a2"], ["a", "b"], ["b", "a"], ["a2", "a"],
-                                                     ["a2", "a"], ["b", "a"]]
+        assert [line["order"] for line in lines] == [["a", "a2"], ["a3", "b"], ["b", "a3"], ["a2", "a"],
+                                                     ["a2", "a"], ["b", "a3"]]
         assert all(line["wall_s"] > 0 and set(line["held_s"]) == set(line["order"]) for line in lines)
+        assert json.loads((out / "workers.json").read_text())["workers"] == ["a", "a2", "a3", "b"]
+        noise = ab_noise.describe(out)
+        assert "| 224x224 | generation_tps | 3 |" in noise and "| A (A3) beside B | B | B against A' |" in noise
+        assert re.search(r"\| 224x224 \| ttft_s( \| [\d.]+){4} \| [+-]\d+\.\d% \[", noise)
     table = ab_jobs.judge_recording([out], jobs=1, pairs="3:3", alpha=0.05)
     assert f"order {order}" in table and "| inconclusive |" in table
     assert "| A/A | 224x224 | **0/1** |" in table and "| A/B | 224x224 |" in table
@@ -114,6 +120,11 @@ def test_ab_jobs_records_in_each_order_and_resumes(tmp_path, order):
         (out / "workers.json").write_text(json.dumps({**meta, "chip": "nvidia-h200"}))
         with pytest.raises(SystemExit, match="was recorded with chip 'nvidia-h200'"):
             ab_jobs.record(scratch, out, "fake:m", "224x224", steps=1, tokens=4, time_limit=120, warmup=1)
+    else:  # a recording of three workers (the at-once orders before four) is not resumed with four
+        meta = json.loads((out / "workers.json").read_text())
+        (out / "workers.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "workers"}))
+        with pytest.raises(SystemExit, match="was recorded with workers \\['a', 'a2', 'b'\\]"):
+            ab_jobs.record(scratch, out, "fake:m", "224x224", steps=4, tokens=4, time_limit=120, warmup=1, order=order)
 
 
 def test_every_script_says_what_it_regenerates_and_the_index_lists_it():

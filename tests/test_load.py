@@ -1,5 +1,5 @@
 """The load generators (suites/server/load.py) against a fake ``send``: continuous concurrency,
-synchronized rounds, open-loop arrivals, a failure that stops a run, and the summaries."""
+synchronized rounds, open-loop arrivals, a failure that stops a run, and the per-request rows."""
 
 from __future__ import annotations
 
@@ -16,15 +16,12 @@ from pytest_mlxvlm.suites.server.load import (
     LoadRun,
     RequestRecord,
     arrival_offsets,
-    breakdown,
-    good,
     run_continuous,
     run_open_loop,
     run_rounds,
-    saturation,
     single,
-    summarize_run,
 )
+from pytest_mlxvlm.suites.server.loadstats import breakdown, summarize_run
 from pytest_mlxvlm.suites.server.process import ServerError
 
 
@@ -147,28 +144,6 @@ def test_open_loop_beyond_capacity_ends_in_bounded_time_with_the_backlog():
     run = info.value.run
     assert run.unfinished > 10 and sum(r.ok for r in run.records) < 40
     assert not _load_threads(), "threads of cut requests were left behind"
-
-
-def test_saturation_is_a_queue_that_grows():
-    run = LoadRun(mode="open-loop", rate=5.0, in_flight=[(i * 0.2, i // 2) for i in range(40)])
-    run.records = [RequestRecord(i, i * 0.2, i * 0.2 + 1, timing=timing(ttft=0.1 * (1 + i))) for i in range(40)]
-    found = saturation(run)
-    assert found["saturated"] and found["queue_growth"] == pytest.approx(19.5, rel=0.1)
-    assert found["ttft_growth"] > 3
-    steady = LoadRun(mode="open-loop", in_flight=[(i * 0.2, i % 3) for i in range(40)])
-    steady.records = run.records
-    assert not saturation(steady)["saturated"]
-
-
-def test_goodput_counts_requests_that_met_every_objective():
-    fast, slow = timing(ttft=0.1, gap=0.01), timing(ttft=0.6, gap=0.01)
-    assert good(fast, {"ttft": 0.5, "itl": 0.05}) and not good(slow, {"ttft": 0.5})
-    assert not good(timing(gap=0.2), {"itl": 0.05, "tpot": 1.0})
-    run = LoadRun(mode="continuous", clients=1, duration_s=2.0,
-                  records=[RequestRecord(0, 0, 1, timing=fast), RequestRecord(1, 1, 2, timing=slow)])
-    goodput = summarize_run(run, max_tokens=4, slo={"ttft": 0.5})["goodput"]
-    assert goodput == {"slo_ms": {"ttft": 500.0}, "good_requests": 1, "fraction": 0.5,
-                       "requests_per_s": 0.5, "tokens_per_s": 2.0}
 
 
 def test_breakdown_by_what_requests_held():

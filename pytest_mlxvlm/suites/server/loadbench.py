@@ -20,7 +20,8 @@ from ...reports.requests import write_requests
 from ...results import SERVER_SIDE, CaseResult
 from .bench import MlxServer, MlxServerWarning, ServerBench
 from .client import server_peak_memory
-from .load import Job, LoadError, LoadRun, breakdown, run_continuous, run_open_loop, run_rounds, summarize_run
+from .load import Job, LoadError, LoadRun, run_continuous, run_open_loop, run_rounds
+from .loadstats import breakdown, summarize_run
 from .process import ServerError
 from .soak import memory_series, run_soak, server_in_flight, trend
 from .workload import WorkloadJobs, expected_tokens, one_image_jobs
