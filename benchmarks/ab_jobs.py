@@ -139,9 +139,20 @@ def _base_of(line: dict[str, Any], side: str) -> str:
     return "a3" if side == "b" and "a3" in line else "a"
 
 
+def _complete(out: Path, jobs: int, pairs: str) -> set[str]:
+    """The streams (``a2``: A/A, ``b``: A/B) whose recorded pairs already hold ``jobs`` jobs."""
+    sizes = _sizes(out)
+    if not jobs or not sizes:
+        return set()
+    family = per_comparison_alpha(0.05, len(sizes) * len(AB_TOLERANCES))
+    return {side for side in ("a2", "b") if len(cut_jobs([out], side, sizes, _plan(pairs), family, jobs)) >= jobs}
+
+
 def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens: int,
-           time_limit: float, warmup: int, order: str = "turns") -> None:
-    """Record ``steps`` triples (turns) or A/A' + A/B pairs (the orders at once) per size."""
+           time_limit: float, warmup: int, order: str = "turns", jobs: int = 0, pairs: str = "20:40") -> None:
+    """Record ``steps`` triples (turns) or A/A' + A/B pairs (the orders at once) per size. With
+    ``jobs``, the orders at once stop recording a stream once its pairs hold that many jobs
+    (``judge``'s cut with ``pairs``, checked every 10 steps), and end when both do."""
     from pytest_mlxvlm.gate.abmode import measure_at_once
     from pytest_mlxvlm.measure.images import image_file
 
@@ -186,7 +197,14 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
         # lines recorded per size (a resumed recording): triples, and pairs of A with A' and with B
         counts = {size: {"all": len(lines), **{o: sum(o in line for line in lines) for o in ("a2", "b")}}
                   for size, _, path in cases for lines in [_lines(path)]}
+        complete = _complete(out, jobs, pairs) if order != "turns" else set()
+        fresh = 0  # pairs recorded since the last look at the jobs
         for i in range(steps):  # the sizes take turns too, step by step
+            if fresh and i % 10 == 0:
+                complete, fresh = _complete(out, jobs, pairs), 0
+            if complete == {"a2", "b"}:
+                print(f"both streams hold {jobs} jobs after {time.perf_counter() - start:.0f} s")
+                return
             for size, request, path in cases:
                 if time.perf_counter() - start > time_limit:
                     print(f"time limit after {time.perf_counter() - start:.0f} s: " + ", ".join(
@@ -202,8 +220,8 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
                     continue
                 for pair in _step_pairs(i, sides):
                     other = next(side for side in pair if side in ("a2", "b"))
-                    if counts[size][other] > i:
-                        continue  # recorded before (a resumed recording)
+                    if counts[size][other] > i or other in complete:
+                        continue  # recorded before (a resumed recording), or enough jobs
                     began = time.perf_counter()
                     answers = measure_at_once(workers, pair, {side: request for side in pair}, order)
                     _append(path, {"order": list(pair), **{side: answers[side]["sample"] for side in pair},
@@ -211,6 +229,7 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
                                    "wall_s": time.perf_counter() - began})
                     counts[size][other] += 1
                     counts[size]["all"] += 1
+                    fresh += bool(jobs)
         print(f"{steps} steps per size")
     finally:
         for worker in workers.values():
@@ -268,15 +287,46 @@ def _replay_job(pairs: list[tuple[Sample, Sample, float]], cursor: int, key: str
     return judge(run.base, run.head), end, sum(p[2] for p in pairs[cursor:end])
 
 
+def _plan(pairs: str, estimator: str = "fast") -> ABPlan:
+    low, _, high = pairs.partition(":")
+    return ABPlan(base_rev="recorded", min_pairs=int(low), max_pairs=int(high), budget_s=math.inf,
+                  estimator=estimator)
+
+
+def _sizes(out: Path) -> list[str]:
+    return [re.sub(r"^rounds-|\.jsonl$", "", f.name) for f in sorted(out.glob("rounds-*.jsonl"))]
+
+
+def cut_jobs(outs: list[Path], side: str, sizes: list[str], plan: ABPlan, alpha: float,
+             jobs: int) -> list[tuple[list[Any], float, list[int]]]:
+    """Up to ``jobs`` consecutive jobs of A against ``side`` (the folders in turn), each judged
+    as ``pytest --mlx-ab-base`` would: its verdict per size, its seconds, its pairs per size."""
+    found: list[tuple[list[Any], float, list[int]]] = []
+    for out in outs:
+        at_once = _order(out) != "turns"
+        streams = {size: _stream(out / f"rounds-{size}.jsonl", side, at_once) for size in sizes}
+        cursors = {size: 0 for size in sizes}
+        while len(found) < jobs:
+            verdicts, seconds, used = [], 0.0, []
+            try:
+                for size in sizes:
+                    before = cursors[size]
+                    comparison, cursors[size], spent = _replay_job(streams[size], before, size, plan, alpha)
+                    used.append(cursors[size] - before)
+                    verdicts.append(comparison)
+                    seconds += spent
+            except IndexError:
+                break
+            found.append((verdicts, seconds, used))
+    return found
+
+
 def judge_recording(outs: list[Path], jobs: int, pairs: str, alpha: float, estimator: str = "fast") -> str:
     """Cut each recording into consecutive jobs (up to ``jobs`` in all, the folders in turn)
     and judge each as ``pytest --mlx-ab-base`` would."""
-    low, _, high = pairs.partition(":")
-    plan = ABPlan(base_rev="recorded", min_pairs=int(low), max_pairs=int(high), budget_s=math.inf,
-                  estimator=estimator)
-    files = sorted(outs[0].glob("rounds-*.jsonl"))
-    sizes = [re.sub(r"^rounds-|\.jsonl$", "", f.name) for f in files]
-    family = per_comparison_alpha(alpha, len(files) * len(AB_TOLERANCES))
+    plan = _plan(pairs, estimator)
+    sizes = _sizes(outs[0])
+    family = per_comparison_alpha(alpha, len(sizes) * len(AB_TOLERANCES))
     orders = sorted({_order(out) for out in outs})
     lines = [f"recording {', '.join(map(str, outs))}: order {', '.join(orders)}; sizes {', '.join(sizes)}; "
              f"estimator {estimator}; pairs {pairs}, alpha {alpha} (each metric at {family:.2g}); tolerances " +
@@ -285,34 +335,21 @@ def judge_recording(outs: list[Path], jobs: int, pairs: str, alpha: float, estim
                  "(median, max) | cases failed per metric |")
     lines.append("|---|---|---|---|---|---|---|")
     for label, side in (("A/A", "a2"), ("A/B", "b")):
-        failed = undecided = done = 0
+        failed = undecided = 0
         used: list[int] = []
         times: list[float] = []
         per_metric: dict[str, int] = {}
-        for out in outs:
-            at_once = _order(out) != "turns"
-            streams = {size: _stream(out / f"rounds-{size}.jsonl", side, at_once) for size in sizes}
-            cursors = {size: 0 for size in sizes}
-            while done < jobs:
-                verdicts = []
-                seconds = 0.0
-                try:
-                    for size in sizes:
-                        before = cursors[size]
-                        comparison, cursors[size], spent = _replay_job(streams[size], before, size, plan, family)
-                        used.append(cursors[size] - before)
-                        verdicts.append(comparison)
-                        seconds += spent
-                except IndexError:
-                    break
-                done += 1
-                times.append(seconds)
-                bad = [c for c in verdicts if c.status in ("regressed", "workload-changed")]
-                failed += bool(bad)
-                undecided += not bad and any(c.status == "inconclusive" for c in verdicts)
-                for c in bad:
-                    for m in c.regressed:
-                        per_metric[m.metric] = per_metric.get(m.metric, 0) + 1
+        found = cut_jobs(outs, side, sizes, plan, family, jobs)
+        done = len(found)
+        for verdicts, seconds, pairs_used in found:
+            used += pairs_used
+            times.append(seconds)
+            bad = [c for c in verdicts if c.status in ("regressed", "workload-changed")]
+            failed += bool(bad)
+            undecided += not bad and any(c.status == "inconclusive" for c in verdicts)
+            for c in bad:
+                for m in c.regressed:
+                    per_metric[m.metric] = per_metric.get(m.metric, 0) + 1
         metrics = ", ".join(f"{k} {v}" for k, v in per_metric.items()) or "-"
         pairs_used = f"{median(used):.0f}, {max(used)}" if used else "-"
         spent = f"{median(times) / 60:.1f}, {max(times) / 60:.1f} min" if times else "-"
@@ -351,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--tokens", type=int, default=64)
     r.add_argument("--warmup", type=int, default=2)
     r.add_argument("--time-limit", type=float, default=math.inf)
+    r.add_argument("--jobs", type=int, default=0,
+                   help="the orders at once: stop a stream (A/A or A/B) once it holds this many jobs")
+    r.add_argument("--pairs", default="20:40", help="the jobs' pairs per case, as judge cuts them (with --jobs)")
     r.add_argument("--order", choices=ORDERS, default="turns",
                    help="turns: the three workers one at a time; duet, staggered, barrier: two at once "
                         "as a job's pair (--mlx-ab-order)")
@@ -365,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         build(args.scratch, args.mlp, args.cols)
     elif args.command == "record":
         record(args.scratch, args.out, args.model, args.sizes, args.steps, args.tokens,
-               args.time_limit, args.warmup, args.order)
+               args.time_limit, args.warmup, args.order, args.jobs, args.pairs)
     else:
         print(judge_recording(args.out, args.jobs, args.pairs, args.alpha, args.estimator))
     return 0

@@ -15,7 +15,9 @@
 #                                                  to $OUT/ab-<mode>/, first copying the committed
 #                                                  rounds of $AB_FROM/ab-<mode>/ there, so a
 #                                                  recording resumes across device calls; then its
-#                                                  judge.txt (20:40 pairs) and noise. One mode a call
+#                                                  judge.txt (20:40 pairs) and noise; a stream (A/A
+#                                                  or A/B) that holds 20 jobs is recorded no further,
+#                                                  and a mode whose both do ends early. One mode a call
 #                                                  (at most 8 files come back). AB_MLP [0.1]: the
 #                                                  head's slowdown (ab_jobs build --mlp), one scratch
 #                                                  repository each; AB_SUFFIX []: appended to the
@@ -100,7 +102,8 @@ print(next((c for c in ('h200', 'h100') if c in k), k))")
     for _ in $(seq "$3"); do
       for mode in ${modes//,/ }; do
         "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode$sfx" --model "$1" \
-          --sizes "${5:-224x224,1024x1024}" --steps 100000 --tokens 64 --time-limit "$4" --order "$mode"
+          --sizes "${5:-224x224,1024x1024}" --steps 100000 --tokens 64 --time-limit "$4" --order "$mode" \
+          --jobs 20 --pairs 20:40
       done
     done
     for mode in ${modes//,/ }; do

@@ -127,6 +127,25 @@ def test_ab_jobs_records_in_each_order_and_resumes(tmp_path, order):
             ab_jobs.record(scratch, out, "fake:m", "224x224", steps=4, tokens=4, time_limit=120, warmup=1, order=order)
 
 
+def test_ab_jobs_stops_a_stream_once_it_holds_its_jobs(tmp_path, capsys):
+    """record --jobs: a stream whose pairs already hold the jobs is not recorded further (here
+    A/B, resumed with 3 pairs: one job of 3:3), the other goes on, and the recording ends when
+    both hold them (checked every 10 steps)."""
+    from benchmarks import ab_jobs
+
+    scratch, out = tmp_path / "scratch", tmp_path / "out"
+    ab_jobs.build(scratch, mlp=0.1, cols=0)
+    ab_jobs.record(scratch, out, "fake:m", "224x224", steps=3, tokens=4, time_limit=120, warmup=1, order="barrier")
+    path = out / "rounds-224x224.jsonl"
+    path.write_text("".join(line + "\n" for line in path.read_text().splitlines() if '"b"' in line))
+    ab_jobs.record(scratch, out, "fake:m", "224x224", steps=50, tokens=4, time_limit=120, warmup=1,
+                   order="barrier", jobs=1, pairs="3:3")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sum("b" in line for line in lines) == 3 and sum("a2" in line for line in lines) == 10
+    assert "both streams hold 1 jobs" in capsys.readouterr().out
+    assert "| A/A | 224x224 | **0/1** |" in ab_jobs.judge_recording([out], jobs=1, pairs="3:3", alpha=0.05)
+
+
 def test_every_script_says_what_it_regenerates_and_the_index_lists_it():
     from benchmarks.__main__ import first_line, main, scripts
 
