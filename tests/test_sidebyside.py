@@ -166,6 +166,8 @@ def test_an_app_whose_head_lengthens_its_prompt_on_a_real_model(pytester):
                                  "*prompt: base 'Describe this picture in detail. Describe this *' (132 "
                                  "characters), head *(2640 characters)",
                                  "*prompt_tokens: base *, head *", "*3 pairs (barrier) in * s, stopped: settled*"])
+    # what a change at once means is said where the order is named
+    assert "Decode and Speed at once: on a shared device their change can read larger" in result.stdout.str()
     results = {r["side"]: r for r in json.loads((root / "ab.json").read_text())["results"]}
     sides = {side: r["summary"] for side, r in results.items()}
     assert sides["head"]["prompt_tokens"]["median"] > sides["base"]["prompt_tokens"]["median"] + 300

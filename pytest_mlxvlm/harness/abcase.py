@@ -19,6 +19,17 @@ from .session import BenchSession, results_key
 from .terminal import duration, status
 
 
+# What a change means in the orders at once (docs/ab.md): where both sides share one device, a
+# slower side leaves more of it to the other, so a change can read larger than the code's alone.
+AT_ONCE = {
+    "duet": "both sides prefill and decode at once: on a shared device a change can read larger than alone",
+    "staggered": "both sides decode at once: on a shared device a Decode or Speed change can read larger "
+                 "than alone",
+    "barrier": "TTFT alone, Decode and Speed at once: on a shared device their change can read larger "
+               "than alone",
+}
+
+
 def note_work(node: Any, result: CaseResult) -> None:
     """The work verdict as a JUnit property of the test (``<property name="mlxvlm_work">``)."""
     check = result.work_check
@@ -92,7 +103,7 @@ def run_ab_case(session: BenchSession, settings: Settings, loaded: Any, *, key: 
     assert ab is not None
     how = (f"{len(run.head)} pairs ({plan.order}) in {run.seconds:.0f} s, stopped: {run.stopped}; "
            f"base {ab.base.label}, head {ab.head.label}")
-    comparison.note = "; ".join(filter(None, [comparison.note, how]))
+    comparison.note = "; ".join(filter(None, [comparison.note, how, AT_ONCE.get(plan.order, "")]))
     sides = {}
     for side, samples, warm in (("base", run.base, run.base_warmup), ("head", run.head, run.head_warmup)):
         sides[side] = CaseResult(
