@@ -20,9 +20,11 @@ slower head, so the paired change reads larger than the code's own.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+from typing import Any
+
+from .ab_judge import _base_of, _lines
 
 METRICS = ("generation_tps", "end_to_end_tps", "ttft_s")
 
@@ -33,14 +35,13 @@ def describe(out: Path) -> str:
     lines = [f"## {out}", "",
              "| size | metric | pairs | A/A mean | A/A sd (robust) | A/B mean | A/B sd (robust) | corr(A, A') | corr(A, B) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for path in sorted(out.glob("rounds-*.jsonl")):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        size = path.stem.removeprefix("rounds-")
+    recorded = {path.stem.removeprefix("rounds-"): _lines(path) for path in sorted(out.glob("rounds-*.jsonl"))}
+    for size, rows in recorded.items():
         for metric in METRICS:
             cells, corr, counts = [], [], []
             for other in ("a2", "b"):  # triples hold both; pairs of two workers one of them
                 held = [r for r in rows if other in r]
-                a = np.log([r["a3" if other == "b" and "a3" in r else "a"][metric] for r in held])
+                a = np.log([r[_base_of(r, other)][metric] for r in held])
                 x = np.log([r[other][metric] for r in held])
                 d = x - a
                 mad = 1.4826 * float(np.median(np.abs(d - np.median(d))))
@@ -50,17 +51,16 @@ def describe(out: Path) -> str:
                 counts.append(len(held))
             pairs = str(counts[0]) if counts[0] == counts[1] else f"{counts[0]} / {counts[1]}"
             lines.append(f"| {size} | {metric} | {pairs} | " + " | ".join(cells + corr) + " |")
-    return "\n".join(lines + partners(out)) + "\n"
+    return "\n".join(lines + partners(recorded)) + "\n"
 
 
-def partners(out: Path) -> list[str]:
+def partners(recorded: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Each worker's median in its own pairs, and B against A' (unpaired): the orders at once."""
     import numpy as np
     from scipy.stats import bootstrap
 
     lines: list[str] = []
-    for path in sorted(out.glob("rounds-*.jsonl")):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for size, rows in recorded.items():
         aa, ab = [r for r in rows if "b" not in r], [r for r in rows if "a2" not in r]
         if not aa or not ab or any("a2" in r for r in ab):
             return []  # triples (turns): every line holds all three
@@ -69,7 +69,7 @@ def partners(out: Path) -> list[str]:
                      "bootstrap 95%):", "",
                      "| size | metric | A beside A' | A' | A (A3) beside B | B | B against A' |",
                      "|---|---|---|---|---|---|---|"]
-        base = "a3" if "a3" in ab[0] else "a"
+        base = _base_of(ab[0], "b")
         for metric in METRICS:
             a2, b = (np.log([r[s][metric] for r in rs]) for s, rs in (("a2", aa), ("b", ab)))
             shift = float(np.median(b) - np.median(a2))
@@ -77,7 +77,7 @@ def partners(out: Path) -> list[str]:
                            n_resamples=2000, method="percentile", random_state=0).confidence_interval
             cells = [np.median([r[s][metric] for r in rs]) for s, rs in (("a", aa), ("a2", aa), (base, ab), ("b", ab))]
             scale = 1000 if metric == "ttft_s" else 1
-            lines.append(f"| {path.stem.removeprefix('rounds-')} | {metric} | " +
+            lines.append(f"| {size} | {metric} | " +
                          " | ".join(f"{c * scale:.1f}" for c in cells) +
                          f" | {np.expm1(shift) * 100:+.1f}% [{np.expm1(ci.low) * 100:+.1f}%, {np.expm1(ci.high) * 100:+.1f}%] |")
     return lines
