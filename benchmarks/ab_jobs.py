@@ -56,7 +56,7 @@ from pytest_mlxvlm.config.settings import DEFAULT_PROMPT, parse_resolutions
 from pytest_mlxvlm.config.tolerances import AB_TOLERANCES
 from pytest_mlxvlm.measure.workers import WorkerProcess, plugin_copy
 
-from .ab_judge import _lines, _plan, _sizes, cut_jobs, judge_recording
+from .ab_judge import ALPHA, _lines, _plan, _sizes, cut_jobs, judge_recording
 
 LANGUAGE = "mlx_vlm/models/qwen3_vl/language.py"
 SIDES = ("a", "a2", "b")  # turns: three workers take turns
@@ -132,7 +132,7 @@ def _complete(out: Path, jobs: int, pairs: str) -> set[str]:
     sizes = _sizes(out)
     if not jobs or not sizes:
         return set()
-    family = per_comparison_alpha(0.05, len(sizes) * len(AB_TOLERANCES))
+    family = per_comparison_alpha(ALPHA, len(sizes) * len(AB_TOLERANCES))
     return {side for side in ("a2", "b") if len(cut_jobs([out], side, sizes, _plan(pairs), family, jobs)) >= jobs}
 
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("out", type=Path, nargs="+")
     j.add_argument("--jobs", type=int, default=20)
     j.add_argument("--pairs", default="20:40")
-    j.add_argument("--alpha", type=float, default=0.05)
+    j.add_argument("--alpha", type=float, default=ALPHA)
     j.add_argument("--estimator", choices=("fast", "median"), default="fast")
     args = parser.parse_args(argv)
     if args.command == "build":

@@ -15,11 +15,13 @@ from statistics import median
 from typing import Any
 
 from pytest_mlxvlm.common.stats import per_comparison_alpha
-from pytest_mlxvlm.config.settings import ABPlan
+from pytest_mlxvlm.config.settings import ABPlan, GatePolicy
 from pytest_mlxvlm.config.tolerances import AB_TOLERANCES
 from pytest_mlxvlm.gate.abmode import judge_pairs, run_pairs
 from pytest_mlxvlm.gate.paired import compare_paired
 from pytest_mlxvlm.results import GenerationRequest, Sample
+
+ALPHA = GatePolicy.alpha  # a job's family-wise level: --mlx-alpha's default
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
