@@ -110,9 +110,9 @@ print(next((c for c in ('h200', 'h100') if c in k), k))")
       dir=$OUT/ab-$mode$sfx
       { "$py" -m benchmarks.ab_jobs judge "$dir" --jobs 20 --pairs 20:40; echo;
         "$py" -m benchmarks.ab_noise "$dir"; } | tee "$dir/judge.txt"
-      # the workers' logs, where any holds a line (all empty on a clean run: then none is kept)
-      (cd "$dir" || exit 0; if find . -maxdepth 1 -name 'worker-*.log' -size +0 | grep -q .; then
-        tar czf logs.tgz worker-*.log; fi; rm -f worker-*.log) || true
+      # the workers' logs that hold a line (all empty on a clean run: then no logs.tgz)
+      (cd "$dir" || exit 0; find . -maxdepth 1 -name 'worker-*.log' -size 0 -delete
+       ls worker-*.log >/dev/null 2>&1 && tar czf logs.tgz worker-*.log && rm -f worker-*.log) || true
     done ;;
   adaptive)
     "$py" -m benchmarks.adaptive_rounds --model "$1" --resolutions "${2:-224x224,1024x1024}" --max-tokens 64 \
