@@ -91,9 +91,12 @@ def test_empty_resolutions_on_the_command_line_are_refused(tmp_path):
         resolve(lookup, base_dir=tmp_path)
 
 
-def test_ab_order_defaults_to_turns(tmp_path):
-    assert _resolve(tmp_path).ab.order == "turns"
-    assert _resolve(tmp_path, ini={"mlx_ab_order": "duet"}).ab.order == "duet"
+def test_ab_defaults_to_the_barrier_order_and_the_median_estimator(tmp_path):
+    """The defaults docs/ab.md's recordings chose; either can be set in the ini file."""
+    plan = _resolve(tmp_path).ab
+    assert (plan.order, plan.estimator) == ("barrier", "median")
+    chosen = _resolve(tmp_path, ini={"mlx_ab_order": "turns", "mlx_ab_estimator": "fast"}).ab
+    assert (chosen.order, chosen.estimator) == ("turns", "fast")
 
 
 def test_one_syntax_for_counts_that_may_stop_early(tmp_path):

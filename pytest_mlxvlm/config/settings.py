@@ -200,10 +200,10 @@ class ABPlan:
     max_pairs: int = 40
     budget_s: float = 480.0  # per case, warmup included
     timeout_s: float = 600.0  # one generation; a worker silent this long is stopped
-    estimator: str = "fast"  # "fast" (q90 of tok/s, bootstrap) or "median" (Wilcoxon, HL)
-    order: str = "turns"  # "turns" (ABBA, one at a time), "duet" (both at once), "staggered"
-    # (at once, the second asked when the first has its first token: prefills never collide) or
-    # "barrier" (prefills in turn, each alone; both decodes released together)
+    estimator: str = "median"  # "median" (Wilcoxon, HL) or "fast" (q90 of tok/s, bootstrap)
+    order: str = "barrier"  # "barrier" (prefills in turn, each alone; both decodes released
+    # together), "turns" (ABBA, one at a time), "duet" (both at once) or "staggered" (at once,
+    # the second asked when the first has its first token: prefills never collide)
     inconclusive: str = "pass"  # an inconclusive case: "pass" (reported) or "fail"
 
     @property

@@ -167,19 +167,18 @@ OPTIONS: tuple[Option, ...] = (
            "pairs of rounds per case: N, or MIN:MAX: at least MIN, stopping once the verdict is "
            "clear, at most MAX or --mlx-case-budget seconds (default 20:40)", "N|MIN:MAX"),
     Option("--mlx-ab-estimator", "ab",
-           "how a metric's change is measured: fast (default) compares the fast end of each "
-           "side (the 90th percentile of tok/s, the 10th of times) with a paired bootstrap "
-           "interval, since a busy host only ever slows rounds; median: the Hodges-Lehmann "
-           "median of the per-pair ratios with the Wilcoxon signed-rank interval",
+           "how a metric's change is measured: median (default): the Hodges-Lehmann median "
+           "of the per-pair ratios with the Wilcoxon signed-rank interval; fast: the fast end "
+           "of each side (the 90th percentile of tok/s, the 10th of times) with a paired "
+           "bootstrap interval, since a busy host only ever slows rounds (see docs/ab.md)",
            choices=("fast", "median")),
     Option("--mlx-ab-order", "ab",
-           "how the sides take their rounds: turns (default): one side at a time, in ABBA "
-           "order; duet: both generate at once, so both meet the same host noise (on a CUDA "
-           "host 4-5x less decode noise per pair, but two prefills of large images collide "
+           "how the sides take their rounds: barrier (default): both prefills in turn, each "
+           "alone (TTFT alone), then both decodes released together (the host's noise meets "
+           "both; a decode change reads larger than alone); turns: one side at a time, in "
+           "ABBA order; duet: both generate at once (two prefills of large images collide "
            "and can favour one side's TTFT); staggered: at once, the side asked second "
-           "starting when the first has its first token, so the prefills never collide; "
-           "barrier: both prefills in turn, each alone, then both decodes released together "
-           "(see docs/ab.md)", choices=AB_ORDERS),
+           "starting when the first has its first token (see docs/ab.md)", choices=AB_ORDERS),
     Option("--mlx-ab-inconclusive", "ab",
            "what an inconclusive case does (no regression, but an interval too wide to rule one "
            "out): pass (default: reported, not failed) or fail", choices=("pass", "fail")),
