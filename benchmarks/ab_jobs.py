@@ -114,6 +114,7 @@ def build(scratch: Path, mlp: float, cols: int) -> Path:
 
 
 ORDERS = ("turns", "duet", "staggered", "barrier")
+ESTIMATORS = ("fast", "median")  # judge's --estimator; a stream is complete once both cut its jobs
 
 
 def _step_pairs(i: int, sides: tuple[str, ...] = AT_ONCE_SIDES) -> list[tuple[str, str]]:
@@ -128,12 +129,15 @@ def _step_pairs(i: int, sides: tuple[str, ...] = AT_ONCE_SIDES) -> list[tuple[st
 
 
 def _complete(out: Path, jobs: int, pairs: str) -> set[str]:
-    """The streams (``a2``: A/A, ``b``: A/B) whose recorded pairs already hold ``jobs`` jobs."""
+    """The streams (``a2``: A/A, ``b``: A/B) whose recorded pairs already hold ``jobs`` jobs, cut
+    by each estimator (the median's A/A jobs can need more pairs than the fast end's)."""
     sizes = _sizes(out)
     if not jobs or not sizes:
         return set()
     family = per_comparison_alpha(ALPHA, len(sizes) * len(AB_TOLERANCES))
-    return {side for side in ("a2", "b") if len(cut_jobs([out], side, sizes, _plan(pairs), family, jobs)) >= jobs}
+    return {side for side in ("a2", "b")
+            if all(len(cut_jobs([out], side, sizes, _plan(pairs, estimator), family, jobs)) >= jobs
+                   for estimator in ESTIMATORS)}
 
 
 def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens: int,
@@ -260,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--jobs", type=int, default=20)
     j.add_argument("--pairs", default="20:40")
     j.add_argument("--alpha", type=float, default=ALPHA)
-    j.add_argument("--estimator", choices=("fast", "median"), default="fast")
+    j.add_argument("--estimator", choices=ESTIMATORS, default="fast")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.scratch, args.mlp, args.cols)

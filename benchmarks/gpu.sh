@@ -15,8 +15,10 @@
 #                                                  to $OUT/ab-<mode>/, first copying the committed
 #                                                  rounds of $AB_FROM/ab-<mode>/ there, so a
 #                                                  recording resumes across device calls; then its
-#                                                  judge.txt (20:40 pairs) and noise; a stream (A/A
-#                                                  or A/B) that holds 20 jobs is recorded no further,
+#                                                  judge.txt (fast, 20:40 pairs, and noise) and
+#                                                  judge-median.txt (the default estimator); a stream
+#                                                  (A/A or A/B) that holds 20 jobs by both estimators'
+#                                                  cuts is recorded no further,
 #                                                  and a mode whose both do ends early. One mode a call
 #                                                  (at most 8 files come back). AB_MLP [0.1]: the
 #                                                  head's slowdown (ab_jobs build --mlp), one scratch
@@ -110,6 +112,7 @@ print(next((c for c in ('h200', 'h100') if c in k), k))")
       dir=$OUT/ab-$mode$sfx
       { "$py" -m benchmarks.ab_jobs judge "$dir" --jobs 20 --pairs 20:40; echo;
         "$py" -m benchmarks.ab_noise "$dir"; } | tee "$dir/judge.txt"
+      "$py" -m benchmarks.ab_jobs judge "$dir" --jobs 20 --pairs 20:40 --estimator median | tee "$dir/judge-median.txt"
       # the workers' logs that hold a line (all empty on a clean run: then no logs.tgz)
       (cd "$dir" || exit 0; find . -maxdepth 1 -name 'worker-*.log' -size 0 -delete
        ls worker-*.log >/dev/null 2>&1 && tar czf logs.tgz worker-*.log && rm -f worker-*.log) || true
