@@ -8,6 +8,7 @@
 # LOAD_LIMIT [420], SOAK_LIMIT [560], LEAK_LIMIT [400]); STAGES picks them ["load"]. Each
 # stage fills most of a 10-minute device call, so run them one a call, back to back on one machine:
 #   STAGES=load bash benchmarks/gpu_serving.sh   # the build and the load stage: ~7-8 min
+#   (PACK_RECORDS=1: load-records/ as load-records.tgz, since a device call returns at most 8 files)
 #   STAGES=soak bash benchmarks/gpu_serving.sh   # the 2,000-request soak: ~8-9 min
 #   STAGES=leak bash benchmarks/gpu_serving.sh   # the leak: ~4-5 min
 #   load   continuous concurrency 1, 2, 4, 8 at 448x448 (DURATION [15] s each after 1 warm-up request per
@@ -71,5 +72,8 @@ reports=$(ls "$OUT"/load.json "$OUT"/soak.json 2>/dev/null)
 if [ -n "$reports" ]; then  # the tables of docs/serving.md, from the stages that wrote a report
   "$py" -m benchmarks.serving_tables $reports > "$OUT/tables.md" 2>&1
   cat "$OUT/tables.md"
+fi
+if [ -n "${PACK_RECORDS:-}" ] && [ -d "$OUT/load-records" ]; then  # a device call returns at most 8 files
+  tar -czf "$OUT/load-records.tgz" -C "$OUT" load-records && rm -rf "$OUT/load-records"
 fi
 echo "gpu_serving.sh: $(( $(date +%s) - start )) s in all; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
