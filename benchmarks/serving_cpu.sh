@@ -4,6 +4,9 @@
 # timing lock ($LOCK [/tmp/timing.lock]: never two timing runs at once). From the repository root:
 #   bash benchmarks/serving_cpu.sh                 # every stage
 #   STAGES="rates soak" bash benchmarks/serving_cpu.sh
+#   SERVER=vllm-mlx OUT=docs/results/cpu/serving-vllm-mlx STAGES="concurrency rates workload suitesoak" \
+#     SERVER_ARGS=--continuous-batching PYTHONPATH=DIR-WITH-VLLM-MLX bash benchmarks/serving_cpu.sh
+#                                                  # vllm-mlx's server instead (--mlx-server, --mlx-server-args)
 # Stages and what they write under $OUT [docs/results/cpu/serving]:
 #   concurrency  continuous concurrency 1, 2, 4, 8 at 224x224, 64 tokens, 6 requests per client
 #                after 1 warm-up per client: concurrency.json/.txt, records/concurrency/ (every request)
@@ -15,7 +18,9 @@
 #   workload     mixed.jsonl (224x224, 448x448, 768x768; two prompt lengths; 32 and 64 tokens; two
 #                sessions of three turns) at 1 and 4 clients: workload.json/.txt, records/workload/
 #   soak         python -m benchmarks.soak_leak: 500 requests on the unchanged server and on one that
-#                keeps every image (224x224, 8 tokens, 4 in flight): leak/
+#                keeps every image (224x224, 8 tokens, 4 in flight): leak/ (mlx_vlm.server only)
+#   suitesoak    the server suite's own soak of SERVER: 500 requests, 224x224, 8 tokens, 4 in flight:
+#                suitesoak.json/.txt
 #   crosscheck   python -m benchmarks.server_crosscheck: the plugin against the openai client at 1 and
 #                4 clients, 64 tokens, 8 requests per client, 3 repeats: crosscheck/
 # and tables.md (python -m benchmarks.serving_tables over the reports). Each stage's .txt starts and
@@ -29,7 +34,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 common=(-p no:cacheprovider -p no:benchmark --pyargs pytest_mlxvlm.builtin.test_mlxvlm_server --mlx-suite server
-        --mlx-model synthetic:tiny)
+        --mlx-model synthetic:tiny --mlx-server "${SERVER:-mlx_vlm}" --mlx-server-args="${SERVER_ARGS:-}")
 want() { case " ${STAGES:-concurrency rounds modes rates workload soak crosscheck} " in *" $1 "*) return 0 ;; esac; return 1; }
 stage() {  # stage NAME ARGS...: one pytest session under the lock, its terminal output in $OUT/NAME.txt
   local name=$1
@@ -55,6 +60,8 @@ stage rates --mlx-resolutions 224x224 --mlx-max-tokens 64 --mlx-warmup 1 --mlx-s
   --mlx-server-rates sweep:6 --mlx-server-duration 40 --mlx-server-slo ttft=500,itl=50 -k server_rate
 stage workload --mlx-resolutions 224x224 --mlx-max-tokens 64 --mlx-warmup 1 --mlx-server-concurrency 1,4 \
   --mlx-server-workload "$OUT/mixed.jsonl" -k server_workload
+stage suitesoak --mlx-resolutions 224x224 --mlx-max-tokens 8 --mlx-warmup 2 --mlx-server-concurrency 4 \
+  --mlx-server-soak 500 -k server_soak
 if want soak; then
   echo "== soak ($(date -u +%H:%M:%S))"
   flock "$LOCK" sh -c 'echo "# start: $(uptime)"; "$0" "$@"; echo "# end: $(uptime)"' "$py" -m benchmarks.soak_leak \

@@ -78,6 +78,7 @@ def test_bad_values(tmp_path, cli, message):
         ({"mlx_tolerance": ["sped=5"]}, "ini mlx_tolerance: bad tolerance 'sped=5' .no metric is called"),
         ({"mlx_quick": "maybe"}, "ini mlx_quick must be true or false"),
         ({"mlx_ab_order": "random"}, "ini mlx_ab_order must be one of turns, duet, staggered"),
+        ({"mlx_server_token_events": "bytes"}, "ini mlx_server_token_events 'bytes': choose content or chunks"),
     ],
 )
 def test_bad_ini_values_name_the_ini_key(tmp_path, ini, message):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlxvlm.suites.server.bench import MlxServer
+from pytest_mlxvlm.config.settings import ServerPlan
+from pytest_mlxvlm.suites.server.bench import MlxServer, token_events_of
 from pytest_mlxvlm.suites.server.client import (
     ServerStalled,
     chat_body,
@@ -30,6 +31,8 @@ from pytest_mlxvlm.suites.server.process import ServerError, ServerProcess, free
 # | keepalive (": ping" comments every 0.2 s, never a token) | trickle (one byte every 0.3 s of a
 # line that never ends) | stall (2 tokens, then silence) | stall-ping (2 tokens, then pings)
 # | garbage (not HTTP: ESC, NUL and text) | garbage-sse (200, then a data line of control bytes)
+# | held (as vllm-mlx on a model whose tokens make no whole word: a role chunk, an empty delta per
+# token, all the text in one chunk at the end) | held-blank (the same, and no text at all)
 FAKE_SERVER = r'''
 import json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,16 +92,22 @@ def make_handler(mode, tokens=8, gap=0.01):
             if mode in ("keepalive", "trickle"):
                 return self._hold(b": ping\n\n" if mode == "keepalive" else b"d", 0.2 if mode == "keepalive" else 0.3)
             n = min(request["max_tokens"], 3 if mode == "eos" else tokens)
+            if mode.startswith("held"):
+                self.wfile.write(b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n')
             for i in range(n):
                 if mode == "die" and i == 2:
                     self.wfile.flush()
                     os._exit(1)
                 if mode.startswith("stall") and i == 2:
                     return self._hold(b": ping\n\n" if mode == "stall-ping" else b"", 0.2)
-                chunk = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
+                delta = {} if mode.startswith("held") else {"content": f"t{i} "}
+                chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
                 time.sleep(gap)
+            if mode == "held":
+                chunk = {"choices": [{"index": 0, "delta": {"content": "t " * n}, "finish_reason": None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             finish = "length" if n == request["max_tokens"] else "stop"
             done = {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
             usage = {"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": n,
@@ -162,6 +171,34 @@ def test_a_streamed_request_is_timed_as_the_client_sees_it(fake_server):
     assert sample.prefill_s == pytest.approx(0.02) and sample.prompt_tps == 5000.0
     assert (sample.image_tokens, sample.peak_memory, sample.preprocess_s) == (0, 0.0, 0.0)
     assert 40 < sample.generation_tps < 110
+
+
+def test_a_server_that_holds_its_text_back_is_timed_by_its_chunks(fake_server):
+    """vllm-mlx sends a chunk per token and may hold the text (mlx-vlm's detokenizer emits whole
+    words): timed by content, the first token would be the last; by chunks, each token counts."""
+    url = fake_server("held")
+    by_content = stream_chat(url, chat_body("m", "hi", None, 8, [1, 2]))
+    assert len(by_content.chunk_times) == 1 and by_content.ttft_s >= 0.08  # after 8 sleeps of 10 ms
+    by_chunks = stream_chat(url, chat_body("m", "hi", None, 8, [1, 2]), token_events="chunks")
+    assert len(by_chunks.chunk_times) == 9  # 8 empty deltas and the text; not the role's nor the finish's
+    assert by_chunks.ttft_s == by_chunks.chunk_times[0] and len(by_chunks.itl) == 8
+    assert by_chunks.chunk_times == sorted(by_chunks.chunk_times) and by_chunks.text == "t " * 8
+    # (gaps are not asserted: on a loaded machine the client may read several chunks at once)
+    assert by_chunks.completion_tokens == 8  # from the usage, either way
+
+
+def test_a_stream_with_no_text_names_the_option_that_times_it(fake_server):
+    url = fake_server("held-blank")
+    with pytest.raises(ServerError, match="held no content .*--mlx-server-token-events chunks"):
+        stream_chat(url, chat_body("m", "hi", None, 4, [1, 2]))
+    assert len(stream_chat(url, chat_body("m", "hi", None, 4, [1, 2]), token_events="chunks").chunk_times) == 4
+
+
+def test_token_events_follow_the_option_else_the_server():
+    assert token_events_of(ServerPlan(kind="vllm-mlx"), "vllm-mlx") == "chunks"
+    assert token_events_of(ServerPlan(), "mlx_vlm") == token_events_of(ServerPlan(), "url") == "content"
+    assert token_events_of(ServerPlan(kind="vllm-mlx", token_events="content"), "vllm-mlx") == "content"
+    assert token_events_of(ServerPlan(token_events="chunks"), "url") == "chunks"
 
 
 def test_the_request_asks_for_a_fixed_length():

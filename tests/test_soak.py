@@ -97,6 +97,14 @@ def test_memory_comes_from_metrics_then_rss_then_a_peak(http_server):
     assert found == [] and why.startswith(f"the server at {none} reports no memory")
 
 
+def test_a_gauge_that_reads_zero_is_no_memory_figure(http_server):
+    """vllm-mlx on a machine without Metal exposes its Metal gauge as 0: the soak would judge a
+    flat line and pass any leak, so it reads the process's RSS instead."""
+    zero = _metrics_server(http_server, 'vllm_mlx_metal_memory_bytes{kind="active"} 0.0\n')
+    found, why = memory_series(zero, pid=os.getpid())
+    assert len(found) == 1 and "RSS" in found[0].name and found[0].read() > 1 and "RSS" in why
+
+
 def test_a_soak_samples_memory_as_requests_complete():
     memory = iter(range(10_000))
     from pytest_mlxvlm.suites.server.soak import MemorySeries

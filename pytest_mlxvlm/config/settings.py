@@ -261,6 +261,9 @@ class ServerPlan:
     concurrency: tuple[int, ...] = (1, 2, 4)
     args: tuple[str, ...] = ()  # more arguments for mlx_vlm.server
     kind: str = "mlx_vlm"  # the server started here: one of SERVER_KINDS
+    # what marks a token in the stream: "content" (a chunk with text), "chunks" (every chunk but
+    # the role's and the finish's), or None: by the server (chunks for vllm-mlx, else content)
+    token_events: str | None = None
     # the serving benchmarks (serving.py parses them; docs/serving.md)
     concurrency_mode: str = "continuous"  # or "synchronized-rounds"
     requests: int | None = None  # per concurrency/rate case; None: rounds x clients (32 a rate)
@@ -281,6 +284,7 @@ class ServerPlan:
 
 
 SERVER_KINDS = ("mlx_vlm", "vllm-mlx")  # --mlx-server: python -m mlx_vlm.server, or vllm-mlx serve
+TOKEN_EVENTS = ("content", "chunks")  # --mlx-server-token-events
 
 
 # Video sweeps as vllm-mlx's video benchmark: (frames, fps) on a 10 s clip, 96+ frames left out

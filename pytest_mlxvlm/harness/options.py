@@ -228,6 +228,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mlx-server", "server",
            "the server to start: mlx_vlm (python -m mlx_vlm.server, default) or vllm-mlx "
            "(vllm-mlx serve --mllm)", "KIND"),
+    Option("--mlx-server-token-events", "server",
+           "what marks a generated token in the server's stream: content (a chunk that carries "
+           "text) or chunks (every chunk after the role's, text or not: for a server that sends "
+           "one chunk per token and may hold text back, as vllm-mlx does); default: chunks for "
+           "--mlx-server vllm-mlx, content otherwise", choices=("content", "chunks")),
     Option("--mlx-server-port", "server",
            "the 127.0.0.1 port of the server started here (default 0: a free one)", "PORT"),
     Option("--mlx-server-timeout", "server",

@@ -22,6 +22,7 @@ from ..config.settings import (
     QUICK_SWEEP,
     QUICK_VIDEO,
     SERVER_KINDS,
+    TOKEN_EVENTS,
     ABPlan,
     GatePolicy,
     MediaPlan,
@@ -223,8 +224,12 @@ def _server_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup, base_dir: 
     kind, where_kind = get("mlx_server", ServerPlan.kind)
     if str(kind) not in SERVER_KINDS:
         raise SettingsError(f"{where_kind} {kind!r}: choose {' or '.join(SERVER_KINDS)}")
+    events, where_events = lookup("mlx_server_token_events")
+    if events is not None and str(events) not in TOKEN_EVENTS:
+        raise SettingsError(f"{where_events} {events!r}: choose {' or '.join(TOKEN_EVENTS)}")
     return ServerPlan(
         kind=str(kind),
+        token_events=None if events is None else str(events),
         url=url or None,
         port=positive_int(*_named("mlx_server_port", get, 0), minimum=0, maximum=65535),
         timeout_s=_fraction(*_named("mlx_server_timeout", get, ServerPlan.timeout_s), upper=86400),

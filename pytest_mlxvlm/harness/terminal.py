@@ -302,7 +302,10 @@ class MlxReporter:
                        if r.side == SERVER_SIDE}
             urls = sorted({str((r.workload.get("server") or {}).get("url")) for r in self.bench.results
                            if r.side == SERVER_SIDE})
-            return ("mlx_vlm.server started here" if started == {True} else "the server") + (
+            kinds = sorted({str((r.workload.get("server") or {}).get("kind") or "mlx_vlm") for r in self.bench.results
+                            if r.side == SERVER_SIDE})
+            name = {"mlx_vlm": "mlx_vlm.server", "vllm-mlx": "vllm-mlx"}.get(kinds[0], kinds[0]) if len(kinds) == 1 else ""
+            return (f"{name} started here" if started == {True} and name else "the server") + (
                 f" at {', '.join(urls)}" if urls else "")
         ab = self.bench._ab
         if ab is None:

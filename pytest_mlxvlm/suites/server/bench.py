@@ -64,6 +64,7 @@ class MlxServer:
     stalled: dict[str, str] = field(default_factory=dict)
     pool: ConnectionPool | None = None  # keep-alive connections its requests reuse
     notes: dict[str, Any] = field(default_factory=dict)  # what a session learnt of it (capacity, cache probe)
+    token_events: str = "content"  # what marks a token in its stream (client.stream_chat)
 
     def __post_init__(self) -> None:
         if self.pool is None:
@@ -90,7 +91,8 @@ class MlxServer:
         the server as not to be asked again."""
         self.check()
         try:
-            return stream_chat(self.url, body, self.timeout_s, headers, pool=self.pool)
+            return stream_chat(self.url, body, self.timeout_s, headers, pool=self.pool,
+                               token_events=self.token_events)
         except ServerStalled as exc:
             self.stalled.setdefault(self.url, str(exc))
             raise
@@ -132,7 +134,7 @@ def start_server(spec: str, plan: Any, env: dict[str, str] | None = None,
         model = str(folder) if folder is not None and source_kind(spec) != "hub" else spec
         return MlxServer(spec=spec, url=plan.url.rstrip("/"), request_model=model,
                          eos_ids=eos_token_ids(folder), timeout_s=plan.timeout_s, info=info, kind="url",
-                         stalled=stalled)
+                         stalled=stalled, token_events=token_events_of(plan, "url"))
     kind = getattr(plan, "kind", "mlx_vlm")
     missing = missing_packages(kind)
     if missing:
@@ -147,7 +149,14 @@ def start_server(spec: str, plan: Any, env: dict[str, str] | None = None,
     return MlxServer(spec=spec, url=process.url, request_model=str(folder),
                      eos_ids=eos_token_ids(folder), process=process, timeout_s=plan.timeout_s,
                      info=health(process.url) or {}, load_time_s=time.perf_counter() - start, kind=kind,
-                     stalled=stalled)
+                     stalled=stalled, token_events=token_events_of(plan, kind))
+
+
+def token_events_of(plan: Any, kind: str) -> str:
+    """--mlx-server-token-events, or by the server: chunks for vllm-mlx (one chunk per token,
+    its text held back until a character or word is whole), content otherwise."""
+    chosen = getattr(plan, "token_events", None)
+    return chosen or ("chunks" if kind == "vllm-mlx" else "content")
 
 
 class MlxServerWarning(pytest.PytestWarning):
@@ -211,6 +220,7 @@ class ServerBench(MlxBench):
         if error is not None:
             pytest.fail(error, pytrace=False)
         workload["server"] = {"url": server.url, "started_here": server.started_here, "kind": server.kind,
+                              "token_events": server.token_events,
                               **summarize_timings(timings, walls, self.clients, max_tokens),
                               "metrics_peak_memory_gb": server_peak_memory(server.url)}
         result = CaseResult(

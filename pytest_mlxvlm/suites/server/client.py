@@ -96,8 +96,8 @@ class Timing:
     """One streamed request as the client saw it (seconds from sending it)."""
 
     time_s: float  # until the stream ended
-    ttft_s: float  # until the first chunk with content
-    chunk_times: list[float]  # each content chunk's arrival
+    ttft_s: float  # until the first token event (a chunk with content, or any token chunk)
+    chunk_times: list[float]  # each token event's arrival (stream_chat's ``token_events``)
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
@@ -112,7 +112,7 @@ class Timing:
 
     @property
     def itl(self) -> list[float]:
-        """Inter-token latencies: the gaps between consecutive content chunks."""
+        """Inter-token latencies: the gaps between consecutive token events."""
         t = self.chunk_times
         return [b - a for a, b in zip(t, t[1:])]
 
@@ -179,11 +179,14 @@ def _requested_tokens(body: bytes) -> int:
 
 
 def stream_chat(url: str, body: bytes, timeout_s: float = 300.0,
-                headers: dict[str, str] | None = None, pool: ConnectionPool | None = None) -> Timing:
+                headers: dict[str, str] | None = None, pool: ConnectionPool | None = None,
+                token_events: str = "content") -> Timing:
     """Send one streamed chat completion and time it from sending (a connection of ``pool``, or
     one opened for it, connected before the clock starts); ServerError on any failure,
     ServerStalled when it makes no progress within its ``Deadlines`` (from ``timeout_s`` and its
-    max_tokens)."""
+    max_tokens). A token event is a chunk with content, or with ``token_events="chunks"`` any
+    chunk of a choice but the role's and the finish's (vllm-mlx sends one per token, its text
+    held back where the detokenizer has no whole character or word yet)."""
     where = f"{url}/v1/chat/completions"
     pool = pool or ConnectionPool(url, timeout_s, keep=False)
     conn: http.client.HTTPConnection | None = None
@@ -236,8 +239,9 @@ def stream_chat(url: str, body: bytes, timeout_s: float = 300.0,
                 delta = choice.get("delta") or {}
                 piece = delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content")
                 if piece:
-                    chunks.append(now - start)
                     text.append(piece)
+                if piece or (token_events == "chunks" and is_token_chunk(choice)):
+                    chunks.append(now - start)
                     watchdog.progress(now)
                 if logprobs is None:
                     logprobs = first_token_logprobs(choice)
@@ -267,7 +271,9 @@ def stream_chat(url: str, body: bytes, timeout_s: float = 300.0,
         if conn is not None:
             pool.give_back(conn, reusable and not watchdog.expired)
     if not chunks:
-        raise ServerError(f"POST {where}: the response held no content (finish_reason {finish!r})")
+        hint = ("" if token_events == "chunks" else "; a server that sends one chunk per token and holds "
+                "its text back (vllm-mlx) is timed with --mlx-server-token-events chunks")
+        raise ServerError(f"POST {where}: the response held no content (finish_reason {finish!r}){hint}")
     details = (usage or {}).get("prompt_tokens_details") or {}
     return Timing(
         time_s=end - start, ttft_s=chunks[0], chunk_times=chunks,
@@ -278,6 +284,13 @@ def stream_chat(url: str, body: bytes, timeout_s: float = 300.0,
         text="".join(text), started=start, ended=end, first_logprobs=logprobs,
         cached_reported=isinstance(details, dict) and "cached_tokens" in details,
     )
+
+
+def is_token_chunk(choice: dict[str, Any]) -> bool:
+    """A stream choice that stands for a generated token, text or not: not the role's opening
+    chunk, not the finish chunk."""
+    delta = choice.get("delta")
+    return (isinstance(delta, dict) and "role" not in delta and not choice.get("finish_reason"))
 
 
 def _drained(conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> bool:

@@ -6,7 +6,7 @@ Where the memory comes from, in order: the server's ``/metrics`` when it exposes
 (Prometheus ``process_resident_memory_bytes``, MLX's active memory as vllm-mlx's
 ``vllm_mlx_metal_memory_bytes{kind="active"}``), else the resident memory (RSS) of the process
 started here and its children, else mlx_vlm.server's JSON ``/metrics`` peak (a high-water mark,
-which only MLX allocations move)."""
+which only MLX allocations move). A gauge that reads 0 when the soak starts is left out."""
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def _rss(pid: int) -> float | None:
 def memory_series(url: str, pid: int | None, timeout_s: float = 10.0) -> tuple[list[MemorySeries], str]:
     """The memory figures a soak can sample on this server, and why these (or why none)."""
     text = _metrics_text(url, timeout_s)
-    gauges = prometheus_memory(text) if text else {}
+    # a gauge that reads 0 measures nothing (vllm-mlx's Metal gauges on a machine without Metal)
+    gauges = {k: v for k, v in (prometheus_memory(text) if text else {}).items() if v > 0}
     if gauges:
         def gauge(key: str) -> Callable[[], float | None]:
             return lambda: prometheus_memory(_metrics_text(url, timeout_s) or "").get(key)
