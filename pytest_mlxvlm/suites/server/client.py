@@ -12,7 +12,6 @@ import base64
 import http.client
 import io
 import json
-import math
 import random
 import re
 import socket
@@ -21,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from ...common.validate import printable
 from ...results import Sample
@@ -77,18 +78,10 @@ def _short(body: bytes | str) -> str:
     return text or "(empty body)"
 
 
-def _percentile(values: list[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default); 0 for no values."""
-    if not values:
-        return 0.0
-    data = sorted(values)
-    pos = (len(data) - 1) * q / 100
-    low, high = math.floor(pos), math.ceil(pos)
-    return data[low] + (data[high] - data[low]) * (pos - low)
-
-
 def percentiles(values: list[float], qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
-    return {f"p{q}": _percentile(values, q) for q in qs}
+    """Linear-interpolation percentiles (numpy's default); 0 for no values."""
+    found = np.percentile(values, qs) if values else [0.0] * len(qs)
+    return {f"p{q}": float(v) for q, v in zip(qs, found)}
 
 
 @dataclass
@@ -184,9 +177,8 @@ def stream_chat(url: str, body: bytes, timeout_s: float = 300.0,
     """Send one streamed chat completion and time it from sending (a connection of ``pool``, or
     one opened for it, connected before the clock starts); ServerError on any failure,
     ServerStalled when it makes no progress within its ``Deadlines`` (from ``timeout_s`` and its
-    max_tokens). A token event is a chunk with content, or with ``token_events="chunks"`` any
-    chunk of a choice but the role's and the finish's (vllm-mlx sends one per token, its text
-    held back where the detokenizer has no whole character or word yet)."""
+    max_tokens). A token is a chunk with content, or with ``token_events="chunks"`` any
+    ``is_token_chunk`` (vllm-mlx sends one a token and may hold its text back)."""
     where = f"{url}/v1/chat/completions"
     pool = pool or ConnectionPool(url, timeout_s, keep=False)
     conn: http.client.HTTPConnection | None = None
@@ -287,8 +279,7 @@ def stream_chat(url: str, body: bytes, timeout_s: float = 300.0,
 
 
 def is_token_chunk(choice: dict[str, Any]) -> bool:
-    """A stream choice that stands for a generated token, text or not: not the role's opening
-    chunk, not the finish chunk."""
+    """A stream choice that stands for a token, text or not: not the role's, not the finish."""
     delta = choice.get("delta")
     return (isinstance(delta, dict) and "role" not in delta and not choice.get("finish_reason"))
 
