@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from ...common.validate import printable
 from ...results import Sample
 from .deadlines import Deadlines, Watch
@@ -80,6 +78,8 @@ def _short(body: bytes | str) -> str:
 
 def percentiles(values: list[float], qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
     """Linear-interpolation percentiles (numpy's default); 0 for no values."""
+    import numpy as np  # here: loading the plugin imports no heavy library (tests/test_startup.py)
+
     found = np.percentile(values, qs) if values else [0.0] * len(qs)
     return {f"p{q}": float(v) for q, v in zip(qs, found)}
 
