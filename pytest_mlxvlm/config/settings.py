@@ -284,6 +284,7 @@ class ServerPlan:
 
 
 SERVER_KINDS = ("mlx_vlm", "vllm-mlx")  # --mlx-server: python -m mlx_vlm.server, or vllm-mlx serve
+SERVER_NAMES = {"mlx_vlm": "mlx_vlm.server", "vllm-mlx": "vllm-mlx"}  # each kind as reports name it
 TOKEN_EVENTS = ("content", "chunks")  # --mlx-server-token-events
 
 

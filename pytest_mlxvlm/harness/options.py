@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from ..config.settings import AB_ORDERS, Settings, SettingsError
+from ..config.settings import AB_ORDERS, TOKEN_EVENTS, Settings, SettingsError
 from ..config.tolerances import AB_TOLERANCES, DEFAULT_TOLERANCES, describe_tolerances
 from ..reports.report import COLUMNS
 from ..results import METRICS
@@ -232,7 +232,7 @@ OPTIONS: tuple[Option, ...] = (
            "what marks a generated token in the server's stream: content (a chunk that carries "
            "text) or chunks (every chunk after the role's, text or not: for a server that sends "
            "one chunk per token and may hold text back, as vllm-mlx does); default: chunks for "
-           "--mlx-server vllm-mlx, content otherwise", choices=("content", "chunks")),
+           "--mlx-server vllm-mlx, content otherwise", choices=TOKEN_EVENTS),
     Option("--mlx-server-port", "server",
            "the 127.0.0.1 port of the server started here (default 0: a free one)", "PORT"),
     Option("--mlx-server-timeout", "server",

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
-from ..config.settings import Settings, SettingsError
+from ..config.settings import SERVER_NAMES, Settings, SettingsError
 from ..reports.abreport import AB_COUNTS, ab_section, inconclusive_lines
 from ..reports.mediareport import SECTIONS as MEDIA_SECTIONS
 from ..reports.report import (
@@ -298,13 +298,11 @@ class MlxReporter:
 
     def _side_label(self, side: str) -> str:
         if side == SERVER_SIDE:
-            started = {bool((r.workload.get("server") or {}).get("started_here")) for r in self.bench.results
-                       if r.side == SERVER_SIDE}
-            urls = sorted({str((r.workload.get("server") or {}).get("url")) for r in self.bench.results
-                           if r.side == SERVER_SIDE})
-            kinds = sorted({str((r.workload.get("server") or {}).get("kind") or "mlx_vlm") for r in self.bench.results
-                            if r.side == SERVER_SIDE})
-            name = {"mlx_vlm": "mlx_vlm.server", "vllm-mlx": "vllm-mlx"}.get(kinds[0], kinds[0]) if len(kinds) == 1 else ""
+            servers = [r.workload.get("server") or {} for r in self.bench.results if r.side == SERVER_SIDE]
+            started = {bool(s.get("started_here")) for s in servers}
+            urls = sorted({str(s.get("url")) for s in servers})
+            kinds = {str(s.get("kind") or "mlx_vlm") for s in servers}
+            name = SERVER_NAMES.get(kinds.pop()) if len(kinds) == 1 else None
             return (f"{name} started here" if started == {True} and name else "the server") + (
                 f" at {', '.join(urls)}" if urls else "")
         ab = self.bench._ab
