@@ -30,6 +30,9 @@
 # Writes to $OUT [docs/results/h200/serving]:
 #   load.json/.txt, soak.json/.txt, leak/ (leaky.json/.txt, summary.md), load-records/,
 #   tables.md (python -m benchmarks.serving_tables), logs.tgz (the servers' logs)
+# SERVER [mlx_vlm] and SERVER_ARGS pick the server (--mlx-server, --mlx-server-args), as in serving_cpu.sh:
+#   SERVER=vllm-mlx SERVER_ARGS=--continuous-batching OUT=docs/results/h200/serving-vllm-mlx STAGES=load ...
+#   with vllm-mlx and its packages on PYTHONPATH (docs/serving.md says which); the leak stage is mlx_vlm's.
 set -uo pipefail
 export OUT=${OUT:-docs/results/h200/serving}
 source "$(dirname "$0")/gpu_env.sh"  # py, model, OUT and the environment
@@ -39,7 +42,8 @@ work=$(mktemp -d -p "$logs" run.XXXX)
 # the servers' and workers' logs: mlxvlm-server-*.log, and pytest's kept mlxvlm-logs/ folders
 trap 'tar -czf "$OUT/logs.tgz" -C "$logs" $(cd "$logs" && find . -name "*.log" -type f) 2>/dev/null; true' EXIT
 common=(-p no:cacheprovider -p no:benchmark --pyargs pytest_mlxvlm.builtin.test_mlxvlm_server --mlx-suite server
-        --mlx-model "$model" --rootdir "$work" --mlx-server-timeout "${SERVER_TIMEOUT:-300}")
+        --mlx-model "$model" --rootdir "$work" --mlx-server-timeout "${SERVER_TIMEOUT:-300}"
+        --mlx-server "${SERVER:-mlx_vlm}" --mlx-server-args="${SERVER_ARGS:-}")
 stage() {  # stage NAME SECONDS ARGS...: one pytest session, its terminal output in $OUT/NAME.txt
   local name=$1 limit=$2
   shift 2
