@@ -6,7 +6,9 @@
 #   run(carry=[".gpu/p1"], command="mkdir -p /root/gpu && cp -r .gpu/p1/* /root/gpu/")   ... each parcel
 #   run(carry=[".gpu/pN"], command="bash .gpu/pN/install.sh && export PYTHONPATH=/root/site:$PWD ...")
 # The last parcel holds install.sh, which joins the wheel from /root/gpu and installs everything
-# (mlx_vlm.server's packages included) into /root/site.
+# (mlx_vlm.server's packages included) into /root/site, and vllm-mlx's server with the packages it
+# needed beyond those (downloaded here into .gpu/vmx) into /root/vmxsite: put it after /root/site on
+# PYTHONPATH to run `--mlx-server vllm-mlx` there (docs/serving.md, "vllm-mlx on an H100").
 set -euo pipefail
 top=$(git rev-parse --show-toplevel)
 cd "$top"
@@ -22,6 +24,14 @@ rm -rf "$work" .gpu/p[0-9]* && mkdir -p "$work/rest/server"
 if [ -d .gpu/a2/server ]; then server=.gpu/a2/server; else server=.gpu/a/server; fi
 cp .gpu/b/mlx-*.whl .gpu/b/mlx_vlm-*.whl .gpu/b/mlx_audio-*.whl "$work/rest/"
 [ -d "$server" ] && cp "$server"/*.whl "$work/rest/server/"
+vmx=(vllm-mlx==0.6.0 "mlx-lm>=0.31.3,<0.32" prometheus-client mlx-embeddings tabulate pytz lm-format-enforcer interegular)
+if [ ! -d .gpu/vmx ]; then
+  python3 -m pip download -q --no-deps -d .gpu/vmx "${vmx[@]}" \
+    && python3 -m pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+         -d .gpu/vmx jsonschema \
+    || { echo "gpu_parcels.sh: could not download vllm-mlx's wheels; parcels without them" >&2; rm -rf .gpu/vmx; }
+fi
+[ -d .gpu/vmx ] && mkdir -p "$work/rest/vmx" && cp .gpu/vmx/*.whl "$work/rest/vmx/"
 rest=$(du -sb "$work/rest" | cut -f1)
 cat .gpu/a/part.a? .gpu/b/part.a? > "$work/$name"
 size=$(stat -c %s "$work/$name")
@@ -51,6 +61,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 if ls "$here"/server/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /root/site "$here"/server/*.whl
   mkdir -p /root/gpu/server && cp "$here"/server/*.whl /root/gpu/server/
+fi
+if ls "$here"/vmx/*.whl >/dev/null 2>&1; then  # vllm-mlx's server: PYTHONPATH=/root/site:/root/vmxsite:$PWD
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /root/vmxsite "$here"/vmx/*.whl
 fi
 echo "installed into /root/site"
 EOS
