@@ -1,9 +1,9 @@
-"""When each of N requests sent at once gets its streamed chunks: a check of a server's batching
-that shares no code with the plugin's client (the standard library's ``http.client`` only).
+"""When each of N concurrent requests gets its streamed tokens (docs/serving.md, vllm-mlx): a check
+of a server's batching that shares no code with the plugin's client (``http.client`` only).
 
 Each of N threads opens its own connection, waits at a barrier, sends one streamed chat request
-with an image (greedy, after one warm-up request) and reads its server-sent events; each chunk whose delta holds a ``content`` (a string, empty or
-not: vllm-mlx sends a chunk per token and may hold the text back; its role chunk and either
+with an image (greedy, after one warm-up request) and reads its server-sent events; each chunk
+whose delta holds a ``content`` (a string, empty or not: vllm-mlx sends a chunk per token and may hold the text back; its role chunk and either
 server's finish chunk have none) is stamped on arrival. ``--stagger S`` sends request i at i x S
 seconds, to see whether a request that arrives while another decodes joins it or waits. Prints,
 per request, when it was sent, its first and last token chunk, and how long the requests'
