@@ -52,7 +52,7 @@ from typing import Any
 
 from pytest_mlxvlm.common import machine
 from pytest_mlxvlm.common.stats import per_comparison_alpha
-from pytest_mlxvlm.config.settings import DEFAULT_PROMPT, parse_resolutions
+from pytest_mlxvlm.config.settings import AB_ESTIMATORS, AB_ORDERS, DEFAULT_PROMPT, parse_resolutions
 from pytest_mlxvlm.config.tolerances import AB_TOLERANCES
 from pytest_mlxvlm.measure.workers import WorkerProcess, plugin_copy
 
@@ -113,8 +113,6 @@ def build(scratch: Path, mlp: float, cols: int) -> Path:
     return repo
 
 
-ORDERS = ("turns", "duet", "staggered", "barrier")
-ESTIMATORS = ("fast", "median")  # judge's --estimator; a stream is complete once both cut its jobs
 
 
 def _step_pairs(i: int, sides: tuple[str, ...] = AT_ONCE_SIDES) -> list[tuple[str, str]]:
@@ -137,7 +135,7 @@ def _complete(out: Path, jobs: int, pairs: str) -> set[str]:
     family = per_comparison_alpha(ALPHA, len(sizes) * len(AB_TOLERANCES))
     return {side for side in ("a2", "b")
             if all(len(cut_jobs([out], side, sizes, _plan(pairs, estimator), family, jobs)) >= jobs
-                   for estimator in ESTIMATORS)}
+                   for estimator in AB_ESTIMATORS)}
 
 
 def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens: int,
@@ -148,8 +146,8 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
     from pytest_mlxvlm.gate.abmode import measure_at_once
     from pytest_mlxvlm.measure.images import image_file
 
-    if order not in ORDERS:
-        raise SystemExit(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if order not in AB_ORDERS:
+        raise SystemExit(f"--order must be one of {', '.join(AB_ORDERS)}, got {order!r}")
     repo = scratch / "repo"
     out.mkdir(parents=True, exist_ok=True)
     sides = SIDES if order == "turns" else AT_ONCE_SIDES
@@ -256,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--jobs", type=int, default=0,
                    help="the orders at once: stop a stream (A/A or A/B) once it holds this many jobs")
     r.add_argument("--pairs", default="20:40", help="the jobs' pairs per case, as judge cuts them (with --jobs)")
-    r.add_argument("--order", choices=ORDERS, default="turns",
+    r.add_argument("--order", choices=AB_ORDERS, default="turns",
                    help="turns: the three workers one at a time; duet, staggered, barrier: two at once "
                         "as a job's pair (--mlx-ab-order)")
     j = sub.add_parser("judge")
@@ -264,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--jobs", type=int, default=20)
     j.add_argument("--pairs", default="20:40")
     j.add_argument("--alpha", type=float, default=ALPHA)
-    j.add_argument("--estimator", choices=ESTIMATORS, default="fast")
+    j.add_argument("--estimator", choices=AB_ESTIMATORS, default="fast")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.scratch, args.mlp, args.cols)

@@ -20,6 +20,7 @@ import http.client
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,19 +36,26 @@ def is_token(line: bytes) -> bool:
 def stream_once(url: str, body: bytes, start: threading.Barrier, t0: float,
                 delay: float = 0.0) -> dict[str, float | int]:
     """Sends ``body`` ``delay`` s after the barrier opens; the times (s after ``t0``) of sending and
-    of its token chunks."""
+    of its token chunks. A failure breaks the barrier, so that no other request waits for it."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
-    conn.connect()
-    start.wait()
-    time.sleep(delay)
-    sent = time.perf_counter() - t0
-    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
-    response = conn.getresponse()
-    if response.status != 200:
-        raise SystemExit(f"HTTP {response.status}: {response.read()[:300]!r}")
-    stamps = [time.perf_counter() - t0 for line in response if is_token(line)]
-    conn.close()
+    try:
+        conn.connect()
+        start.wait()
+        time.sleep(delay)
+        sent = time.perf_counter() - t0
+        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"{url}: HTTP {response.status}: {response.read()[:300]!r}")
+        stamps = [time.perf_counter() - t0 for line in response if is_token(line)]
+    except BaseException:
+        start.abort()
+        raise
+    finally:
+        conn.close()
+    if not stamps:
+        raise RuntimeError(f"{url}: the stream held no token chunk (a delta with content)")
     return {"sent": sent, "first": stamps[0], "last": stamps[-1], "chunks": len(stamps)}
 
 
@@ -80,16 +88,10 @@ def main() -> None:
     stream_once(args.url, body, threading.Barrier(1), time.perf_counter())  # a warm-up, not shown
     for repeat in range(args.repeats):
         start, t0 = threading.Barrier(args.clients), time.perf_counter()
-        results: list[dict[str, float | int]] = [{} for _ in range(args.clients)]
-
-        def run(i: int) -> None:
-            results[i] = stream_once(args.url, body, start, t0, i * args.stagger)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(args.clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with ThreadPoolExecutor(args.clients) as pool:
+            futures = [pool.submit(stream_once, args.url, body, start, t0, i * args.stagger)
+                       for i in range(args.clients)]
+            results = [future.result() for future in futures]
         for i, r in enumerate(sorted(results, key=lambda r: r["sent"])):
             print(f"repeat {repeat} request {i}: sent {r['sent']:.3f} s, first chunk {r['first']:.3f} s, "
                   f"last {r['last']:.3f} s, {r['chunks']} token chunks")

@@ -28,3 +28,32 @@ def test_overlap_counts_the_time_two_or_more_streams_were_open() -> None:
     assert overlap([(0.0, 2.0), (1.0, 3.0)]) == pytest.approx(1.0)
     assert overlap([(0.0, 1.0), (2.0, 3.0)]) == 0.0                # one after the other
     assert overlap([(0.0, 4.0), (1.0, 2.0), (1.5, 3.0)]) == pytest.approx(2.0)
+
+
+def test_a_failed_request_says_why_and_frees_the_others() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmarks.stream_timeline import stream_once
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"busy")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    start = threading.Barrier(1)
+    try:
+        with pytest.raises(RuntimeError, match="HTTP 500: b'busy'"):
+            stream_once(f"http://127.0.0.1:{server.server_port}", b"{}", start, 0.0)
+        assert start.broken  # a request still waiting at the barrier is let go
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -188,6 +188,7 @@ class Outputs:
 
 
 AB_ORDERS = ("turns", "duet", "staggered", "barrier")
+AB_ESTIMATORS = ("fast", "median")  # --mlx-ab-estimator (docs/ab.md; the default is ABPlan.estimator)
 
 
 @dataclass(frozen=True)

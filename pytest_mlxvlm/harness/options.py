@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from ..config.settings import AB_ORDERS, TOKEN_EVENTS, Settings, SettingsError
+from ..config.settings import AB_ESTIMATORS, AB_ORDERS, TOKEN_EVENTS, Settings, SettingsError
 from ..config.tolerances import AB_TOLERANCES, DEFAULT_TOLERANCES, describe_tolerances
 from ..reports.report import COLUMNS
 from ..results import METRICS
@@ -171,7 +171,7 @@ OPTIONS: tuple[Option, ...] = (
            "of the per-pair ratios with the Wilcoxon signed-rank interval; fast: the fast end "
            "of each side (the 90th percentile of tok/s, the 10th of times) with a paired "
            "bootstrap interval, since a busy host only ever slows rounds (see docs/ab.md)",
-           choices=("fast", "median")),
+           choices=AB_ESTIMATORS),
     Option("--mlx-ab-order", "ab",
            "how the sides take their rounds: barrier (default): both prefills in turn, each "
            "alone (TTFT alone), then both decodes released together (the host's noise meets "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config.settings import (
+    AB_ESTIMATORS,
     AB_ORDERS,
     AUTO_ROUNDS,
     DEFAULT_MAX_TOKENS,
@@ -280,7 +281,7 @@ def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
     base_rev, _ = lookup("mlx_ab_base")
     base_python, _ = lookup("mlx_ab_python")
     estimator, where_estimator = get("mlx_ab_estimator", ABPlan.estimator)
-    if estimator not in ("fast", "median"):
+    if estimator not in AB_ESTIMATORS:
         raise SettingsError(f"{where_estimator} must be fast or median, got {estimator!r}")
     order, where_order = get("mlx_ab_order", ABPlan.order)
     if order not in AB_ORDERS:

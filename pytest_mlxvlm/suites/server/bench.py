@@ -74,6 +74,12 @@ class MlxServer:
     def started_here(self) -> bool:
         return self.process is not None
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What a case's report says of the server (its ``workload["server"]``)."""
+        return {"url": self.url, "started_here": self.started_here, "kind": self.kind,
+                "token_events": self.token_events}
+
     def check(self) -> None:
         """ServerError when a server started here has died (with its exit and log), or when
         the server stalled earlier in this session (with the first stall's reason)."""
@@ -219,8 +225,7 @@ class ServerBench(MlxBench):
             error = None
         if error is not None:
             pytest.fail(error, pytrace=False)
-        workload["server"] = {"url": server.url, "started_here": server.started_here, "kind": server.kind,
-                              "token_events": server.token_events,
+        workload["server"] = {**server.identity,
                               **summarize_timings(timings, walls, self.clients, max_tokens),
                               "metrics_peak_memory_gb": server_peak_memory(server.url)}
         result = CaseResult(

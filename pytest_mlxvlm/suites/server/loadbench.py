@@ -114,8 +114,7 @@ class LoadBench(ServerBench):
         n_rounds = work.rounds if rounds is None else rounds
         n_warmup = work.warmup if warmup is None else warmup
         job_at = self._jobs(prompt, max_tokens)
-        info: dict[str, Any] = {"url": server.url, "started_here": server.started_here, "kind": server.kind,
-                                "token_events": server.token_events}
+        info: dict[str, Any] = server.identity
         series: list[Any] = []
         rate = self.rate
         error = None
