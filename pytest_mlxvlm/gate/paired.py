@@ -2,13 +2,13 @@
 
 Two estimators of the change, signed so that positive means the head is worse:
 
-- ``fast`` (the default): the fast end of each side, the 90th percentile of tok/s (the 10th
+- ``fast``: the fast end of each side, the 90th percentile of tok/s (the 10th
   of times and memory), as a log ratio, with a paired bootstrap interval (pairs resampled
   together, so the drift shared by a pair stays shared). A busy host only ever slows a round,
   so the fast end is what the code can do; on a GPU whose launch path flips between a fast
   and a slow mode it is the only estimator that sees a 5% slowdown in 40 pairs
   (``docs/ab-estimators.md``).
-- ``median``: the Hodges-Lehmann estimate of the per-pair log ratios with the interval of the
+- ``median`` (the default): the Hodges-Lehmann estimate of the per-pair log ratios with the interval of the
   Wilcoxon signed-rank test.
 
 A metric regressed when the head is significantly worse (the interval's lower end above zero)
