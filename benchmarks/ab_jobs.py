@@ -113,8 +113,6 @@ def build(scratch: Path, mlp: float, cols: int) -> Path:
     return repo
 
 
-
-
 def _step_pairs(i: int, sides: tuple[str, ...] = AT_ONCE_SIDES) -> list[tuple[str, str]]:
     """The two pairs of step ``i`` in the orders at once, who is asked first in each (ABBA over
     the steps, as ``run_pairs`` asks), and which pair comes first (alternating). With four

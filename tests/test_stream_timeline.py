@@ -1,10 +1,12 @@
 """benchmarks/stream_timeline.py: which chunks are tokens, and how long streams overlapped."""
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from benchmarks.stream_timeline import is_token, overlap
+from benchmarks.stream_timeline import is_token, overlap, stream_once
 
 
 def chunk(delta: dict) -> bytes:
@@ -31,11 +33,6 @@ def test_overlap_counts_the_time_two_or_more_streams_were_open() -> None:
 
 
 def test_a_failed_request_says_why_and_frees_the_others() -> None:
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from benchmarks.stream_timeline import stream_once
-
     class Busy(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             self.rfile.read(int(self.headers["Content-Length"]))

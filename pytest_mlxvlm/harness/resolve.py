@@ -282,7 +282,7 @@ def _ab_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup) -> ABPlan:
     base_python, _ = lookup("mlx_ab_python")
     estimator, where_estimator = get("mlx_ab_estimator", ABPlan.estimator)
     if estimator not in AB_ESTIMATORS:
-        raise SettingsError(f"{where_estimator} must be fast or median, got {estimator!r}")
+        raise SettingsError(f"{where_estimator} must be {' or '.join(AB_ESTIMATORS)}, got {estimator!r}")
     order, where_order = get("mlx_ab_order", ABPlan.order)
     if order not in AB_ORDERS:
         raise SettingsError(f"{where_order} must be one of {', '.join(AB_ORDERS)}, got {order!r}")
