@@ -7,6 +7,7 @@ a committed slowdown is caught, how often a job ends inconclusive, per A/B order
     python -m benchmarks.ab_jobs record SCRATCH OUT [--model M] [--sizes 224x224,1024x1024]
                                         [--order turns|duet|staggered|barrier] [--steps N]
                                         [--tokens 64] [--time-limit S]
+                                        [--jobs N] [--pairs 20:40] [--estimators fast,median]
     python -m benchmarks.ab_jobs judge OUT [OUT ...] [--jobs 20] [--pairs 20:40] [--alpha 0.05]
 
 ``build`` makes a scratch git repository holding a copy of the installed mlx-vlm's sources:
@@ -124,28 +125,34 @@ def _step_pairs(i: int, sides: tuple[str, ...] = AT_ONCE_SIDES) -> list[tuple[st
     return pairs if i % 2 == 0 else pairs[::-1]
 
 
-def _complete(out: Path, jobs: int, pairs: str) -> set[str]:
+def _complete(out: Path, jobs: int, pairs: str, estimators: tuple[str, ...] = AB_ESTIMATORS) -> set[str]:
     """The streams (``a2``: A/A, ``b``: A/B) whose recorded pairs already hold ``jobs`` jobs, cut
-    by each estimator (the median's A/A jobs can need more pairs than the fast end's)."""
+    by each of ``estimators`` (one estimator's A/A jobs can need more pairs than another's: on
+    the H100 the fast end's took 26-35 pairs where the median's took 20)."""
     sizes = _sizes(out)
     if not jobs or not sizes:
         return set()
     family = per_comparison_alpha(ALPHA, len(sizes) * len(AB_TOLERANCES))
     return {side for side in ("a2", "b")
             if all(len(cut_jobs([out], side, sizes, _plan(pairs, estimator), family, jobs)) >= jobs
-                   for estimator in AB_ESTIMATORS)}
+                   for estimator in estimators)}
 
 
 def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens: int,
-           time_limit: float, warmup: int, order: str = "turns", jobs: int = 0, pairs: str = "20:40") -> None:
+           time_limit: float, warmup: int, order: str = "turns", jobs: int = 0, pairs: str = "20:40",
+           estimators: tuple[str, ...] = AB_ESTIMATORS) -> None:
     """Record ``steps`` triples (turns) or A/A' + A/B pairs (the orders at once) per size. With
-    ``jobs``, the orders at once stop recording a stream once its pairs hold that many jobs
-    (``judge``'s cut with ``pairs``, checked every 10 steps), and end when both do."""
+    ``jobs``, the orders at once stop recording a stream once its pairs hold that many jobs by
+    each of ``estimators`` (``judge``'s cut with ``pairs``, checked every 10 steps), and end when
+    both do."""
     from pytest_mlxvlm.gate.abmode import measure_at_once
     from pytest_mlxvlm.measure.images import image_file
 
     if order not in AB_ORDERS:
         raise SystemExit(f"--order must be one of {', '.join(AB_ORDERS)}, got {order!r}")
+    unknown = [e for e in estimators if e not in AB_ESTIMATORS]
+    if unknown or not estimators:
+        raise SystemExit(f"--estimators takes some of {', '.join(AB_ESTIMATORS)}, got {','.join(estimators)!r}")
     repo = scratch / "repo"
     out.mkdir(parents=True, exist_ok=True)
     sides = SIDES if order == "turns" else AT_ONCE_SIDES
@@ -185,11 +192,11 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
         # lines recorded per size (a resumed recording): triples, and pairs of A with A' and with B
         counts = {size: {"all": len(lines), **{o: sum(o in line for line in lines) for o in ("a2", "b")}}
                   for size, _, path in cases for lines in [_lines(path)]}
-        complete = _complete(out, jobs, pairs) if order != "turns" else set()
+        complete = _complete(out, jobs, pairs, estimators) if order != "turns" else set()
         fresh = 0  # pairs recorded since the last look at the jobs
         for i in range(steps):  # the sizes take turns too, step by step
             if fresh and i % 10 == 0:
-                complete, fresh = _complete(out, jobs, pairs), 0
+                complete, fresh = _complete(out, jobs, pairs, estimators), 0
             if complete == {"a2", "b"}:
                 print(f"both streams hold {jobs} jobs after {time.perf_counter() - start:.0f} s")
                 return
@@ -252,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--jobs", type=int, default=0,
                    help="the orders at once: stop a stream (A/A or A/B) once it holds this many jobs")
     r.add_argument("--pairs", default="20:40", help="the jobs' pairs per case, as judge cuts them (with --jobs)")
+    r.add_argument("--estimators", default=",".join(AB_ESTIMATORS),
+                   help="with --jobs: a stream is complete when it holds the jobs by each of these "
+                        "estimators' cuts (comma-separated; all by default)")
     r.add_argument("--order", choices=AB_ORDERS, default="turns",
                    help="turns: the three workers one at a time; duet, staggered, barrier: two at once "
                         "as a job's pair (--mlx-ab-order)")
@@ -266,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         build(args.scratch, args.mlp, args.cols)
     elif args.command == "record":
         record(args.scratch, args.out, args.model, args.sizes, args.steps, args.tokens,
-               args.time_limit, args.warmup, args.order, args.jobs, args.pairs)
+               args.time_limit, args.warmup, args.order, args.jobs, args.pairs,
+               tuple(e for e in args.estimators.split(",") if e))
     else:
         print(judge_recording(args.out, args.jobs, args.pairs, args.alpha, args.estimator))
     return 0

@@ -17,8 +17,9 @@
 #                                                  recording resumes across device calls; then its
 #                                                  judge.txt (fast, 20:40 pairs, and noise) and
 #                                                  judge-median.txt (the default estimator); a stream
-#                                                  (A/A or A/B) that holds 20 jobs by both estimators'
-#                                                  cuts is recorded no further,
+#                                                  (A/A or A/B) that holds 20 jobs by the cuts of
+#                                                  AB_UNTIL's estimators [median, the default; "fast,median":
+#                                                  both] is recorded no further,
 #                                                  and a mode whose both do ends early. One mode a call
 #                                                  (at most 8 files come back). AB_MLP [0.1]: the
 #                                                  head's slowdown (ab_jobs build --mlp), one scratch
@@ -105,7 +106,7 @@ print(next((c for c in ('h200', 'h100') if c in k), k))")
       for mode in ${modes//,/ }; do
         "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode$sfx" --model "$1" \
           --sizes "${5:-224x224,1024x1024}" --steps 100000 --tokens 64 --time-limit "$4" --order "$mode" \
-          --jobs 20 --pairs 20:40
+          --jobs 20 --pairs 20:40 --estimators "${AB_UNTIL:-median}"
       done
     done
     for mode in ${modes//,/ }; do

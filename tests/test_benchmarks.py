@@ -146,6 +146,24 @@ def test_ab_jobs_stops_a_stream_once_it_holds_its_jobs(tmp_path, capsys):
     assert "| A/A | 224x224 | **0/1** |" in ab_jobs.judge_recording([out], jobs=1, pairs="3:3", alpha=0.05)
 
 
+def test_ab_jobs_completes_a_stream_by_the_estimators_asked(tmp_path, monkeypatch):
+    """record --estimators: a stream is complete when the cuts of the estimators named hold the
+    jobs (gpu.sh asks the default's, the median's, so the fast end's slower A/A jobs do not hold
+    the recording up); an estimator the gate does not have is refused."""
+    from benchmarks import ab_jobs
+
+    scratch, out = tmp_path / "scratch", tmp_path / "out"
+    ab_jobs.build(scratch, mlp=0.1, cols=0)
+    ab_jobs.record(scratch, out, "fake:m", "224x224", steps=3, tokens=4, time_limit=120, warmup=1, order="barrier")
+    held = {"median": 1, "fast": 0}  # as if the fast end's A/A jobs needed more pairs
+    monkeypatch.setattr(ab_jobs, "cut_jobs", lambda outs, side, sizes, plan, family, jobs: [None] * held[plan.estimator])
+    assert ab_jobs._complete(out, 1, "3:3", ("median",)) == {"a2", "b"}
+    assert ab_jobs._complete(out, 1, "3:3") == set()  # all estimators by default
+    with pytest.raises(SystemExit, match="--estimators takes some of fast, median, got 'mean'"):
+        ab_jobs.record(scratch, out, "fake:m", "224x224", steps=1, tokens=4, time_limit=120, warmup=1,
+                       order="barrier", jobs=1, estimators=("mean",))
+
+
 def test_every_script_says_what_it_regenerates_and_the_index_lists_it():
     from benchmarks.__main__ import first_line, main, scripts
 
