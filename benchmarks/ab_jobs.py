@@ -8,6 +8,7 @@ a committed slowdown is caught, how often a job ends inconclusive, per A/B order
                                         [--order turns|duet|staggered|barrier] [--steps N]
                                         [--tokens 64] [--time-limit S]
                                         [--jobs N] [--pairs 20:40] [--estimators fast,median]
+                                        [--until-missed]
     python -m benchmarks.ab_jobs judge OUT [OUT ...] [--jobs 20] [--pairs 20:40] [--alpha 0.05]
 
 ``build`` makes a scratch git repository holding a copy of the installed mlx-vlm's sources:
@@ -57,7 +58,8 @@ from pytest_mlxvlm.config.settings import AB_ESTIMATORS, AB_ORDERS, DEFAULT_PROM
 from pytest_mlxvlm.config.tolerances import AB_TOLERANCES
 from pytest_mlxvlm.measure.workers import WorkerProcess, plugin_copy
 
-from .ab_judge import ALPHA, _lines, _plan, _sizes, cut_jobs, judge_recording
+from .ab_judge import (AA_FAILED_MAX, AA_INCONCLUSIVE_MAX, AB_MISSED_MAX, ALPHA, _lines, _plan, _sizes,
+                       cut_jobs, judge_recording, missed)
 
 LANGUAGE = "mlx_vlm/models/qwen3_vl/language.py"
 SIDES = ("a", "a2", "b")  # turns: three workers take turns
@@ -125,26 +127,34 @@ def _step_pairs(i: int, sides: tuple[str, ...] = AT_ONCE_SIDES) -> list[tuple[st
     return pairs if i % 2 == 0 else pairs[::-1]
 
 
-def _complete(out: Path, jobs: int, pairs: str, estimators: tuple[str, ...] = AB_ESTIMATORS) -> set[str]:
+def _complete(out: Path, jobs: int, pairs: str, estimators: tuple[str, ...] = AB_ESTIMATORS,
+              until_missed: bool = False) -> tuple[set[str], str]:
     """The streams (``a2``: A/A, ``b``: A/B) whose recorded pairs already hold ``jobs`` jobs, cut
     by each of ``estimators`` (one estimator's A/A jobs can need more pairs than another's: on
-    the H100 the fast end's took 26-35 pairs where the median's took 20)."""
+    the H100 the fast end's took 26-35 pairs where the median's took 20). With
+    ``until_missed``, both are complete once every estimator's jobs already miss the acceptance
+    (``missed``), and the reason is returned with them."""
     sizes = _sizes(out)
     if not jobs or not sizes:
-        return set()
+        return set(), ""
     family = per_comparison_alpha(ALPHA, len(sizes) * len(AB_TOLERANCES))
-    return {side for side in ("a2", "b")
-            if all(len(cut_jobs([out], side, sizes, _plan(pairs, estimator), family, jobs)) >= jobs
-                   for estimator in estimators)}
+    cuts = {(side, estimator): cut_jobs([out], side, sizes, _plan(pairs, estimator), family, jobs)
+            for side in ("a2", "b") for estimator in estimators}
+    if until_missed:
+        reasons = [missed(cuts["a2", e], cuts["b", e]) for e in estimators]
+        if all(reasons):
+            return {"a2", "b"}, "; ".join(f"{e}: {r}" for e, r in zip(estimators, reasons))
+    return {side for side in ("a2", "b") if all(len(cuts[side, e]) >= jobs for e in estimators)}, ""
 
 
 def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens: int,
            time_limit: float, warmup: int, order: str = "turns", jobs: int = 0, pairs: str = "20:40",
-           estimators: tuple[str, ...] = AB_ESTIMATORS) -> None:
+           estimators: tuple[str, ...] = AB_ESTIMATORS, until_missed: bool = False) -> None:
     """Record ``steps`` triples (turns) or A/A' + A/B pairs (the orders at once) per size. With
     ``jobs``, the orders at once stop recording a stream once its pairs hold that many jobs by
     each of ``estimators`` (``judge``'s cut with ``pairs``, checked every 10 steps), and end when
-    both do."""
+    both do; with ``until_missed`` too, they end as soon as the jobs cut so far miss issue 26's
+    acceptance whatever the rest would do (an order that cannot be the default needs no more)."""
     from pytest_mlxvlm.gate.abmode import measure_at_once
     from pytest_mlxvlm.measure.images import image_file
 
@@ -192,13 +202,14 @@ def record(scratch: Path, out: Path, model: str, sizes: str, steps: int, tokens:
         # lines recorded per size (a resumed recording): triples, and pairs of A with A' and with B
         counts = {size: {"all": len(lines), **{o: sum(o in line for line in lines) for o in ("a2", "b")}}
                   for size, _, path in cases for lines in [_lines(path)]}
-        complete = _complete(out, jobs, pairs, estimators) if order != "turns" else set()
+        complete, why = _complete(out, jobs, pairs, estimators, until_missed) if order != "turns" else (set(), "")
         fresh = 0  # pairs recorded since the last look at the jobs
         for i in range(steps):  # the sizes take turns too, step by step
             if fresh and i % 10 == 0:
-                complete, fresh = _complete(out, jobs, pairs, estimators), 0
+                (complete, why), fresh = _complete(out, jobs, pairs, estimators, until_missed), 0
             if complete == {"a2", "b"}:
-                print(f"both streams hold {jobs} jobs after {time.perf_counter() - start:.0f} s")
+                print(f"the acceptance is already missed ({why}) after {time.perf_counter() - start:.0f} s"
+                      if why else f"both streams hold {jobs} jobs after {time.perf_counter() - start:.0f} s")
                 return
             for size, request, path in cases:
                 if time.perf_counter() - start > time_limit:
@@ -262,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--estimators", default=",".join(AB_ESTIMATORS),
                    help="with --jobs: a stream is complete when it holds the jobs by each of these "
                         "estimators' cuts (comma-separated; all by default)")
+    r.add_argument("--until-missed", action="store_true",
+                   help="with --jobs: end as soon as the jobs so far miss the acceptance (A/A: at most "
+                        f"{AA_FAILED_MAX} failed and {AA_INCONCLUSIVE_MAX} inconclusive; A/B: at most "
+                        f"{AB_MISSED_MAX} not failed), by each estimator's cut")
     r.add_argument("--order", choices=AB_ORDERS, default="turns",
                    help="turns: the three workers one at a time; duet, staggered, barrier: two at once "
                         "as a job's pair (--mlx-ab-order)")
@@ -277,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "record":
         record(args.scratch, args.out, args.model, args.sizes, args.steps, args.tokens,
                args.time_limit, args.warmup, args.order, args.jobs, args.pairs,
-               tuple(e for e in args.estimators.split(",") if e))
+               tuple(e for e in args.estimators.split(",") if e), args.until_missed)
     else:
         print(judge_recording(args.out, args.jobs, args.pairs, args.alpha, args.estimator))
     return 0

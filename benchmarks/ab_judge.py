@@ -110,6 +110,33 @@ def cut_jobs(outs: list[Path], side: str, sizes: list[str], plan: ABPlan, alpha:
     return found
 
 
+# issue 26's acceptance of an order, of 20 jobs each: unchanged code fails at most once and is
+# inconclusive at most twice; a slowed head fails at least 19 times (so misses at most once)
+AA_FAILED_MAX, AA_INCONCLUSIVE_MAX, AB_MISSED_MAX = 1, 2, 1
+FAILED = ("regressed", "workload-changed")  # a case's statuses that fail its job
+
+
+def _outcomes(found: list[tuple[list[Any], float, list[int]]]) -> tuple[int, int, int]:
+    """Jobs failed, inconclusive (none failed, one inconclusive) and passed among cut jobs."""
+    failed = sum(any(c.status in FAILED for c in job[0]) for job in found)
+    inconclusive = sum(not any(c.status in FAILED for c in job[0])
+                       and any(c.status == "inconclusive" for c in job[0]) for job in found)
+    return failed, inconclusive, len(found) - failed - inconclusive
+
+
+def missed(aa: list[tuple[list[Any], float, list[int]]], ab: list[tuple[list[Any], float, list[int]]]) -> str:
+    """Why the jobs cut so far already miss the acceptance whatever the rest do ("" if not yet)."""
+    aa_failed, aa_inconclusive, _ = _outcomes(aa)
+    ab_failed = _outcomes(ab)[0]
+    if aa_failed > AA_FAILED_MAX:
+        return f"{aa_failed} A/A jobs failed (at most {AA_FAILED_MAX} allowed)"
+    if aa_inconclusive > AA_INCONCLUSIVE_MAX:
+        return f"{aa_inconclusive} A/A jobs inconclusive (at most {AA_INCONCLUSIVE_MAX} allowed)"
+    if len(ab) - ab_failed > AB_MISSED_MAX:
+        return f"{len(ab) - ab_failed} of {len(ab)} A/B jobs did not fail (at most {AB_MISSED_MAX} allowed)"
+    return ""
+
+
 def judge_recording(outs: list[Path], jobs: int, pairs: str, alpha: float, estimator: str = "fast") -> str:
     """Cut each recording into consecutive jobs (up to ``jobs`` in all, the folders in turn)
     and judge each as ``pytest --mlx-ab-base`` would."""
@@ -123,20 +150,20 @@ def judge_recording(outs: list[Path], jobs: int, pairs: str, alpha: float, estim
     lines.append("| jobs | sizes | failed | inconclusive | pairs per case (median, max) | measuring time per job "
                  "(median, max) | cases failed per metric |")
     lines.append("|---|---|---|---|---|---|---|")
+    cut: dict[str, list[tuple[list[Any], float, list[int]]]] = {}
     for label, side in (("A/A", "a2"), ("A/B", "b")):
-        failed = undecided = 0
         used: list[int] = []
         times: list[float] = []
         per_metric: dict[str, int] = {}
         found = cut_jobs(outs, side, sizes, plan, family, jobs)
         done = len(found)
+        failed, undecided, _ = _outcomes(found)
         for verdicts, seconds, pairs_used in found:
             used += pairs_used
             times.append(seconds)
-            bad = [c for c in verdicts if c.status in ("regressed", "workload-changed")]
-            failed += bool(bad)
-            undecided += not bad and any(c.status == "inconclusive" for c in verdicts)
-            for c in bad:
+            for c in verdicts:
+                if c.status not in FAILED:
+                    continue
                 for m in c.regressed:
                     per_metric[m.metric] = per_metric.get(m.metric, 0) + 1
         metrics = ", ".join(f"{k} {v}" for k, v in per_metric.items()) or "-"
@@ -144,6 +171,13 @@ def judge_recording(outs: list[Path], jobs: int, pairs: str, alpha: float, estim
         spent = f"{median(times) / 60:.1f}, {max(times) / 60:.1f} min" if times else "-"
         lines.append(f"| {label} | {', '.join(sizes)} | **{failed}/{done}** | {undecided}/{done} | {pairs_used} | "
                      f"{spent} | {metrics} |")
+        cut[side] = found
+    reason = missed(cut["a2"], cut["b"])
+    held = min(len(cut["a2"]), len(cut["b"]))
+    lines.append("")
+    lines.append(f"Acceptance ({jobs} + {jobs} jobs; A/A at most {AA_FAILED_MAX} failed and {AA_INCONCLUSIVE_MAX} "
+                 f"inconclusive, A/B at most {AB_MISSED_MAX} not failed): " +
+                 (f"missed, {reason}" if reason else "met" if held >= jobs else f"open ({held} of {jobs} jobs so far)"))
     lines.append("")
     lines.append("Size of the committed slowdown, all recorded pairs (A against B; per-pair log ratios, "
                  "Hodges-Lehmann with its 95% interval):")

@@ -19,7 +19,9 @@
 #                                                  judge-median.txt (the default estimator); a stream
 #                                                  (A/A or A/B) that holds 20 jobs by the cuts of
 #                                                  AB_UNTIL's estimators [median, the default; "fast,median":
-#                                                  both] is recorded no further,
+#                                                  both] is recorded no further; an order other than
+#                                                  the default ends once its jobs miss issue 26's
+#                                                  acceptance (AB_UNTIL_MISSED=0: records on),
 #                                                  and a mode whose both do ends early. One mode a call
 #                                                  (at most 8 files come back). AB_MLP [0.1]: the
 #                                                  head's slowdown (ab_jobs build --mlp), one scratch
@@ -102,11 +104,15 @@ print(next((c for c in ('h200', 'h100') if c in k), k))")
         echo "resuming $from: $(cat "$from"/rounds-*.jsonl | wc -l) lines"
       fi
     done
+    default=$("$py" -c "from pytest_mlxvlm.config.settings import ABPlan; print(ABPlan.order)")
     for _ in $(seq "$3"); do
       for mode in ${modes//,/ }; do
+        # an order other than the default ends once its jobs miss the acceptance (AB_UNTIL_MISSED=0: never)
+        missed=()
+        [ "$mode" != "$default" ] && [ "${AB_UNTIL_MISSED:-1}" = 1 ] && missed=(--until-missed)
         "$py" -m benchmarks.ab_jobs record "$scratch" "$OUT/ab-$mode$sfx" --model "$1" \
           --sizes "${5:-224x224,1024x1024}" --steps 100000 --tokens 64 --time-limit "$4" --order "$mode" \
-          --jobs 20 --pairs 20:40 --estimators "${AB_UNTIL:-median}"
+          --jobs 20 --pairs 20:40 --estimators "${AB_UNTIL:-median}" "${missed[@]}"
       done
     done
     for mode in ${modes//,/ }; do

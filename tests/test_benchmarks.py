@@ -157,11 +157,44 @@ def test_ab_jobs_completes_a_stream_by_the_estimators_asked(tmp_path, monkeypatc
     ab_jobs.record(scratch, out, "fake:m", "224x224", steps=3, tokens=4, time_limit=120, warmup=1, order="barrier")
     held = {"median": 1, "fast": 0}  # as if the fast end's A/A jobs needed more pairs
     monkeypatch.setattr(ab_jobs, "cut_jobs", lambda outs, side, sizes, plan, family, jobs: [None] * held[plan.estimator])
-    assert ab_jobs._complete(out, 1, "3:3", ("median",)) == {"a2", "b"}
-    assert ab_jobs._complete(out, 1, "3:3") == set()  # all estimators by default
+    assert ab_jobs._complete(out, 1, "3:3", ("median",)) == ({"a2", "b"}, "")
+    assert ab_jobs._complete(out, 1, "3:3") == (set(), "")  # all estimators by default
     with pytest.raises(SystemExit, match="--estimators takes some of fast, median, got 'mean'"):
         ab_jobs.record(scratch, out, "fake:m", "224x224", steps=1, tokens=4, time_limit=120, warmup=1,
                        order="barrier", jobs=1, estimators=("mean",))
+
+
+def test_an_order_that_already_misses_the_acceptance_is_recorded_no_further(tmp_path, monkeypatch, capsys):
+    """issue 26's acceptance of 20 + 20 jobs (A/A: at most 1 failed, 2 inconclusive; A/B: at most
+    1 not failed): ``missed`` says when the jobs so far miss it whatever the rest do, and
+    record --until-missed ends there, where a plain record goes on; judge states it."""
+    from types import SimpleNamespace
+
+    from benchmarks import ab_jobs
+    from benchmarks.ab_judge import missed
+
+    def jobs(*statuses: str) -> list:
+        return [([SimpleNamespace(status=s, regressed=[])], 1.0, [20]) for s in statuses]
+
+    assert missed(jobs("pass", "regressed"), jobs("regressed", "pass")) == ""
+    assert missed(jobs("regressed", "regressed"), []) == "2 A/A jobs failed (at most 1 allowed)"
+    assert missed(jobs(*["inconclusive"] * 3), []) == "3 A/A jobs inconclusive (at most 2 allowed)"
+    assert missed([], jobs("regressed", "inconclusive", "pass")) == "2 of 3 A/B jobs did not fail (at most 1 allowed)"
+    assert missed(jobs("workload-changed", "pass"), jobs("workload-changed")) == ""
+
+    scratch, out = tmp_path / "scratch", tmp_path / "out"
+    ab_jobs.build(scratch, mlp=0.1, cols=0)
+    ab_jobs.record(scratch, out, "fake:m", "224x224", steps=3, tokens=4, time_limit=120, warmup=1, order="barrier")
+    assert "open (1 of 20 jobs so far)" in ab_jobs.judge_recording([out], jobs=20, pairs="3:3", alpha=0.05)
+    monkeypatch.setattr(ab_jobs, "missed", lambda aa, ab: f"{len(ab)} of {len(ab)} A/B jobs did not fail")
+    before = len((out / "rounds-224x224.jsonl").read_text().splitlines())
+    ab_jobs.record(scratch, out, "fake:m", "224x224", steps=50, tokens=4, time_limit=120, warmup=1,
+                   order="barrier", jobs=20, pairs="3:3", estimators=("median",), until_missed=True)
+    assert len((out / "rounds-224x224.jsonl").read_text().splitlines()) == before
+    assert "the acceptance is already missed (median: 1 of 1 A/B jobs did not fail)" in capsys.readouterr().out
+    ab_jobs.record(scratch, out, "fake:m", "224x224", steps=4, tokens=4, time_limit=120, warmup=1,
+                   order="barrier", jobs=20, pairs="3:3", estimators=("median",))
+    assert len((out / "rounds-224x224.jsonl").read_text().splitlines()) == before + 2
 
 
 def test_every_script_says_what_it_regenerates_and_the_index_lists_it():
