@@ -447,9 +447,10 @@ def test_another_interpreter_as_the_base(pytester, repo):
 def test_real_model_side_by_side(pytester, repo):
     """The built-in suite on synthetic:tiny through base and head workers, in staggered pairs
     (a real generation's first-token event; turns go through the same measure path as
-    --mlx-isolate's tests). Integration: wide tolerances, so that only a broken run fails."""
+    --mlx-isolate's tests). Integration: tolerances no timing reaches, so that only a broken run
+    fails (at 60% a staggered pair sharing 2 cores with another xdist worker once read Decode -60.1%)."""
     wide = [arg for m in ("end_to_end_tps", "generation_tps", "ttft_s", "peak_memory")
-            for arg in ("--mlx-tolerance", f"{m}=60")]
+            for arg in ("--mlx-tolerance", f"{m}=400")]
     result = pytester.runpytest("--mlx-model", "synthetic:tiny", "--mlx-resolutions", "224x224",
                                 "--mlx-max-tokens", "8", "--mlx-ab-pairs", "4:6", "--mlx-ab-base", "HEAD",
                                 "-p", "no:cacheprovider", "--mlx-json", "ab.json", "--mlx-bandwidth", "100",
