@@ -27,7 +27,7 @@ from ..common.lifeline import child_env
 from ..common.validate import printable
 
 _LIVE: set[WorkerProcess] = set()
-LOG_TAIL = 1500  # characters of a worker's log quoted in an error
+LOG_TAIL = 1500  # characters of a worker's or server's log quoted in an error
 
 
 class WorkerError(RuntimeError):
@@ -129,12 +129,7 @@ class WorkerProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", **child_env()}
         env["PYTHONPATH"] = os.pathsep.join(self.path + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         if self.log is None:
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f"mlxvlm-{self.name}-worker-", suffix=".log",
-                                        dir=self.log_dir)
-            os.close(fd)
-            self.log, self._own_log = Path(name), self.log_dir is None
+            self.log, self._own_log = new_log(self.log_dir, f"mlxvlm-{self.name}-worker-"), self.log_dir is None
         self._log_fh = open(self.log, "ab")
         try:
             self._proc = subprocess.Popen(
@@ -159,10 +154,7 @@ class WorkerProcess:
 
     def tail(self) -> str:
         """The last lines of the worker's log, on one line."""
-        if self.log is None or not self.log.exists():
-            return ""
-        text = self.log.read_bytes()[-LOG_TAIL:].decode("utf-8", "replace").strip()
-        return printable(" | ".join(line for line in text.splitlines() if line.strip())[-LOG_TAIL:], LOG_TAIL)
+        return log_tail(self.log)
 
     def call(self, message: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         """Send one request; raise WorkerError on an error answer, a crash or a time-out."""
@@ -222,6 +214,25 @@ class WorkerProcess:
                 except OSError:
                     pass
         self._log_fh = close_log(self._log_fh, self.log if self._own_log and not self.failed else None)
+
+
+def new_log(log_dir: Path | None, prefix: str) -> Path:
+    """A new empty log file for a process: in ``log_dir`` (made if need be), else in the
+    temporary folder."""
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".log", dir=log_dir)
+    os.close(fd)
+    return Path(name)
+
+
+def log_tail(log: Path | None) -> str:
+    """The last lines of a process's log, on one line ("" when there is none)."""
+    if log is None or not log.exists():
+        return ""
+    text = log.read_bytes()[-LOG_TAIL:].decode("utf-8", "replace").strip()
+    return printable(" | ".join(line.strip() for line in text.splitlines() if line.strip())[-LOG_TAIL:],
+                     LOG_TAIL)
 
 
 def close_log(handle: Any, remove: Path | None) -> None:

@@ -13,7 +13,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...common.lifeline import child_env, launcher_command
-from ...common.validate import printable
-from ...measure.workers import close_log, end_process, exit_reason
+from ...measure.workers import close_log, end_process, exit_reason, log_tail, new_log
 
-LOG_TAIL = 1500  # characters of a server's log (or an error body) quoted in an error
 HOST = "127.0.0.1"
 _LIVE: set[ServerProcess] = set()
 
@@ -125,11 +122,7 @@ class ServerProcess:
 
     def tail(self) -> str:
         """The last lines of the server's log, on one line."""
-        if self.log is None or not self.log.exists():
-            return ""
-        text = self.log.read_bytes()[-LOG_TAIL:].decode("utf-8", "replace").strip()
-        return printable(" | ".join(line.strip() for line in text.splitlines() if line.strip())[-LOG_TAIL:],
-                         LOG_TAIL)
+        return log_tail(self.log)
 
     def start(self) -> None:
         """Start the server, tied to this process, and wait until ``/health`` answers;
@@ -143,11 +136,7 @@ class ServerProcess:
         else:
             self.port = free_port()
         if self.log is None:
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix="mlxvlm-server-", suffix=".log", dir=self.log_dir)
-            os.close(fd)
-            self.log, self._own_log = Path(name), self.log_dir is None
+            self.log, self._own_log = new_log(self.log_dir, "mlxvlm-server-"), self.log_dir is None
         command = self.command or server_command(self.kind, self.python, self.model, self.port,
                                                  self.extra_args)
         command = [c.replace("{port}", str(self.port)) for c in command]
