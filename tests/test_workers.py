@@ -5,7 +5,16 @@ import sys
 import pytest
 
 from pytest_mlxvlm.measure.worker import decode_bytes
-from pytest_mlxvlm.measure.workers import WorkerError, WorkerProcess, exit_reason, plugin_copy, stop_all
+from pytest_mlxvlm.measure.workers import (
+    LOG_TAIL,
+    WorkerError,
+    WorkerProcess,
+    exit_reason,
+    log_tail,
+    new_log,
+    plugin_copy,
+    stop_all,
+)
 
 
 @pytest.fixture
@@ -108,3 +117,15 @@ def test_a_measurement_can_announce_its_first_token(worker):
     assert worker.receive("measure")["sample"]["generation_tokens"] == 4
     # without asking, one answer as before
     assert "sample" in worker.call({"op": "measure", "image": None, "prompt": "p", "max_tokens": 4})
+
+
+def test_a_log_tail_is_one_printable_line_of_the_last_lines(tmp_path):
+    log = new_log(tmp_path / "logs", "mlxvlm-test-")
+    assert log.parent == tmp_path / "logs" and log.name.startswith("mlxvlm-test-") and log.read_bytes() == b""
+    assert log_tail(log) == "" and log_tail(None) == "" and log_tail(tmp_path / "gone.log") == ""
+    log.write_bytes(b"x" * 5000 + b"\nTraceback:\n  File \"a.py\"\n\n\x1b[31mValueError: bad\x1b[0m\n")
+    tail = log_tail(log)
+    # the last line survives its escapes, and the text is cut from the front
+    assert tail.endswith('Traceback: | File "a.py" | \\x1b[31mValueError: bad\\x1b[0m'), tail[-80:]
+    assert tail.startswith("xxx") and len(tail) == LOG_TAIL
+    assert "\x1b" not in tail and "\n" not in tail

@@ -17,6 +17,7 @@ import queue
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -231,8 +232,9 @@ def log_tail(log: Path | None) -> str:
     if log is None or not log.exists():
         return ""
     text = log.read_bytes()[-LOG_TAIL:].decode("utf-8", "replace").strip()
-    return printable(" | ".join(line.strip() for line in text.splitlines() if line.strip())[-LOG_TAIL:],
-                     LOG_TAIL)
+    line = " | ".join(part.strip() for part in text.splitlines() if part.strip())
+    # escaped first, then cut from the front: the last lines are the ones that say what happened
+    return printable(line, sys.maxsize)[-LOG_TAIL:]
 
 
 def close_log(handle: Any, remove: Path | None) -> None:
