@@ -48,10 +48,10 @@ def show(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def printable(text: str | bytes, limit: int = 300) -> str:
+def printable(text: str | bytes, limit: int | None = 300) -> str:
     """Text from outside (a server's answer, a log's tail) safe for a terminal and a JSON
     report: control characters (ESC, NUL, ...) as ``\\x1b``-style escapes, line breaks and tabs
-    as spaces, cut at ``limit`` characters with `` …``."""
+    as spaces, cut at ``limit`` characters with `` …`` (None: not cut)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     out = []
@@ -63,10 +63,10 @@ def printable(text: str | bytes, limit: int = 300) -> str:
         else:
             code = ord(char)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-        if len(out) > limit:
+        if limit is not None and len(out) > limit:
             break
     clean = "".join(out)
-    return clean if len(clean) <= limit else clean[:limit] + " …"
+    return clean if limit is None or len(clean) <= limit else clean[:limit] + " …"
 
 
 def schema_is(value: Any, version: int) -> bool:

@@ -17,7 +17,6 @@ import queue
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -234,7 +233,7 @@ def log_tail(log: Path | None) -> str:
     text = log.read_bytes()[-LOG_TAIL:].decode("utf-8", "replace").strip()
     line = " | ".join(part.strip() for part in text.splitlines() if part.strip())
     # escaped first, then cut from the front: the last lines are the ones that say what happened
-    return printable(line, sys.maxsize)[-LOG_TAIL:]
+    return printable(line, None)[-LOG_TAIL:]
 
 
 def close_log(handle: Any, remove: Path | None) -> None:
