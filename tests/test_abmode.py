@@ -212,6 +212,30 @@ def test_token_counts_that_differ_are_a_changed_workload():
     assert c.status == "workload-changed" and c.workload_changes == {"image_tokens": (64, 70)}
 
 
+def test_an_improvement_does_not_hide_an_inconclusive_metric():
+    """TTFT clearly better, Decode too noisy to rule out a slowdown: the case is inconclusive
+    (which ``--mlx-ab-inconclusive fail`` fails), not "improved"."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    decode_base, decode_head = 50 * np.exp(rng.normal(0, 0.25, 20)), 50 * np.exp(rng.normal(0, 0.25, 20))
+
+    def sides(ttft_head):
+        base = [Sample(time_s=1, ttft_s=0.2, preprocess_s=0, prefill_s=0.2, prompt_tokens=90, cached_tokens=0,
+                       image_tokens=64, generation_tokens=64, prompt_tps=450, generation_tps=float(g),
+                       end_to_end_tps=50, peak_memory=1.0) for g in decode_base]
+        head = [Sample(time_s=1, ttft_s=ttft_head, preprocess_s=0, prefill_s=ttft_head, prompt_tokens=90,
+                       cached_tokens=0, image_tokens=64, generation_tokens=64, prompt_tps=450,
+                       generation_tps=float(g), end_to_end_tps=50, peak_memory=1.0) for g in decode_head]
+        return base, head
+
+    tolerances = {"generation_tps": 0.03, "ttft_s": 0.05}
+    for ttft_head in (0.2, 0.14):
+        c = judge_pairs("k", *sides(ttft_head), tolerances=tolerances, alpha=0.05, method="median")
+        assert c.status == "inconclusive", (ttft_head, c.status, c.note)
+        assert {m.metric: m.verdict for m in c.metrics}["generation_tps"] == "inconclusive"
+
+
 def test_validate_names_a_missing_revision_and_interpreter(repo, tmp_path):
     with pytest.raises(ABSetupError, match="no such revision"):
         validate(ABPlan(base_rev="origin/nope"), repo)

@@ -147,3 +147,19 @@ def test_pairs_to_settle_an_inconclusive_interval():
     # a change on the tolerance itself: more pairs are unlikely to settle it soon
     assert more_pairs([_decode(-0.03, -0.40, 0.34)]) is None
     assert more_pairs([_decode(0.0, -0.01, 0.01)]) is None  # nothing inconclusive
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_too_few_pairs_for_significance_decide_nothing(n):
+    """Every pair 10-20% slower, but 2-4 pairs cannot reach p <= 0.05 (the smallest one-sided
+    Wilcoxon p is 1/2^n): no verdict, however wide the normal approximation's interval."""
+    head = [80.0, 85.0, 82.0, 90.0][:n]
+    m = compare_paired("generation_tps", [100.0] * n, head, 0.03, 0.05, "median")
+    assert m.verdict == "ok" and m.p_value > 0.05
+    assert compare_paired("generation_tps", [100.0] * 5, [80, 85, 82, 90, 84], 0.03, 0.05, "median").verdict \
+        == "regressed"
+
+
+def test_an_alpha_beyond_what_the_pairs_can_reach_gives_no_interval():
+    est = estimate([0.05, 0.06, 0.04, 0.05, 0.055], 0.003)
+    assert est.low == -math.inf and est.high == math.inf

@@ -129,3 +129,48 @@ def test_a_log_tail_is_one_printable_line_of_the_last_lines(tmp_path):
     assert tail.endswith('Traceback: | File "a.py" | \\x1b[31mValueError: bad\\x1b[0m'), tail[-80:]
     assert tail.startswith("xxx") and len(tail) == LOG_TAIL
     assert "\x1b" not in tail and "\n" not in tail
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("leader", ["exits first", "ignores SIGTERM's end"])
+def test_end_process_takes_what_the_process_started_with_it(tmp_path, leader):
+    """A server that died during start-up, or that exits on SIGTERM before its helper does,
+    leaves no helper behind (its process group is killed whatever the leader did)."""
+    import subprocess
+    import time
+
+    from pytest_mlxvlm.measure.workers import end_process
+
+    pidfile = tmp_path / "child.pid"
+    child = ("import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)")
+    body = (f"import os, subprocess, sys, time\n"
+            f"subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+            f"while not os.path.getsize({str(pidfile)!r}) if os.path.exists({str(pidfile)!r}) else True:\n"
+            f"    time.sleep(0.05)\n"
+            + ("sys.exit(1)\n" if leader == "exits first" else "time.sleep(600)\n"))
+    proc = subprocess.Popen([sys.executable, "-c", body], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    helper = int(pidfile.read_text())
+    if leader == "exits first":
+        proc.wait(timeout=30)
+    try:
+        end_process(proc, term_s=1.0)
+        time.sleep(0.2)
+        assert proc.poll() is not None and not _alive(helper), "the helper outlived its server"
+    finally:
+        if _alive(helper):
+            import os
+            import signal
+
+            os.kill(helper, signal.SIGKILL)

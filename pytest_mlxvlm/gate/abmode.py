@@ -394,8 +394,8 @@ def judge_pairs(key: str, base: list[Sample], head: list[Sample], *, tolerances:
     metrics = [compare_paired(m, [float(getattr(s, m)) for s in base], [float(getattr(s, m)) for s in head],
                               tol, alpha, method) for m, tol in tolerances.items()]
     status = ("regressed" if any(m.verdict == "regressed" for m in metrics)
-              else "improved" if any(m.verdict == "improved" for m in metrics)
-              else "inconclusive" if any(inconclusive(m) for m in metrics) else "pass")
+              else "inconclusive" if any(inconclusive(m) for m in metrics)
+              else "improved" if any(m.verdict == "improved" for m in metrics) else "pass")
     if status != "inconclusive":
         return CaseComparison(key, status, metrics=metrics)
     undecided = [m for m in metrics if inconclusive(m)]

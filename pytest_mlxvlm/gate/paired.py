@@ -85,8 +85,11 @@ def estimate(d: Sequence[float], alpha: float) -> Estimate:
     m = len(walsh)
     z = float(sps.norm.ppf(1 - alpha))
     k = math.floor(m / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24))
-    k = min(max(k, 0), (m - 1) // 2)
-    low, high = walsh[k], walsh[m - 1 - k]
+    if k < 0:  # too few pairs for any interval at this alpha: nothing is ruled out
+        low, high = -math.inf, math.inf
+    else:
+        k = min(k, (m - 1) // 2)
+        low, high = walsh[k], walsh[m - 1 - k]
     if all(x == 0 for x in d):
         p_worse = p_better = 1.0
     else:
@@ -146,9 +149,9 @@ def compare_paired(metric: str, base: Sequence[float], head: Sequence[float], to
     worse = math.expm1(est.estimate)
     higher = METRICS[metric].better == "higher"
     limit = math.log1p(tolerance)
-    if est.low > 0 and est.estimate > limit:
-        verdict, p = "regressed", est.p_worse
-    elif est.high < 0 and -est.estimate > limit:
+    if est.low > 0 and est.estimate > limit and est.p_worse <= alpha:  # both: the normal
+        verdict, p = "regressed", est.p_worse  # approximation's interval is too narrow at a few pairs
+    elif est.high < 0 and -est.estimate > limit and est.p_better <= alpha:
         verdict, p = "improved", est.p_better
     else:
         verdict, p = "ok", est.p_worse

@@ -52,39 +52,44 @@ def exit_reason(code: int | None) -> str:
 
 
 def _signal(proc: subprocess.Popen[Any], sig: int) -> None:
-    """``sig`` to the process, and to its process group when it leads one (what it started)."""
-    if proc.poll() is not None:
+    """``sig`` to the process's group when it leads one (it and what it started, even after it
+    has exited itself), else to the process while it runs."""
+    try:
+        os.killpg(proc.pid, sig)
         return
-    try:
-        if os.getpgid(proc.pid) == proc.pid:
-            os.killpg(proc.pid, sig)
-            return
+    except ProcessLookupError:  # no such group (or it is empty): the process alone, if it runs
+        pass
     except OSError:
         pass
-    try:
-        proc.send_signal(sig)
-    except OSError:
-        pass
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except OSError:
+            pass
 
 
 def end_process(proc: subprocess.Popen[Any], *, grace_s: float = 0.0, term_s: float = 3.0,
                 kill_s: float = 5.0) -> None:
-    """Give a process told to quit ``grace_s`` to go, then terminate it, then kill it (with its
-    process group when it leads one)."""
-    if proc.poll() is not None:
-        return
-    steps = ((None, grace_s), (lambda: _signal(proc, signal.SIGTERM), term_s),
-             (lambda: _signal(proc, signal.SIGKILL), kill_s))
-    for stop, wait in steps:
-        if stop is not None:
-            stop()
+    """Give a process told to quit ``grace_s`` to go, then terminate it, then kill it. A process
+    started with ``start_new_session`` leads its own group: whatever it started is killed with
+    it, also when it has already exited (a server that died during start-up leaves no helper)."""
+    steps = ((None, grace_s), (signal.SIGTERM, term_s))
+    for sig, wait in steps:
+        if proc.poll() is not None:
+            break
+        if sig is not None:
+            _signal(proc, sig)
         elif wait <= 0:
             continue
         try:
             proc.wait(timeout=wait)
-            return
         except subprocess.TimeoutExpired:
             continue
+    _signal(proc, signal.SIGKILL)  # it, if it still runs, and what is left of its group
+    try:
+        proc.wait(timeout=kill_s)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def plugin_copy(directory: Path) -> Path:
