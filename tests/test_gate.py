@@ -333,6 +333,16 @@ def test_check_measures_again_only_a_regression():
     assert again.calls == 0
 
 
+def test_a_second_measurement_with_other_token_counts_is_a_changed_workload_not_a_pass():
+    from dataclasses import replace
+
+    result = _result(_samples(speed=0.7))
+    again = Remeasure([replace(s, generation_tokens=60) for s in _samples(speed=0.7)])
+    c = _check(result, again)
+    assert again.calls == 1 and c.status == "workload-changed"
+    assert c.workload_changes["generation_tokens"][0] == 64
+
+
 def test_check_without_remeasure_reports_the_first_verdict():
     result = _result(_samples(speed=0.7))
     c = _check(result, None)

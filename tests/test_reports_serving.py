@@ -43,3 +43,23 @@ def test_no_knee_when_every_rate_held_and_below_the_lowest_when_none_did():
     assert _knee(rate_lines([_rate(1.0, True), _rate(2.0, True)])) == [
         "Knee: below 1 requests/s, the lowest rate measured: the queue grew at every rate"]
     assert rate_lines([]) == []
+
+
+def _stopped(rate: float, backlog: bool) -> CaseResult:
+    """A rate case that stopped early: cut for its backlog, or a request that failed (HTTP 500)."""
+    case = _rate(rate, backlog)
+    case.workload["server"].update(stopped="the server answered HTTP 500" if not backlog else "backlog",
+                                   unfinished=7 if backlog else 0, backlog=backlog)
+    return case
+
+
+def test_a_failed_request_is_not_a_backlog_and_places_no_knee():
+    lines = rate_lines([_stopped(2.0, backlog=False), _rate(1.0, False), _rate(4.0, False)])
+    assert [line.split("|")[-2].strip() for line in lines if line.startswith("| ") and "/s" in line] == [
+        "sustained", "failed: a request failed", "sustained"]
+    assert _knee(lines) == ["Knee: not reached; the queue stayed bounded up to 4 requests/s"]
+    lines = rate_lines([_stopped(2.0, backlog=True), _rate(1.0, False)])
+    assert any(line.rstrip(" |").endswith("stopped: backlog") for line in lines)
+    assert _knee(lines)[0].startswith("Knee: between 1 requests/s")
+    assert _knee(rate_lines([_stopped(1.0, backlog=False)])) == [
+        "Knee: not found; a request failed at every rate (the failures are above)"]

@@ -479,6 +479,8 @@ def test_server_cases_have_their_own_baselines_history_and_markdown(pytester, fa
 
 @pytest.mark.parametrize("args, message", [
     (["--mlx-server-url", "localhost:8080"], "--mlx-server-url 'localhost:8080': write http://HOST:PORT"),
+    (["--mlx-server-url", "http://127.0.0.1:99999"],
+     "--mlx-server-url 'http://127.0.0.1:99999': write http://HOST:PORT (a port from 1 to 65535)"),
     (["--mlx-server-concurrency", "1,0"], "--mlx-server-concurrency must be between 1 and 1024, got 0"),
     (["--mlx-server-port", "70000"], "--mlx-server-port must be between 0 and 65535, got 70000"),
     (["--mlx-suite", "servers"], "unknown suite 'servers'; use auto, off, all, or images, cache, server"),

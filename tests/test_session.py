@@ -242,9 +242,13 @@ def test_stopped():
 
 
 def test_an_interrupted_run_does_not_replace_a_complete_report(fake):
-    outputs = ["--mlx-json", "out.json", "--mlx-markdown", "pr.md", "--mlx-history", "h.jsonl"]
+    outputs = ["--mlx-json", "out.json", "--mlx-markdown", "pr.md", "--mlx-history", "h.jsonl",
+               "--mlx-bmf", "bmf.json", "--mlx-github-benchmark", "gab"]
     fake.runpytest(*RUN, *outputs).assert_outcomes(passed=2)
-    complete = {name: (fake.path / name).read_text() for name in ("out.json", "pr.md", "h.jsonl")}
+    trackers = sorted(str(p.relative_to(fake.path)) for p in (fake.path / "gab").rglob("*") if p.is_file())
+    assert trackers
+    complete = {name: (fake.path / name).read_text()
+                for name in ("out.json", "pr.md", "h.jsonl", "bmf.json", *trackers)}
     fake.makepyfile(test_user=INTERRUPTED)
     args = ["--mlx-model", "fake:a", "--mlx-chip", "test-chip", "--mlx-rounds", "2",
             "-p", "no:benchmark", "--mlx-suite", "off", "--mlx-resolutions", "224x224", "test_user.py",

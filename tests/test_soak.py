@@ -17,6 +17,7 @@ from pytest_mlxvlm.suites.server.client import Timing
 from pytest_mlxvlm.suites.server.load import single
 from pytest_mlxvlm.suites.server.soak import (
     memory_series,
+    overall,
     prometheus_memory,
     run_soak,
     sample_every,
@@ -57,6 +58,15 @@ def test_a_steady_growth_beyond_the_threshold_is_a_leak():
 def test_growth_near_the_threshold_is_inconclusive_and_few_points_say_so():
     assert trend(series(8.0, 12.0), threshold_mb=8).verdict == "inconclusive"
     assert trend(series(30.0, 0.0, n=20), threshold_mb=8).verdict == "too few points"
+
+
+def test_the_soaks_verdict_does_not_depend_on_the_order_of_its_series():
+    flat, noisy, leak = (trend(series(0.0, 1.0), 8), trend(series(8.0, 12.0), 8), trend(series(15.0, 1.0), 8))
+    few = trend(series(30.0, 0.0, n=20), 8)
+    assert overall([flat, noisy]) == overall([noisy, flat]) == "inconclusive"
+    assert overall([noisy, leak, flat]) == "leak"
+    assert overall([few, flat]) == overall([flat, few]) == "no leak"
+    assert overall([few]) == "too few points" and overall([]) == "no samples"
 
 
 def test_prometheus_gauges_of_current_memory():

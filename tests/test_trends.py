@@ -50,6 +50,21 @@ def test_flat_and_short_series():
     assert short.change_points == [] and "too few" in short.note
 
 
+def test_a_series_that_starts_at_zero_is_searched_without_dividing_by_it():
+    """At most one token generated makes Decode 0; the first sessions of a series may read 0."""
+    speed = _speed([0.0] * 4 + [50.0] * 10)
+    assert [cp.commits for cp in speed.change_points] in ([], [("c03", "c04")])
+
+
+def test_a_flat_noisy_series_has_no_excursions():
+    import random
+
+    for seed in range(30):
+        rng = random.Random(seed)
+        speed = _speed([100 * (1 + rng.gauss(0, 0.02)) for _ in range(20)])
+        assert speed.excursions == [], (seed, speed.excursions)
+
+
 def test_chips_are_never_mixed():
     series = build_series(_records([100] * 6, "a") + _records([50] * 6, "b"), ["end_to_end_tps"])
     assert sorted((s.chip, len(s.sessions)) for s in series) == [("a", 6), ("b", 6)]

@@ -135,6 +135,8 @@ def check(
     again = remeasure()
     result.samples.extend(again)
     pooled = evaluate(key, _samples(result.samples), result.workload, stored, **kw)
+    if pooled.status == "workload-changed":  # the second measurement's token counts differ: its own verdict
+        return pooled
     second = evaluate(key, _samples(again), result.workload, stored, **kw)
     second_worse = {m.metric: m.worse_by > m.tolerance for m in second.metrics}
     confirmed = [

@@ -210,8 +210,9 @@ def _server_plan(get: Callable[..., tuple[Any, str]], lookup: Lookup, base_dir: 
     url, where_url = lookup("mlx_server_url")
     if url:
         url = str(url).strip()
-        if not re.match(r"https?://[^/\s:]+(:\d+)?(/\S*)?$", url):
-            raise SettingsError(f"{where_url} {url!r}: write http://HOST:PORT")
+        port = re.match(r"https?://[^/\s:]+(?::(\d+))?(/\S*)?$", url)
+        if not port or (port.group(1) is not None and not 0 < int(port.group(1)) < 65536):
+            raise SettingsError(f"{where_url} {url!r}: write http://HOST:PORT (a port from 1 to 65535)")
     levels, where = get("mlx_server_concurrency", "1,2,4")
     parts = [p for p in re.split(r"[,\s]+", str(levels)) if p]
     if not parts:

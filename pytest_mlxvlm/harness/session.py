@@ -294,10 +294,11 @@ class BenchSession:
         history = outputs.history_url or outputs.history_path
         if history is not None and self.results and not self.interrupted:
             self._attempt("history", hide_password(str(history)), lambda: self._append_history(history))
-        if outputs.bmf_path is not None and self.results:
+        # the trackers' files feed a series as the history does: not from a partial session
+        if outputs.bmf_path is not None and self.results and not self.interrupted:
             self._attempt("Bencher file", outputs.bmf_path,
                           lambda: write_bmf(outputs.bmf_path, self.results))
-        if outputs.github_benchmark_dir is not None and self.results:
+        if outputs.github_benchmark_dir is not None and self.results and not self.interrupted:
             self._attempt("github-action-benchmark files", outputs.github_benchmark_dir,
                           lambda: write_github_benchmark(outputs.github_benchmark_dir, self.results,
                                                          self.machine))

@@ -34,10 +34,12 @@ def rate_lines(results: Sequence[CaseResult]) -> list[str]:
     for r in cases:
         info = _server(r)
         good = info.get("goodput")
-        stopped = bool(info.get("stopped"))
+        failed = bool(info.get("stopped")) and not info.get("backlog", info.get("unfinished"))
         saturated = bool(info.get("saturated"))
-        points.append((float(info["rate"]), saturated))
-        verdict = ("stopped: backlog" if stopped else "queue grows" if saturated else "sustained")
+        if not failed:  # a failed request says nothing of the queue: no point of the knee
+            points.append((float(info["rate"]), saturated))
+        verdict = ("failed: a request failed" if failed else "stopped: backlog" if info.get("stopped")
+                   else "queue grows" if saturated else "sustained")
         rows.append([
             f"{info['rate']:.3g}/s" + (f" (x{info['capacity_fraction']:g})" if "capacity_fraction" in info else ""),
             str(info.get("arrivals", "")), f"{info.get('requests', 0)}" + (
@@ -55,7 +57,9 @@ def rate_lines(results: Sequence[CaseResult]) -> list[str]:
     lines += render_table(RATE_COLUMNS, rows)
     sustained = [rate for rate, sat in points if not sat]
     first_sat = next((rate for rate, sat in points if sat), None)
-    if first_sat is None:
+    if not points:
+        lines.append("Knee: not found; a request failed at every rate (the failures are above)")
+    elif first_sat is None:
         lines.append(f"Knee: not reached; the queue stayed bounded up to {points[-1][0]:.3g} requests/s")
     elif not [rate for rate in sustained if rate < first_sat]:
         lines.append(f"Knee: below {first_sat:.3g} requests/s, the lowest rate measured: the queue grew "

@@ -222,8 +222,8 @@ def _judge(sessions: Sequence[Session], cuts: Sequence[int], k: int, higher: boo
     start = max(cuts[k - 1] if k else 0, cut - WINDOW)
     end = min(cuts[k + 1] if k + 1 < len(cuts) else len(sessions), cut + WINDOW)
     window = sessions[start:end]
-    proposed_change = _median([s.median for s in window[cut - start:]]) / _median(
-        [s.median for s in window[:cut - start]]) - 1
+    level = _median([s.median for s in window[:cut - start]])
+    proposed_change = _median([s.median for s in window[cut - start:]]) / level - 1 if level else 0.0
     regression = proposed_change < 0 if higher else proposed_change > 0
     split = _refine([best(s, higher) for s in window], cut - start, higher, regression)
     left, right = window[:split], window[split:]
@@ -264,6 +264,7 @@ def detect(series: Series, tolerance: float | None = None, penalty: float = PENA
     while cuts:
         verdicts = [_judge(sessions, cuts, k, higher) for k in range(len(cuts))]
         excursion = next((k for k in range(len(cuts) - 1) if cuts[k + 1] - cuts[k] <= HOLD
+                          and abs(verdicts[k].change) > tolerance  # away and back, beyond the noise
                           and verdicts[k].before > 0 and verdicts[k + 1].after > 0
                           and abs(verdicts[k + 1].after / verdicts[k].before - 1) <= tolerance), None)
         if excursion is not None:

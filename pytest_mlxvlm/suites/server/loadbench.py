@@ -23,7 +23,7 @@ from .client import server_peak_memory
 from .load import Job, LoadError, LoadRun, run_continuous, run_open_loop, run_rounds
 from .loadstats import breakdown, summarize_run
 from .process import ServerError
-from .soak import memory_series, run_soak, server_in_flight, trend
+from .soak import memory_series, overall, run_soak, server_in_flight, trend
 from .workload import WorkloadJobs, expected_tokens, one_image_jobs
 
 SETTLE_S = 60.0  # how long a server may take to drop the requests of a stopped case
@@ -132,7 +132,7 @@ class LoadBench(ServerBench):
             run = self._drive(job_at, n_rounds, n_warmup, rate, series)
         except LoadError as exc:
             run, error = exc.run, str(exc)
-            if run.unfinished and server.url not in server.stalled:
+            if server.url not in server.stalled:
                 settle(server.url)
         except ServerError as exc:
             run, error = LoadRun(mode=self.kind), str(exc)
@@ -143,8 +143,10 @@ class LoadBench(ServerBench):
         if error is not None and not run.timings:
             pytest.fail(f"mlxvlm: {server.spec} {label} through the server: {error}", pytrace=False)
         info.update(summarize_run(run, max_tokens, plan.slo))
-        if error is not None:
-            info.update(stopped=error, unfinished=run.unfinished, saturated=True)
+        if error is not None:  # a backlog cut (the queue grew past its allowance) or a failed request
+            info.update(stopped=error, unfinished=run.unfinished, backlog=bool(run.unfinished))
+            if run.unfinished:
+                info["saturated"] = True
         if self.kind == "soak":
             info["soak"] = self._soak_verdict(series)
         if self.work is not None:
@@ -202,9 +204,7 @@ class LoadBench(ServerBench):
             "series": [{"name": s.name, "kind": s.kind, "points": [list(p) for p in s.points]} for s in series],
             "trends": [{"series": t.series, "growth_mb_per_100": t.growth_mb, "interval": [t.low_mb, t.high_mb],
                         "points": t.points, "verdict": t.verdict, "line": t.line()} for t in trends],
-            "verdict": "leak" if any(t.leak for t in trends)
-            else "no leak" if trends and all(t.verdict == "no leak" for t in trends) else
-            (trends[0].verdict if trends else "no samples"),
+            "verdict": overall(trends),
         }
 
     def _warn_length(self, result: CaseResult, max_tokens: int) -> None:

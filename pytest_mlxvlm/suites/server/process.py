@@ -209,10 +209,14 @@ atexit.register(stop_all)
 
 def _connection(url: str, timeout_s: float) -> tuple[http.client.HTTPConnection, str]:
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        port = parts.port
+    except ValueError:  # out of range or not a number
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
         raise ServerError(f"bad server URL {url!r}: write http://HOST:PORT")
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    return cls(parts.hostname, parts.port, timeout=timeout_s), parts.path.rstrip("/")
+    return cls(parts.hostname, port, timeout=timeout_s), parts.path.rstrip("/")
 
 
 def get(url: str, path: str, timeout_s: float = 5.0) -> bytes | None:

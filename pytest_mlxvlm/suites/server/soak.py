@@ -161,6 +161,16 @@ def trend(points: list[tuple[int, float, float]], threshold_mb: float, series: s
                  start_mb=ys[0], end_mb=ys[-1])
 
 
+def overall(trends: list[Trend]) -> str:
+    """The soak's verdict over its series, whatever their order: a leak in any; else
+    inconclusive in any; else no leak where some series had enough points to say so."""
+    verdicts = {t.verdict for t in trends}
+    for verdict in ("leak", "inconclusive", "no leak", "too few points"):
+        if verdict in verdicts:
+            return verdict
+    return "no samples"
+
+
 def sample_every(requests: int | None) -> int:
     """Requests between memory samples: about 100 samples over a soak of known length."""
     return max(1, min(10, (requests or 500) // 100))
