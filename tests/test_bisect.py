@@ -83,6 +83,36 @@ def test_ends_that_do_not_differ_end_the_search():
     assert result.culprit is None and len(result.steps) == 1 and result.verdict == "pass"
 
 
+class Noisy(Known):
+    """As ``Known``, but the A/B runs of ``noisy`` commits are inconclusive ``times`` times."""
+
+    def __init__(self, commits: list[Commit], culprit: int, noisy: int, times: int) -> None:
+        super().__init__(commits, culprit)
+        self.noisy, self.left = commits[noisy].sha, times
+
+    def timing(self, good: Commit, head: Commit) -> Timing:
+        if head.sha == self.noisy and self.left:
+            self.left -= 1
+            self.timed.append(head.sha)
+            return Timing(CaseComparison(head.sha, "inconclusive"), 40, 0.1)
+        return super().timing(good, head)
+
+
+def test_an_inconclusive_step_is_run_again_and_never_counted_as_unchanged():
+    """The culprit is commit index 2; the middle commit (index 6, changed) is inconclusive once: it is
+    measured again and the search goes on. Inconclusive twice, the search stops and names what is left."""
+    commits = chain(15)
+    once = Noisy(commits, culprit=2, noisy=6, times=1)
+    result = bisect(once, GOOD, commits[-1], commits)
+    assert result.culprit == commits[2] and result.undecided is None
+    assert once.timed.count(commits[6].sha) == 2
+    twice = bisect(Noisy(commits, culprit=2, noisy=6, times=2), GOOD, commits[-1], commits)
+    assert twice.culprit is None and twice.undecided == commits[6]
+    assert twice.suspects == commits  # nothing was decided before the first step
+    ends = bisect(Noisy(commits, culprit=2, noisy=14, times=2), GOOD, commits[-1], commits)
+    assert ends.undecided == commits[-1] and ends.verdict == "inconclusive" and ends.suspects == commits
+
+
 @pytest.mark.parametrize("culprit", [0, 5, 14])
 def test_a_work_change_decides_every_step_without_timing(culprit):
     """Timing says pass everywhere; the work comparison (the hook) finds the commit exactly,

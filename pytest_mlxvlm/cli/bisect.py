@@ -14,7 +14,7 @@ from ..config.tolerances import AB_TOLERANCES, ToleranceError, parse_tolerances
 HELP = ("find the commit between GOOD and BAD that changed performance: a binary search, each step "
         "comparing GOOD with a commit (worker processes from git worktrees), exactly by their work "
         "profiles where the ends' work differs, otherwise by a paired A/B run; exit 0 with the "
-        "culprit, 1 when GOOD and BAD do not differ at these settings")
+        "culprit, 1 when GOOD and BAD do not differ at these settings, 3 when a step stays inconclusive")
 
 
 def _pairs(value: str) -> tuple[int, int]:
@@ -50,7 +50,8 @@ def _count(value: str) -> int:
 
 
 EXIT_STATUS = ("Exit status: 0 the culprit found; 1 GOOD and BAD do not differ at these settings; 2 bad "
-               "input or a worker that failed (one line on stderr); 130 interrupted (workers stopped, "
+               "input or a worker that failed (one line on stderr); 3 a step stayed inconclusive in two A/B "
+               "runs (the commits the culprit is among are printed); 130 interrupted (workers stopped, "
                "worktrees removed).")
 
 
@@ -160,6 +161,14 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         bisector.close()
+    if result.undecided is not None:
+        suspects = result.suspects
+        among = (f"{suspects[0].short}" if len(suspects) == 1 else
+                 f"the {len(suspects)} commits {suspects[0].short}..{suspects[-1].short}")
+        print(f"bisect: stopped at {result.undecided.short}: inconclusive in two A/B runs (a change neither "
+              f"called nor ruled out); the culprit is among {among}; more pairs (--pairs MIN:MAX) or more "
+              f"tokens (--max-tokens) may decide it")
+        return 3
     if result.culprit is None:
         print(f"bisect: {bad.short} does not differ from {good.short} at these settings "
               f"({result.verdict}): nothing to look for")

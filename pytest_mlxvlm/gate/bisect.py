@@ -12,7 +12,8 @@ the ends' verdict (regressed, improved, or a changed workload).
 
 The ends are checked first: when the bad revision does not differ from the good one at these
 settings there is nothing to look for. Otherwise each step halves the commits left, so N commits
-take at most ceil(log2 N) steps after the ends.
+take at most ceil(log2 N) steps after the ends. An A/B run that is inconclusive is run once more;
+inconclusive again, the search stops there and names the commits the culprit is among.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .abmode import ABModel, ABSetupError, Side, _git, _import_roots, judge_pair
 from .work import NOT_COMPARABLE, SAME, compare_profiles, describe
 
 CHANGED = ("regressed", "improved", "workload-changed")
+INCONCLUSIVE = "inconclusive"  # an A/B run that could neither call a change nor rule one out
 BY_WORK = "work profile"
 BY_TIMING = "timing"
 UNAVAILABLE = "unavailable"  # a side recorded no work profile
@@ -119,6 +121,8 @@ class BisectResult:
     culprit: Commit | None = None
     verdict: str = ""  # the ends': regressed, improved, workload-changed, "work added" (...), or why none
     decided_by: str = BY_TIMING  # how the search tells the sides apart: BY_WORK where the ends' work differs
+    undecided: Commit | None = None  # a commit whose A/B runs stayed inconclusive: the search stopped there
+    suspects: list[Commit] = field(default_factory=list)  # then: the commits the culprit is among
 
     @property
     def search_steps(self) -> int:
@@ -269,6 +273,15 @@ class Bisector:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+def _decided(comparer: Comparer, good: Commit, head: Commit) -> Timing:
+    """An A/B run of ``head`` against ``good``, run once more when it is inconclusive."""
+    timing = comparer.timing(good, head)
+    if timing.comparison.status != INCONCLUSIVE:
+        return timing
+    again = comparer.timing(good, head)
+    return Timing(again.comparison, again.pairs, timing.seconds + again.seconds)
+
+
 def bisect(comparer: Comparer, good: Commit, bad: Commit, commits: Sequence[Commit],
            report: Callable[[Step], None] = lambda step: None, *, use_work: bool = True) -> BisectResult:
     """Check the ends, then halve the suspect commits until one is left. Where the ends' work
@@ -280,10 +293,12 @@ def bisect(comparer: Comparer, good: Commit, bad: Commit, commits: Sequence[Comm
         result.decided_by, result.verdict = BY_WORK, f"work {work.verdict}"
         result.steps.append(Step(0, bad, work, None, True, BY_WORK, len(commits)))
     else:
-        timing = comparer.timing(good, bad)
+        timing = _decided(comparer, good, bad)
         result.verdict = timing.comparison.status
         changed = result.verdict in CHANGED
         result.steps.append(Step(0, bad, work, timing, changed, BY_TIMING, len(commits) if changed else 0))
+        if result.verdict == INCONCLUSIVE:
+            result.undecided, result.suspects = bad, list(commits)
     report(result.steps[-1])
     if not result.steps[-1].changed:
         return result
@@ -294,10 +309,15 @@ def bisect(comparer: Comparer, good: Commit, bad: Commit, commits: Sequence[Comm
         if result.decided_by == BY_WORK and work.changed is not None:
             timed, moved, by = None, work.changed, BY_WORK
         else:  # a side without a profile, or a search by timing
-            timed = comparer.timing(good, commits[middle])
+            timed = _decided(comparer, good, commits[middle])
             status = timed.comparison.status
             moved = status in CHANGED if result.decided_by == BY_WORK else status == result.verdict
             by = BY_TIMING
+            if status == INCONCLUSIVE:  # neither side of the search: stop, naming what is left
+                result.steps.append(Step(len(result.steps), commits[middle], work, timed, False, by, high - low))
+                result.undecided, result.suspects = commits[middle], list(commits[low + 1:high + 1])
+                report(result.steps[-1])
+                return result
         low, high = (low, middle) if moved else (middle, high)
         result.steps.append(Step(len(result.steps), commits[middle], work, timed, moved, by, high - low))
         report(result.steps[-1])
