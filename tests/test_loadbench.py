@@ -172,6 +172,16 @@ def test_synchronized_rounds_are_an_option(pytester, serve):
     result.assert_outcomes(passed=1)
     info = _report(pytester)[0]["workload"]["server"]
     assert info["load"] == "synchronized-rounds" and len(info["round_wall_s"]) == 2 and info["requests"] == 4
+    # a request count sets the rounds (rounded up to whole rounds); a duration does not switch the mode
+    for extra, rounds in ((["--mlx-server-requests", "5"], 3), (["--mlx-server-duration", "1"], 2)):
+        again = pytester.runpytest(*SUITE, "--mlx-server-url", url, "--mlx-server-concurrency", "2",
+                                   "--mlx-server-concurrency-mode", "synchronized-rounds", "--mlx-json", "r.json",
+                                   *extra, "-k", "concurrency")
+        again.assert_outcomes(passed=1)
+        (case,) = _report(pytester)
+        info = case["workload"]["server"]
+        assert info["load"] == "synchronized-rounds" and len(info["round_wall_s"]) == rounds
+        assert info["requests"] == case["workload"]["requests"] == 2 * rounds
 
 
 # -- open loop ------------------------------------------------------------------------------------

@@ -93,6 +93,8 @@ def test_built_in_workloads_mix_sizes_and_sessions(tmp_path):
     (["--mlx-server-rates", "fast"], "--mlx-server-rates: bad rate 'fast'"),
     (["--mlx-server-slo", "ttft"], "--mlx-server-slo: bad objective 'ttft'"),
     (["--mlx-server-soak", "3"], "--mlx-server-soak must be between 20 and"),
+    (["--mlx-server-soak", "10m"], "--mlx-server-soak: give a request count (e.g. 500) or seconds (e.g. 600s), "
+                                   "got '10m'"),
     (["--mlx-server-requests", "4", "--mlx-server-duration", "5"],
      "--mlx-server-requests and --mlx-server-duration: give one of them"),
     (["--mlx-server-workload", "missing.jsonl"], "--mlx-server-workload 'missing.jsonl': no such file"),

@@ -96,6 +96,8 @@ def parse_soak(value: Any, where: str) -> tuple[int, float | None]:
         if not 0 < seconds <= 7 * 86400:
             raise SettingsError(f"{where}: a soak of {text!r}: give seconds above 0, at most a week")
         return 0, seconds
+    if not text.isdigit():
+        raise SettingsError(f"{where}: give a request count (e.g. 500) or seconds (e.g. 600s), got {value!r}")
     return positive_int(where, text, minimum=20), None
 
 

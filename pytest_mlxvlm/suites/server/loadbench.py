@@ -71,6 +71,8 @@ class LoadBench(ServerBench):
         plan = self.settings.server
         if self.kind == "soak":
             return (plan.soak_requests or None), plan.soak_duration_s
+        if self._synchronized():
+            return self._rounds(rounds) * self.clients, None
         if rate is not None:
             if plan.requests:
                 return plan.requests, None
@@ -85,6 +87,15 @@ class LoadBench(ServerBench):
             return len(self.work.conversations), None
         return rounds * self.clients, None
 
+    def _synchronized(self) -> bool:
+        return self.settings.server.concurrency_mode == serving.SYNCHRONIZED and self.kind == "concurrency"
+
+    def _rounds(self, rounds: int) -> int:
+        """Synchronized rounds: enough for --mlx-server-requests where given, else ``rounds`` (a
+        duration does not apply: a round's length is its slowest request's)."""
+        requests = self.settings.server.requests
+        return -(-requests // self.clients) if requests else rounds
+
     def _drive(self, job_at: Callable[[int], Job], rounds: int, warmup: int, rate: float | None,
                series: list[Any]) -> LoadRun:
         server, plan = self.server, self.settings.server
@@ -98,8 +109,9 @@ class LoadBench(ServerBench):
                 run_continuous(server.request, job_at, 1, requests=warmup, abort=abort)
             return run_open_loop(server.request, lambda i: job_at(warmup + i), rate, requests or 1,
                                  arrivals=plan.arrivals, abort=abort)
-        if plan.concurrency_mode == serving.SYNCHRONIZED and self.kind == "concurrency" and not seconds:
-            return run_rounds(server.request, job_at, self.clients, rounds, warmup=warmup, abort=abort)
+        if self._synchronized():
+            return run_rounds(server.request, job_at, self.clients, self._rounds(rounds), warmup=warmup,
+                              abort=abort)
         return run_continuous(server.request, job_at, self.clients, requests=requests, duration_s=seconds,
                               warmup=warmup, abort=abort)
 

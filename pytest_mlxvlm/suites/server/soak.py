@@ -181,7 +181,8 @@ def run_soak(send: Send, job_at: Callable[[int], Job], clients: int, series: lis
              abort: Callable[[], Any] = lambda: None) -> LoadRun:
     """Continuous load of ``requests`` jobs (or ``duration_s``) with the memory of each series
     sampled before the first measured request and after every ``sample_every`` completions.
-    The warm-up (not kept): one request alone, then ``warmup`` per client, ``clients`` in flight."""
+    The warm-up (not kept): one request alone, then ``warmup`` per client, ``clients`` in flight;
+    none with ``warmup`` 0."""
     every = sample_every(requests)
     lock = threading.Lock()
     start = time.perf_counter()
