@@ -157,7 +157,13 @@ def test_session_dates_are_kept_in_step_with_the_sessions(tmp_path):
     path.write_text(json.dumps(doc))
     old = baselines.read(path)
     assert old.cases["k"].recorded == [] and baselines.burst_note(old) is None
-    assert old.cases["k"].added(case(20, [13.0])).recorded == []
+    # a new session keeps its date beside the old ones' placeholders, so the old ones age out
+    assert old.cases["k"].added(case(20, [13.0])).recorded == [""] * 9 + ["2026-11-20T02:00:00+00:00"]
+    for day in range(12, 22):  # once every undated session has been replaced, all are dated
+        baselines.update(path, model="m", chip="chip", machine={}, cases={"k": case(day, [12.0])},
+                         mode="add")
+        assert all(baselines.read(path).cases["k"].recorded) is (day == 21)
+    assert baselines.read(path).cases["k"].recorded[0].startswith("2026-11-12")
 
 
 def _write_case(args):

@@ -51,17 +51,23 @@ class BaselineCase:
         """This case with another session's samples appended (keeping the last sessions)."""
         merged = {name: (self.sessions.get(name, []) + groups)[-MAX_SESSIONS:]
                   for name, groups in other.sessions.items()}
-        known = len(self.recorded) == self.n_sessions  # files written before dates were kept
-        recorded = (self.recorded + other.recorded)[-MAX_SESSIONS:] if known else []
-        hosts_known = len(self.hosts) == self.n_sessions and len(other.hosts) == other.n_sessions
-        hosts = (self.hosts + other.hosts)[-MAX_SESSIONS:] if hosts_known else []
+        recorded = _kept(self.recorded, self.n_sessions, other.recorded, other.n_sessions)
+        hosts = _kept(self.hosts, self.n_sessions, other.hosts, other.n_sessions)
         return BaselineCase(other.test, other.resolution, merged, other.libraries, other.workload,
                             recorded, hosts, other.work if other.work is not None else self.work)
 
     @property
     def n_hosts(self) -> int:
         """Machines the sessions ran on (0: unknown, written by an older version)."""
-        return len(set(self.hosts))
+        return len({h for h in self.hosts if h})
+
+
+def _kept(own: list[str], n_own: int, new: list[str], n_new: int) -> list[str]:
+    """Per-session labels (dates, hosts) of the sessions kept, "" for a session that has none
+    (written by an older version; it ages out as newer sessions replace it); [] when none has."""
+    labels = ((own if len(own) == n_own else [""] * n_own)
+              + (new if len(new) == n_new else [""] * n_new))[-MAX_SESSIONS:]
+    return labels if any(labels) else []
 
 
 @dataclass
@@ -266,7 +272,7 @@ def burst_note(stored: BaselineFile) -> str | None:
         return None
     case = max(dated, key=lambda c: c.n_sessions)
     try:
-        times = [datetime.fromisoformat(r) for r in case.recorded]
+        times = [datetime.fromisoformat(r) for r in case.recorded if r]
         span = (max(times) - min(times)).total_seconds()
     except (ValueError, TypeError):
         return None

@@ -94,15 +94,17 @@ def ungated_reason(stored: BaselineCase | None, *, reference: bool, min_sessions
     if reference:
         return "the baseline is a published reference figure (one run, another method)"
     n = stored.n_sessions
-    try:
-        times = sorted(datetime.fromisoformat(r) for r in stored.recorded)
+    try:  # "" for a session written by an older version
+        times = sorted(datetime.fromisoformat(r) for r in stored.recorded if r)
     except (TypeError, ValueError):
         times = []
     span = f" recorded within {_span((times[-1] - times[0]).total_seconds())}" if len(times) == n and times else ""
     if n < min_sessions:
         return f"the baseline holds {n} session{'s' if n != 1 else ''}{span} (at least {min_sessions} needed)"
     if len(times) != n:
-        return f"the baseline's {n} sessions have no recorded times (written by an older version)"
+        return (f"{n - len(times)} of the baseline's {n} sessions have no recorded time (written by an older "
+                "version): it can gate once --mlx-update-baselines=add has replaced them (or at once after "
+                "--mlx-update-baselines=all)")
     bursts = 1 + sum((b - a).total_seconds() >= BURST_S for a, b in zip(times, times[1:]))
     if bursts < 2 and stored.n_hosts < 2:
         return f"the baseline's {n} sessions were all{span} on one machine: one burst"
