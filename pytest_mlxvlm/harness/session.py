@@ -101,6 +101,7 @@ class BenchSession:
     progress_at: float | None = None  # when the last progress line was written
     pending_progress: list[str] = field(default_factory=list)  # written after the test's result
     collection_notes: list[str] = field(default_factory=list)  # said after collection (header)
+    output_notes: list[str] = field(default_factory=list)  # said with the outputs: what was left out and why
     baseline_messages: list[str] = field(default_factory=list)
     ungated: list[str] = field(default_factory=list)  # regressions a weak baseline could not gate
     gate_counts: dict[str, int] = field(default_factory=dict)
@@ -292,7 +293,10 @@ class BenchSession:
             self._attempt("Markdown report", outputs.markdown_path,
                           lambda: self._write_markdown(outputs.markdown_path, self.interrupted))
         history = outputs.history_url or outputs.history_path
-        if history is not None and self.results and not self.interrupted:
+        if history is not None and self.results and self.settings.ab.active:
+            self.output_notes.append(f"history not written to {hide_password(str(history))}: an A/B session "
+                                     "measures base and head side by side, not as the history's sessions are")
+        elif history is not None and self.results and not self.interrupted:
             self._attempt("history", hide_password(str(history)), lambda: self._append_history(history))
         # the trackers' files feed a series as the history does: not from a partial session
         if outputs.bmf_path is not None and self.results and not self.interrupted:

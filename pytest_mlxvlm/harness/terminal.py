@@ -313,6 +313,8 @@ class MlxReporter:
     def _outputs(self, tr: Any) -> None:
         for line in self.bench.output_errors:
             tr.write_line(f"mlxvlm: {line}", red=True)
+        for line in self.bench.output_notes:
+            tr.write_line(f"mlxvlm: {line}")
         for path in self.bench.written:
             tr.write_sep("-", f"mlxvlm: report written to {path}")
         logs = self.bench.kept_logs()
