@@ -19,7 +19,11 @@ fi
 python3 -m venv "$venv"
 more=()
 if [ -n "${MLXVLM_PIP_ARGS:-}" ]; then
-  mapfile -t more < <("$venv/bin/python" -c 'import os, shlex; print("\n".join(shlex.split(os.environ["MLXVLM_PIP_ARGS"])))')
+  if ! split=$("$venv/bin/python" -c 'import os, shlex; print("\n".join(shlex.split(os.environ["MLXVLM_PIP_ARGS"])))'); then
+    echo "::error title=pytest-mlxvlm::pip-args cannot be split as a shell would (an unclosed quote?): $MLXVLM_PIP_ARGS"
+    exit 1
+  fi
+  mapfile -t more <<<"$split"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 echo "pytest-mlxvlm: pip install $requirement ${more[*]}"

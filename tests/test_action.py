@@ -244,3 +244,14 @@ def test_install_sets_up_the_action_s_own_copy(tmp_path: Path):
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pytest_mlxvlm; print(pytest_mlxvlm.__file__)"],
                            capture_output=True, text=True, env={**os.environ, **env}, cwd=tmp_path, check=True).stdout
     assert where.startswith(str(venv))
+
+
+def test_install_refuses_pip_args_it_cannot_split(tmp_path: Path):
+    """An unclosed quote in pip-args stops the step with a one-line error before pip runs (the
+    project under test would otherwise go uninstalled while the job measures on)."""
+    env = {"MLXVLM_ACTION_PATH": str(ROOT), "MLXVLM_EXTRAS": "", "RUNNER_TEMP": str(tmp_path),
+           "MLXVLM_PIP_ARGS": '-e ".[dev]', "GITHUB_PATH": str(tmp_path / "path.txt")}
+    run = _run_script("install.sh", tmp_path, env)
+    assert run.returncode == 1
+    assert run.stdout.startswith("::error title=pytest-mlxvlm::pip-args cannot be split as a shell would")
+    assert "pip install" not in run.stdout and not (tmp_path / "path.txt").exists()

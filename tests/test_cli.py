@@ -29,6 +29,20 @@ def test_shipped_references_match_the_published_figures(tmp_path):
     assert m4.reference["tolerance"] == 0.3 and "temperature 0.7" in m4.reference["method"]
 
 
+def test_an_import_writes_every_file_or_none(tmp_path, capsys):
+    doc = json.loads(SHARED.read_text())
+    assert main(["import-reference", str(SHARED), "--baseline-dir", str(tmp_path / "a")]) == 0
+    made = sorted((tmp_path / "a").rglob("*.json"))  # all there but one: none is written, not even that one
+    made[-1].unlink()
+    assert main(["import-reference", str(SHARED), "--baseline-dir", str(tmp_path / "a")]) == 2
+    assert f"exists (and {len(made) - 2} more); pass --force to replace it; nothing was written" in capsys.readouterr().err
+    assert not made[-1].exists()
+    twice = {**doc, "runs": doc["runs"] + doc["runs"][:1]}  # a run given twice: both would be one file
+    (tmp_path / "twice.json").write_text(json.dumps(twice))
+    assert main(["import-reference", str(tmp_path / "twice.json"), "--baseline-dir", str(tmp_path / "b")]) == 2
+    assert "(the same chip and model)" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
 def test_import_vllm_mlx_bench_output(tmp_path, capsys):
     out = tmp_path / "bench.json"
     out.write_text(json.dumps({
@@ -83,6 +97,15 @@ def test_compare_two_reports(tmp_path, capsys):
     assert "changed: image_tokens: 64 -> 80" in capsys.readouterr().out
     assert main(["compare", a, _report(tmp_path, "e.json", 50.0, chip="other")]) == 2
     assert "results of different chips are not compared" in capsys.readouterr().err
+    empty = tmp_path / "empty.json"  # every case failed: nothing was measured
+    empty.write_text(json.dumps({"machine": {"key": "k"}, "results": []}))
+    assert main(["compare", a, str(empty)]) == 2
+    assert "have no case in common (1 and 0 cases): nothing to compare" in capsys.readouterr().err
+    two = json.loads(Path(a).read_text())
+    two["results"].append({**two["results"][0], "case_key": "t[448x448]", "resolution": "448x448"})
+    Path(tmp_path / "two.json").write_text(json.dumps(two))
+    assert main(["compare", str(tmp_path / "two.json"), a]) == 0
+    assert "1 case(s) of " in capsys.readouterr().err
 
 
 # -- report on a history it cannot use ------------------------------------------------------------

@@ -24,13 +24,13 @@ def test_sweeps_are_the_published_sizes():
 @pytest.mark.parametrize(
     "text, expected",
     [("448x448", (448, 448)), (" 1920X1080 ", (1920, 1080)), ("512", (512, 512)),
-     ("1280×720", (1280, 720))],
+     ("1280×720", (1280, 720)), ("224²", (224, 224))],
 )
 def test_parse_resolution(text, expected):
     assert parse_resolution(text) == Resolution(*expected)
 
 
-@pytest.mark.parametrize("text", ["0x5", "abc", "5x0", "-3x4", "448x", "99999x10", ""])
+@pytest.mark.parametrize("text", ["0x5", "abc", "5x0", "-3x4", "448x", "99999x10", "", "²", "2²2", "٢٢٤"])
 def test_bad_resolution_says_what_to_write(text):
     with pytest.raises(SettingsError, match="bad resolution|no resolution"):
         parse_resolutions(text)

@@ -137,6 +137,24 @@ def test_the_json_lines_store_writes_the_same_bytes_as_before(tmp_path: Path):
     assert open_store(new).read().records == [make_record(0, 0), make_record(0, 1)]
 
 
+def test_importing_into_a_json_lines_file_skips_the_sessions_it_holds(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]):
+    """As a database does: importing the same history twice (or into itself) adds nothing."""
+    records = [make_record(0, i) for i in range(3)]
+    store = open_store(tmp_path / "h.jsonl")
+    store.append(records[0])
+    assert store.append_many(records) == 2 and store.append_many(records) == 0
+    assert store.append_many(records[1:] + [records[1]]) == 1  # a second equal line is new
+    assert len(store.read().records) == 4
+    source = tmp_path / "source.jsonl"
+    history.append_records(source, records)
+    for added in (3, 0):
+        assert main(["history", "import", str(source), str(tmp_path / "t.jsonl")]) == 0
+        assert capsys.readouterr().out.startswith(f"{added} session(s) imported")
+    assert main(["history", "import", str(source), str(source)]) == 0
+    assert len(history.read(source).records) == 3
+
+
 def test_migrations_make_the_tables_once_and_a_newer_store_is_refused(tmp_path: Path):
     import sqlalchemy as sa
 

@@ -149,6 +149,17 @@ def from_vllm_mlx_bench(doc: Any, directory: Path, *, chip: str, memory_gb: int 
 
 
 def write(files: Sequence[baselines.BaselineFile], force: bool) -> None:
+    """Every file or none: two runs that would share a file, or a file there already (without
+    ``force``), are refused before anything is written."""
+    paths = [f.path for f in files]
+    twice = sorted({str(path) for path in paths if paths.count(path) > 1})
+    if twice:
+        raise ImportError_(f"two runs of the input would both be {twice[0]} (the same chip and model); "
+                           "import them from separate files, each into its own --baseline-dir")
+    there = [f.path for f in files if f.path.exists()]
+    if there and not force:
+        raise ImportError_(f"{there[0]} exists{f' (and {len(there) - 1} more)' if len(there) > 1 else ''}; "
+                           "pass --force to replace it; nothing was written")
     for f in files:
         with locked(f.path):
             if f.path.exists() and not force:
@@ -341,8 +352,15 @@ def _compare(args: argparse.Namespace) -> int:
     if chips[0] != chips[1] and not args.other_chip:
         return _fail(f"{args.before} is from {chips[0]}, {args.after} from {chips[1]}: results of "
                      "different chips are not compared (--other-chip to do it anyway)")
+    keys = [{(r["model"], r.get("case_key") or r["resolution"]) for r in doc["results"]} for doc in (before, after)]
+    if not keys[0] & keys[1]:
+        return _fail(f"{args.before} and {args.after} have no case in common ({len(keys[0])} and "
+                     f"{len(keys[1])} cases): nothing to compare; were they measured with the same model and tests?")
     lines, regressed, undecided = compare_reports(before, after, tolerances, args.alpha)
     print("\n".join(lines))
+    if keys[0] - keys[1]:
+        print(f"pytest-mlxvlm: {len(keys[0] - keys[1])} case(s) of {args.before} are not in {args.after} "
+              "(failed, skipped or deselected there?): they are not compared", file=sys.stderr)
     print(f"\n{regressed} regressed" + (f", {len(undecided)} undecidable" if undecided else ""))
     if regressed:
         return 1

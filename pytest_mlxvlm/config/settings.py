@@ -46,15 +46,16 @@ FULL_SWEEP: tuple[Resolution, ...] = _squares(224, 336, 448, 512, 672, 768, 896,
 )
 QUICK_SWEEP: tuple[Resolution, ...] = _squares(224, 448, 768, 1024)
 
-_RESOLUTION = re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*")
+_RESOLUTION = re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", re.ASCII)
+_SIDE = re.compile(r"\s*(\d+)\s*²?\s*", re.ASCII)  # a bare side, or 224² as the docs write it: a square
 MAX_SIDE = 16384
 
 
 def parse_resolution(text: str) -> Resolution:
-    """Parse ``WxH`` (or a bare side ``N`` for a square)."""
-    match = _RESOLUTION.fullmatch(text)
-    if match is None and text.strip().isdigit():
-        width = height = int(text)
+    """Parse ``WxH`` (or a bare side ``N``, or ``N²``, for a square)."""
+    match, side = _RESOLUTION.fullmatch(text), _SIDE.fullmatch(text)
+    if side is not None:
+        width = height = int(side[1])
     elif match is None:
         raise SettingsError(
             f"bad resolution {text!r}: write WIDTHxHEIGHT, e.g. 448x448 or 1920x1080"

@@ -108,9 +108,30 @@ def append(path: Path, record: dict[str, Any]) -> None:
     append_records(path, [record])
 
 
+def canonical(value: Any) -> str:
+    """The JSON text the history file holds for ``value`` (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def append_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """Append one line per record, all of them or none (see ``files.append_lines``)."""
-    append_lines(path, [json.dumps(r, sort_keys=True, separators=(",", ":")) for r in records])
+    append_lines(path, [canonical(r) for r in records])
+
+
+def not_in(path: Path, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records a history file does not hold yet: a record is there when the file has more
+    lines equal to it than came before it among ``records`` (two equal sessions stay two)."""
+    from collections import Counter
+
+    held = Counter(canonical(r) for r in read(path).records) if path.exists() else Counter()
+    seen: Counter[str] = Counter()
+    new = []
+    for record in records:
+        line = canonical(record)
+        seen[line] += 1
+        if seen[line] > held[line]:
+            new.append(record)
+    return new
 
 
 @dataclass

@@ -11,14 +11,13 @@ back are the ones written (the report cannot tell a database from a JSON-lines f
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ..common.validate import InvalidInput
-from .history import History, StoreError, check_record, hide_password
+from .history import History, StoreError, canonical, check_record, hide_password
 
 LATEST_SCHEMA = 1  # the tables' version; a migration per step
 SESSION_KEYS = ("schema_version", "date", "commit", "branch", "machine", "settings", "cases")
@@ -26,11 +25,6 @@ CASE_KEYS = ("model", "case_key", "resolution", "outcome", "medians", "samples")
 MIGRATION_LOCK = 0x6D6C78766C6D  # PostgreSQL advisory lock: one migrator at a time
 CONNECT_TIMEOUT_S = 10
 SQLITE_BUSY_TIMEOUT_S = 120
-
-
-def canonical(value: Any) -> str:
-    """The JSON text the history file holds for ``value`` (sorted keys, no spaces)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def session_uid(record: dict[str, Any], occurrence: int = 0) -> str:

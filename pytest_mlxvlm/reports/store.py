@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from .history import History, StoreError, append, append_records, hide_password, read
+from .history import History, StoreError, append, append_records, hide_password, not_in, read
 
 __all__ = ["StoreError", "hide_password", "open_store", "is_url", "check_target", "HistoryStore"]
 
@@ -76,8 +76,11 @@ class JSONLinesStore:
         append(self.path, record)
 
     def append_many(self, records: Sequence[dict[str, Any]]) -> int:
-        append_records(self.path, records)
-        return len(records)
+        """Imported sessions, all or none; those the file holds already are skipped (as the
+        database store skips them); returns how many were added."""
+        new = not_in(self.path, records)
+        append_records(self.path, new)
+        return len(new)
 
     def read(self) -> History:
         try:

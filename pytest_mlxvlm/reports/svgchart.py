@@ -88,12 +88,13 @@ def date_label(date: str, same_day: bool) -> str:
 
 def short_span(dates: list[str]) -> bool:
     """Whether dated sessions span less than two days (then times tell them apart)."""
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     try:
-        first, last = datetime.fromisoformat(dates[0]), datetime.fromisoformat(dates[-1])
-    except (ValueError, IndexError):
+        first, last = (datetime.fromisoformat(d) for d in (dates[0], dates[-1]))
+    except (ValueError, IndexError, TypeError):
         return False
+    first, last = (d if d.tzinfo else d.replace(tzinfo=timezone.utc) for d in (first, last))  # naive: UTC
     return abs((last - first).total_seconds()) < 2 * 86400
 
 
