@@ -97,3 +97,22 @@ def test_a_killed_session_leaves_no_worker(pytester, session_killer):
     pytester.makepyfile(fake_mlx_speed="HANG_AT = 1\n")  # the generation hangs: only a kill ends it
     workers = session_killer.kill([*ISOLATED, "--noconftest"], pytester.path, workers=1)
     assert session_killer.survivors(workers, within_s=3.0) == [], "a worker outlived its SIGKILLed session by 3 s"
+
+
+def test_several_images_per_request_cross_to_the_worker(fake):
+    """A list of images (paths and PIL images) is measured in a worker as in process: each PIL
+    image saved to its own file, the request's image tokens those of both."""
+    fake.makepyfile(test_two="""
+        from PIL import Image
+
+        def test_two_images(mlx_bench, mlx_image):
+            mlx_bench.run(image=[mlx_image, Image.new("RGB", (448, 448))])
+    """)
+    tokens = {}
+    for isolate in ([], ["--mlx-isolate"]):
+        args = ["--mlx-model", "fake:m", "--mlx-resolutions", "224x224", "--mlx-rounds", "2", "--mlx-warmup", "0",
+                "-p", "no:cacheprovider", "--mlx-suite", "off", "--mlx-json", "r.json", *isolate]
+        fake.runpytest(*args).assert_outcomes(passed=1)
+        (case,) = json.loads((fake.path / "r.json").read_text())["results"]
+        tokens[bool(isolate)] = case["summary"]["image_tokens"]["median"]
+    assert tokens[True] == tokens[False] == 64 + 196  # 224² and 448² in Qwen3-VL's 32-pixel cells

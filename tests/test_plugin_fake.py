@@ -184,6 +184,10 @@ def test_pytest_benchmark_only_when_asked(fake: pytest.Pytester):
     asked.stdout.fnmatch_lines(["*benchmark 'fake:a': 1 tests*"])
     fake.makeini("[pytest]\naddopts = --benchmark-columns=min,max\n")  # a --benchmark-* option asks too
     fake.runpytest(*run).stdout.fnmatch_lines(["*benchmark 'fake:a': 1 tests*"])
+    # --benchmark-cprofile calls the target once more, under cProfile: not a measured round
+    profiled = fake.runpytest(*run, "--benchmark-cprofile=tottime", "--mlx-json", "out.json")
+    profiled.assert_outcomes(passed=1)
+    assert len(json.loads((fake.path / "out.json").read_text())["results"][0]["samples"]) == 2
 
 
 def test_without_pytest_benchmark_nothing_of_it_shows(fake: pytest.Pytester):
@@ -361,3 +365,17 @@ def test_dist_each_is_refused_for_measured_sessions(fake: pytest.Pytester):
     result.stderr.fnmatch_lines(["*--dist each would measure every case on every worker*"])
     fake.makepyfile(test_plain="def test_plain():\n    pass\n")
     fake.runpytest("-n", "2", "--dist", "each", "test_plain.py").assert_outcomes(passed=2)  # not measuring
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode_step", "tail"])
+def test_the_fake_engines_added_work_lands_in_every_phase_it_names(phase):
+    from pytest_mlxvlm.measure.fake import FakeEngine, fake_profile
+    from pytest_mlxvlm.models.loading import LoadedModel
+    from pytest_mlxvlm.results import GenerationRequest
+
+    model = LoadedModel(spec="fake:x", path=None, model=None, processor=None, load_time_s=0)
+    sample = FakeEngine().pytest_mlxvlm_measure(model, GenerationRequest(image=None, prompt="hi", max_tokens=8))
+    plain, extra = fake_profile("fake:x", sample), fake_profile("fake:x", sample, f"{phase}:Multiply=5")
+    assert extra["hash"] != plain["hash"]
+    assert extra["phases"][phase]["primitives"].get("Multiply", 0) == plain["phases"][phase]["primitives"].get(
+        "Multiply", 0) + 5

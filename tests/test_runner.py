@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_mlxvlm.measure.runner import fixed_output_length, run_case
+from pytest_mlxvlm.measure.runner import fixed_output_length, run_adaptive, run_case
 from pytest_mlxvlm.results import Sample
 
 
@@ -31,6 +31,21 @@ def test_run_case_warms_up_then_measures(rounds, warmup):
     # warmup runs come first and are kept apart from the measured ones
     assert [s.time_s for s in warm] == [float(i) for i in range(1, warmup + 1)]
     assert [s.time_s for s in samples] == [float(i) for i in range(warmup + 1, warmup + rounds + 1)]
+
+
+def test_adaptive_rounds_leave_out_a_metric_that_is_always_zero():
+    """One token generated: Decode is 0 in every round, and has no precision to reach; the steady
+    metrics reach theirs, and the JSON-bound widths hold no infinity."""
+    import dataclasses
+    import json
+
+    def one_token() -> Sample:
+        return dataclasses.replace(Counter()(), generation_tokens=1, generation_tps=0.0, end_to_end_tps=10.0)
+
+    samples, _, info = run_adaptive(one_token, warmup=0, min_rounds=6, max_rounds=30, budget_s=60, target=0.05)
+    assert info["stopped"] == "precision reached" and len(samples) == 6
+    assert set(info["half_width"]) == {"end_to_end_tps", "ttft_s"}
+    assert "Infinity" not in json.dumps(info)
 
 
 def test_run_case_stops_at_the_first_error():

@@ -50,3 +50,9 @@ def test_marker_overrides():
     assert s.gate.tolerances["ttft_s"] == 0.2
     with pytest.raises(SettingsError, match="unknown keyword"):
         Settings().for_marker(round=2)
+    # None, as the marker's registered signature shows it, is the session's setting
+    assert Settings().for_marker(resolutions=None, tolerance=None, prompt=None, rounds=None) == Settings()
+    with pytest.raises(SettingsError, match="resolutions: give 'WxH' or a list of them"):
+        Settings().for_marker(resolutions=448)
+    with pytest.raises(SettingsError, match="tolerance: give 'METRIC=PCT'"):
+        Settings().for_marker(tolerance=5)

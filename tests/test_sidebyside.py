@@ -110,6 +110,16 @@ def test_unchanged_code_passes_and_each_side_asserts_on_its_own_case(pytester, a
     assert head["comparison"]["status"] in ("pass", "inconclusive") and head["workload"]["per_side"]
 
 
+def test_an_ini_override_on_the_command_line_reaches_both_sides(pytester, app):
+    """``-o mlx_max_tokens=8`` is given on this command line as much as ``--mlx-max-tokens 8``:
+    both sides' sessions measure 8 tokens, as the progress line says."""
+    result = pytester.runpytest(*AB, "-o", "mlx_max_tokens=8", "-k", "test_describe")
+    result.stdout.fnmatch_lines(["*test_describe *8 tokens each*"])
+    doc = json.loads((app / "ab.json").read_text())
+    sides = {r["side"]: r for r in doc["results"]}
+    assert {side: r["summary"]["generation_tokens"]["median"] for side, r in sides.items()} == {"base": 8, "head": 8}
+
+
 def test_workload_changes_name_each_difference_with_both_values(tmp_path):
     from PIL import Image
 

@@ -131,6 +131,7 @@ def test_quick_video_set_and_cache_steps(pytester: pytest.Pytester):
         assert len(case["samples"]) == 2 and len(case["warmup_samples"]) == 1
         assert {s["generation_tokens"] for s in case["samples"]} == {4}
         assert case["workload"]["video"]["frame_size"] == "96x64"
+        assert case["workload"]["image"] == "none"  # not the session's --mlx-image: its baseline gates without it
     steps = {s["step"]: s for rec in doc["cache"] for s in rec["steps"]}
     assert steps["other fps"]["actual"] == "MISS" and steps["other frame count"]["actual"] == "MISS"
     assert steps["same path, new bytes"]["actual"] == "MISS"

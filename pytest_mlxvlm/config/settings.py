@@ -342,7 +342,8 @@ class Settings:
     media: MediaPlan = field(default_factory=MediaPlan)
 
     def for_marker(self, **overrides: Any) -> Settings:
-        """These settings with a ``mlx_benchmark`` marker's keywords applied."""
+        """These settings with a ``mlx_benchmark`` marker's keywords applied (None: the session's)."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
         known = {"rounds", "max_tokens", "warmup", "resolutions", "prompt", "tolerance"}
         unknown = set(overrides) - known
         if unknown:
@@ -360,7 +361,10 @@ class Settings:
         if "warmup" in overrides:
             work["warmup"] = positive_int("warmup", overrides["warmup"], minimum=0)
         if "resolutions" in overrides:
-            work["resolutions"] = parse_resolutions(overrides["resolutions"])
+            value = overrides["resolutions"]
+            if not isinstance(value, (str, list, tuple)):
+                raise SettingsError(f"resolutions: give 'WxH' or a list of them, e.g. ['448x448'], not {value!r}")
+            work["resolutions"] = parse_resolutions(value)
         if "prompt" in overrides:
             work["prompt"] = str(overrides["prompt"])
         gate = self.gate
@@ -385,8 +389,10 @@ def _merge_tolerance(base: dict[str, float], value: Any) -> dict[str, float]:
         entries = [f"{k}={v}" for k, v in value.items()]
     elif isinstance(value, str):
         entries = [value]
-    else:
+    elif isinstance(value, (list, tuple)):
         entries = [str(v) for v in value]
+    else:
+        raise SettingsError(f"tolerance: give 'METRIC=PCT', a list of them or a dict, not {value!r}")
     try:
         layer = parse_tolerances(entries)
     except ToleranceError as exc:

@@ -97,7 +97,8 @@ class MlxBench:
         n_warmup = work.warmup if warmup is None else warmup
         workload = {**work.describe(), "prompt": request.prompt, "max_tokens": request.max_tokens,
                     "rounds": n_rounds, "warmup": n_warmup,
-                    "image": describe_image(image, work.describe()["image"]), **self.extra_workload}
+                    "image": describe_image(None if image is _THIS_TEST and self.image is None else image,
+                                            work.describe()["image"]), **self.extra_workload}
         side = self.request.config.stash.get(side_key, None)
         if side is not None:  # this is one side's worker of an A/B run: the parent measures
             return self._run_side(side, request, n_rounds, n_warmup, workload)
@@ -189,12 +190,19 @@ class MlxBench:
         return found[0], found[1], ""
 
     def _with_image_file(self, request: GenerationRequest) -> GenerationRequest:
-        """A worker reads images from files: a PIL image is saved first."""
-        if request.image is None or isinstance(request.image, (str, Path)):
+        """A worker reads images from files: a PIL image (or each of a list) is saved first."""
+        images = request.image if isinstance(request.image, (list, tuple)) else [request.image]
+        if all(i is None or isinstance(i, (str, Path)) for i in images):
             return request
-        path = Path(self.request.config._tmp_path_factory.mktemp("mlxvlm-worker-images")) / "image.png"  # type: ignore[attr-defined]
-        request.image.save(path)
-        return dataclasses.replace(request, image=path)  # its keywords for stream_generate kept
+        folder = Path(self.request.config._tmp_path_factory.mktemp("mlxvlm-worker-images"))  # type: ignore[attr-defined]
+        paths: list[Any] = []
+        for n, image in enumerate(images):
+            if not isinstance(image, (str, Path)):
+                image.save(folder / f"image-{n}.png")
+                image = folder / f"image-{n}.png"
+            paths.append(image)
+        saved = paths if isinstance(request.image, (list, tuple)) else paths[0]
+        return dataclasses.replace(request, image=saved)  # its keywords for stream_generate kept
 
     def _run_ab(self, request: GenerationRequest, warmup: int, workload: dict) -> CaseResult:
         """Base and head side by side in their workers, pair by pair; fail on a regression.
@@ -253,7 +261,7 @@ class MlxBench:
 
         benchmark.group = self.model.spec
         benchmark.pedantic(one, rounds=rounds, warmup_rounds=warmup, iterations=1)
-        samples = collected[warmup:]
+        samples = collected[warmup:warmup + rounds]  # not the extra call --benchmark-cprofile makes
         medians = CaseResult(model="", resolution="", samples=samples)
         benchmark.extra_info.update({f"mlxvlm_{m}": medians.summary(m).median for m in METRICS})
         return samples, collected[:warmup]

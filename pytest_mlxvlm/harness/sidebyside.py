@@ -115,11 +115,17 @@ def nested_args(item: pytest.Item, bench: BenchSession, side: str, path: Path) -
             "--mlx-resolutions", ",".join(r.id for r in work.resolutions)]
     for spec in work.models:
         args += ["--mlx-model", spec]
+    overridden = {}  # -o NAME=VALUE on this command line: given here as much as a flag is
+    for entry in getattr(config.option, "override_ini", None) or []:
+        name, _, value = entry.partition("=")
+        overridden[name.strip()] = value
     for name in FORWARDED:
         value = getattr(config.option, name, None)
         if value is not None:
             args += [flag(name), str(value)]
-    if config.option.mlx_image is not None and work.image is not None:
+        elif name in overridden:
+            args += ["-o", f"{name}={overridden[name]}"]
+    if (config.option.mlx_image is not None or "mlx_image" in overridden) and work.image is not None:
         args += ["--mlx-image", str(work.image)]
     return args
 

@@ -100,8 +100,10 @@ class FakeEngine:
         self.calls += 1
         if self.sleep_s:
             time.sleep(self.sleep_s)
-        width, height = _image_size(request.image)
-        img = image_tokens(width, height) + self.extra_image_tokens
+        images = request.image if isinstance(request.image, (list, tuple)) else [request.image]
+        sizes = [_image_size(i) for i in images]  # several images: their tokens add up
+        width, height = sizes[0] if sizes else (0, 0)
+        img = sum(image_tokens(w, h) for w, h in sizes) + self.extra_image_tokens
         prompt = img + TEXT_TOKENS + max(0, len(request.prompt.split()) - PROMPT_WORDS)
         jitter = 1.0 + (self._rng.normal(0, self.noise) if self.noise else 0.0)
         factor = self.slowdown * max(jitter, 0.05)
@@ -179,7 +181,9 @@ def fake_profile(spec: str, sample: Sample, extra_work: str = "", version: str =
     steps = [phases.pop("decode_step")] * max(sample.generation_tokens - 1, 0)
     key = {"engine": "fake", "mlx": version, "model": spec, "prompt_tokens": sample.prompt_tokens,
            "image_tokens": sample.image_tokens, "tokens": sample.generation_tokens}
-    profile = summarise(phases, steps, tokens=sample.generation_tokens, prompt_tokens=sample.prompt_tokens, key=key)
+    tail = phases.pop("tail", None)
+    profile = summarise(phases, steps, tail, tokens=sample.generation_tokens, prompt_tokens=sample.prompt_tokens,
+                        key=key)
     return {**profile.to_dict(), "token_ids": list(sample.token_ids)}
 
 

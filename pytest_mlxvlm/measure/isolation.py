@@ -15,10 +15,13 @@ from .workers import WorkerError, WorkerProcess
 
 
 def request_message(request: GenerationRequest) -> dict[str, Any]:
-    """A generation request as a worker reads it (the image as a path, keywords for
+    """A generation request as a worker reads it (the image as a path or a list of them, keywords for
     ``stream_generate`` as JSON); WorkerError for keywords that cannot cross to a process."""
-    message: dict[str, Any] = {"op": "measure", "image": None if request.image is None else str(request.image),
-                               "prompt": request.prompt, "max_tokens": request.max_tokens}
+    image = request.image
+    paths = (None if image is None else [str(i) for i in image] if isinstance(image, (list, tuple))
+             else str(image))  # several images: a list of paths
+    message: dict[str, Any] = {"op": "measure", "image": paths, "prompt": request.prompt,
+                               "max_tokens": request.max_tokens}
     if request.generate_kwargs:
         try:
             json.dumps(request.generate_kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from functools import cache
@@ -136,7 +137,6 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest, *
     else:
         images = [_image_arg(request.image)]
     video = request.video
-    formatted = format_prompt(model, processor, request.prompt, 0 if images is None else len(images), video)
     # Qwen2.5-VL and Gemma 4 configs name it image_token_id only
     image_token = getattr(model.config, "image_token_index", None) or getattr(model.config, "image_token_id", None)
     counted_token = image_token  # a clip's placeholder tokens count as its image tokens
@@ -145,7 +145,8 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest, *
     mx.synchronize()
     mx.reset_peak_memory()
     with fixed_output_length(processor):
-        start = time.perf_counter()
+        start = time.perf_counter()  # Preprocess: the chat template, then the image and tokens
+        formatted = format_prompt(model, processor, request.prompt, 0 if images is None else len(images), video)
         inputs = prepare_inputs(
             processor,
             images=images,
@@ -299,14 +300,16 @@ def run_adaptive(
         samples.append(measure())
         if len(samples) < min_rounds:
             continue
-        reached = {m: relative_half_width([float(getattr(s, m)) for s in samples]) for m in PRECISION_METRICS}
+        reached = {m: relative_half_width(values) for m in PRECISION_METRICS
+                   if any(values := [float(getattr(s, m)) for s in samples])}  # all 0 (Decode of 1 token): none to reach
         if all(v <= target for v in reached.values()):
             stopped = "precision reached"
             break
         if time.perf_counter() - start > budget_s:
             stopped = "time budget"
             break
-    return samples, warm, {"target": target, "half_width": reached, "stopped": stopped,
+    widths = {m: v if math.isfinite(v) else None for m, v in reached.items()}  # None: no interval (JSON has no inf)
+    return samples, warm, {"target": target, "half_width": widths, "stopped": stopped,
                            "seconds": time.perf_counter() - start}
 
 

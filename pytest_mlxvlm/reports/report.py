@@ -185,7 +185,8 @@ def precision_lines(results: Sequence[CaseResult]) -> list[str]:
              f"±{target * 100:.1f}%):"]
     for r in cases:
         info = r.workload["adaptive"]
-        widths = ", ".join(f"{METRICS[m].label} ±{w * 100:.1f}%" for m, w in info["half_width"].items())
+        widths = ", ".join(f"{METRICS[m].label} " + (f"±{w * 100:.1f}%" if w is not None else "no interval")
+                           for m, w in info["half_width"].items())
         lines.append(f"  {r.resolution}: {len(r.samples)} rounds in {info['seconds']:.1f}s, {widths} "
                      f"({info['stopped']})")
     return lines
