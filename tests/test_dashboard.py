@@ -99,6 +99,12 @@ def test_pages_of_cases_of_one_name_stay_apart():
     b = Series("chip", "m", "tests/b.py::test_speed[224x224]", "end_to_end_tps")
     names = page_names([a, b])
     assert len(set(names.values())) == 2 and names[a.key[:3]] == "chip/m/test_speed-224x224"
+    # models whose file names collide (./ckpt and ../ckpt), or would break a link (#, ?, %)
+    c, d = (Series("chip", m, "t.py::test_speed[224x224]", "end_to_end_tps") for m in ("./ckpt", "../ckpt"))
+    e = Series("chip", "runs/run#3?x=%20", "t.py::test_speed[224x224]", "end_to_end_tps")
+    names = page_names([c, d, e])
+    assert len(set(names.values())) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9._/-]+", name) for name in names.values())
 
 
 def test_axis_ticks_are_round_and_spread():

@@ -68,9 +68,9 @@ def page_names(all_series: Iterable[Series]) -> dict[tuple[str, str, str], str]:
         key = (s.chip, s.model, s.case)
         if key in names:
             continue
-        name = f"{_slug(s.chip)}/{model_slug(s.model)}/{_slug(display_case(s.case))}"
+        name = f"{_slug(s.chip)}/{_slug(model_slug(s.model))}/{_slug(display_case(s.case))}"  # URL-safe
         if name in taken:
-            name += "-" + hashlib.sha256(s.case.encode()).hexdigest()[:8]
+            name += "-" + hashlib.sha256("\0".join(key).encode()).hexdigest()[:8]
         taken.add(name)
         names[key] = name
     return names
