@@ -68,7 +68,8 @@ def page_names(all_series: Iterable[Series]) -> dict[tuple[str, str, str], str]:
         key = (s.chip, s.model, s.case)
         if key in names:
             continue
-        name = f"{_slug(s.chip)}/{_slug(model_slug(s.model))}/{_slug(display_case(s.case))}"  # URL-safe
+        model = re.sub(r"[^A-Za-z0-9._-]+", "-", model_slug(s.model)).strip("-.") or "model"  # URL-safe
+        name = f"{_slug(s.chip)}/{model}/{_slug(display_case(s.case))}"
         if name in taken:
             name += "-" + hashlib.sha256("\0".join(key).encode()).hexdigest()[:8]
         taken.add(name)
