@@ -14,7 +14,6 @@ from pytest_mlxvlm.suites.server.load import (
     LOAD_THREAD,
     LoadError,
     LoadRun,
-    RequestRecord,
     arrival_offsets,
     run_continuous,
     run_open_loop,
