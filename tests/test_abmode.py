@@ -274,13 +274,14 @@ def test_a_slower_head_fails_with_the_change_and_its_interval(pytester, repo, mo
 
 def test_unchanged_code_passes(pytester, repo, monkeypatch):
     monkeypatch.setenv("FAKE_MLX_NOISE", "0.03")
-    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-history", "h.jsonl")
+    result = pytester.runpytest(*AB, "--mlx-ab-base", "HEAD", "--mlx-history", "h.jsonl", "--mlx-bmf", "bmf.json")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*2 compared, 0 regressed*"])
-    # side-by-side figures are not a nightly session's: the history is left as it was
+    # side-by-side figures are not a nightly session's: the series' files are left as they were
     result.stdout.fnmatch_lines(["mlxvlm: history not written to *h.jsonl: an A/B session measures base and "
-                                 "head side by side, not as the history's sessions are"])
-    assert not (repo / "h.jsonl").exists()
+                                 "head side by side, not as a series' sessions are",
+                                 "mlxvlm: Bencher file not written to *bmf.json: an A/B session *"])
+    assert not (repo / "h.jsonl").exists() and not (repo / "bmf.json").exists()
     no_leftovers(repo)
 
 

@@ -159,6 +159,8 @@ def test_session_dates_are_kept_in_step_with_the_sessions(tmp_path):
     assert old.cases["k"].recorded == [] and baselines.burst_note(old) is None
     # a new session keeps its date beside the old ones' placeholders, so the old ones age out
     assert old.cases["k"].added(case(20, [13.0])).recorded == [""] * 9 + ["2026-11-20T02:00:00+00:00"]
+    partly = baselines.BaselineFile(path, "m", "chip", cases={"k": old.cases["k"].added(case(20, [13.0]))})
+    assert baselines.burst_note(partly) is None  # one dated session says nothing of the spread
     for day in range(12, 22):  # once every undated session has been replaced, all are dated
         baselines.update(path, model="m", chip="chip", machine={}, cases={"k": case(day, [12.0])},
                          mode="add")

@@ -106,6 +106,8 @@ def test_an_inconclusive_step_is_run_again_and_never_counted_as_unchanged():
     result = bisect(once, GOOD, commits[-1], commits)
     assert result.culprit == commits[2] and result.undecided is None
     assert once.timed.count(commits[6].sha) == 2
+    rerun = next(s for s in result.steps if s.head == commits[6])
+    assert rerun.timing is not None and rerun.timing.pairs == 40 + 6  # both runs' pairs
     twice = bisect(Noisy(commits, culprit=2, noisy=6, times=2), GOOD, commits[-1], commits)
     assert twice.culprit is None and twice.undecided == commits[6]
     assert twice.suspects == commits  # nothing was decided before the first step
@@ -175,6 +177,10 @@ def test_the_step_lines():
                  Timing(CaseComparison(head.sha, "pass"), 8, 3.0), False, BY_TIMING, 0)
     assert describe(timed, 4) == ("step ends: ababababab change 11: pass (8 pairs, 3 s; same work; by timing) "
                                   "-> unchanged; 0 commit(s) left")
+    undecided = Step(1, head, WorkResult(False, "same", "same work", 0.2),
+                     Timing(CaseComparison(head.sha, "inconclusive"), 80, 6.0), False, BY_TIMING, 8)
+    assert describe(undecided, 4).endswith("inconclusive (80 pairs, 6 s; same work; by timing) "
+                                           "-> neither side: inconclusive; 8 commit(s) left")
 
 
 def git(repo: Path, *args: str) -> str:

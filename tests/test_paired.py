@@ -150,14 +150,27 @@ def test_pairs_to_settle_an_inconclusive_interval():
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
-def test_too_few_pairs_for_significance_decide_nothing(n):
+def test_too_few_pairs_for_significance_are_inconclusive_not_a_pass(n):
     """Every pair 10-20% slower, but 2-4 pairs cannot reach p <= 0.05 (the smallest one-sided
-    Wilcoxon p is 1/2^n): no verdict, however wide the normal approximation's interval."""
+    Wilcoxon p is 1/2^n): no interval, so no verdict either way; the case is inconclusive."""
     head = [80.0, 85.0, 82.0, 90.0][:n]
     m = compare_paired("generation_tps", [100.0] * n, head, 0.03, 0.05, "median")
-    assert m.verdict == "ok" and m.p_value > 0.05
+    assert m.verdict == "ok" and m.interval is None and inconclusive(m) and m.p_value > 0.05
+    assert format_change(m).startswith("Decode -")
+    assert "[no interval: too few pairs]" in format_change(m)
     assert compare_paired("generation_tps", [100.0] * 5, [80, 85, 82, 90, 84], 0.03, 0.05, "median").verdict \
         == "regressed"
+
+
+def test_below_20_pairs_the_interval_is_the_exact_one():
+    """The signed-rank statistic's exact critical values (one-sided 5%: 0, 2, 3, 5, 8, 10 at 5-10 pairs)."""
+    from pytest_mlxvlm.gate.paired import _exact_critical
+
+    assert [_exact_critical(n, 0.05) for n in range(4, 11)] == [-1, 0, 2, 3, 5, 8, 10]
+    d = [0.01 * (i + 1) for i in range(6)]
+    est = estimate(d, 0.05)  # 21 Walsh averages: the 3rd from each end (critical value 2)
+    walsh = sorted((d[i] + d[j]) / 2 for i in range(6) for j in range(i, 6))
+    assert (est.low, est.high) == (walsh[2], walsh[-3])
 
 
 def test_an_alpha_beyond_what_the_pairs_can_reach_gives_no_interval():

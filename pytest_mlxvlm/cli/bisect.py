@@ -101,7 +101,8 @@ def describe(step: Any, total: int) -> str:
 
     where = "ends" if step.number == 0 else f"{step.number}/{total}"
     head = f"{step.head.short} {step.head.subject}"[:72]
-    side = "changed" if step.changed else "unchanged"
+    undecided = step.timing is not None and step.timing.comparison.status == "inconclusive"
+    side = "neither side: inconclusive" if undecided else "changed" if step.changed else "unchanged"
     after = f"-> {side}; {step.left} commit(s) left"
     if step.timing is None:
         return (f"step {where}: {head}: {step.work.line()} (by work profile, not timed; "

@@ -267,7 +267,7 @@ def burst_note(stored: BaselineFile) -> str | None:
     state, reboots), and the gate's drift allowance is narrower than the machine's drift."""
     from datetime import datetime
 
-    dated = [c for c in stored.cases.values() if c.n_sessions >= 2 and c.recorded]
+    dated = [c for c in stored.cases.values() if c.n_sessions >= 2 and c.recorded and all(c.recorded)]
     if stored.kind != "measured" or not dated:
         return None
     case = max(dated, key=lambda c: c.n_sessions)

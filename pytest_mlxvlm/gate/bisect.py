@@ -274,12 +274,13 @@ class Bisector:
 
 
 def _decided(comparer: Comparer, good: Commit, head: Commit) -> Timing:
-    """An A/B run of ``head`` against ``good``, run once more when it is inconclusive."""
+    """An A/B run of ``head`` against ``good``, run once more when it is inconclusive (the second
+    run's verdict; the pairs and seconds of both)."""
     timing = comparer.timing(good, head)
     if timing.comparison.status != INCONCLUSIVE:
         return timing
     again = comparer.timing(good, head)
-    return Timing(again.comparison, again.pairs, timing.seconds + again.seconds)
+    return Timing(again.comparison, timing.pairs + again.pairs, timing.seconds + again.seconds)
 
 
 def bisect(comparer: Comparer, good: Commit, bad: Commit, commits: Sequence[Commit],

@@ -66,6 +66,26 @@ def _walsh(d: Sequence[float]) -> list[float]:
     return sorted((d[i] + d[j]) / 2 for i in range(len(d)) for j in range(i, len(d)))
 
 
+EXACT_BELOW = 20  # pairs: below this the signed-rank statistic's exact distribution sets the interval
+
+
+def _exact_critical(n: int, alpha: float) -> int:
+    """The largest t with P(T <= t) <= alpha for Wilcoxon's signed-rank statistic of n pairs
+    (exact, no ties): the interval's bounds are the Walsh averages t from each end; -1 when even
+    T = 0 (p = 1/2^n) is not significant."""
+    counts = [1] + [0] * (n * (n + 1) // 2)  # subsets of the ranks 1..n by their sum
+    for rank in range(1, n + 1):
+        for total in range(len(counts) - 1, rank - 1, -1):
+            counts[total] += counts[total - rank]
+    cumulative, critical = 0, -1
+    for t, count in enumerate(counts):
+        cumulative += count
+        if cumulative / 2 ** n > alpha:
+            break
+        critical = t
+    return critical
+
+
 def estimate(d: Sequence[float], alpha: float) -> Estimate:
     """Hodges-Lehmann estimate of the log ratios and its (1 - 2 alpha) interval (so each
     side is a one-sided bound at ``alpha``), with one-sided Wilcoxon p-values."""
@@ -83,9 +103,12 @@ def estimate(d: Sequence[float], alpha: float) -> Estimate:
 
     walsh = _walsh([x if math.isfinite(x) else math.copysign(10.0, x) for x in d])
     m = len(walsh)
-    z = float(sps.norm.ppf(1 - alpha))
-    k = math.floor(m / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24))
-    if k < 0:  # too few pairs for any interval at this alpha: nothing is ruled out
+    if n < EXACT_BELOW:
+        k = _exact_critical(n, alpha)
+    else:
+        z = float(sps.norm.ppf(1 - alpha))
+        k = math.floor(m / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24))
+    if k < 0:  # too few pairs for any interval at this alpha (4 pairs: p >= 1/16): nothing is ruled out
         low, high = -math.inf, math.inf
     else:
         k = min(k, (m - 1) // 2)
@@ -149,9 +172,9 @@ def compare_paired(metric: str, base: Sequence[float], head: Sequence[float], to
     worse = math.expm1(est.estimate)
     higher = METRICS[metric].better == "higher"
     limit = math.log1p(tolerance)
-    if est.low > 0 and est.estimate > limit and est.p_worse <= alpha:  # both: the normal
-        verdict, p = "regressed", est.p_worse  # approximation's interval is too narrow at a few pairs
-    elif est.high < 0 and -est.estimate > limit and est.p_better <= alpha:
+    if est.low > 0 and est.estimate > limit:
+        verdict, p = "regressed", est.p_worse
+    elif est.high < 0 and -est.estimate > limit:
         verdict, p = "improved", est.p_better
     else:
         verdict, p = "ok", est.p_worse
@@ -170,7 +193,8 @@ def compare_paired(metric: str, base: Sequence[float], head: Sequence[float], to
         n_baseline=len(base),
         n_current=len(head),
         detectable=detectable(est.se, est.n, tolerance, alpha),
-        interval=sorted([_signed(est.low, higher), _signed(est.high, higher)]),
+        interval=(sorted([_signed(est.low, higher), _signed(est.high, higher)])
+                  if math.isfinite(est.low) and math.isfinite(est.high) else None),  # None: too few pairs for one
         method=METHODS[method],
     )
 
@@ -199,8 +223,10 @@ def settled(comparisons: Sequence[MetricComparison]) -> bool:
 def inconclusive(comparison: MetricComparison) -> bool:
     """A tok/s metric that did not regress, but whose interval is too wide to say anything about
     a few percent and still reaches past the tolerance: a regression was not ruled out."""
-    if METRICS[comparison.metric].unit != "tok/s" or not comparison.interval:
+    if METRICS[comparison.metric].unit != "tok/s":
         return False
+    if not comparison.interval:  # too few pairs for any interval: nothing was ruled out
+        return comparison.verdict != "regressed"
     low, high = comparison.interval
     return (high - low) / 2 > INCONCLUSIVE_HALF_WIDTH and worse_bounds(comparison)[1] >= comparison.tolerance
 
@@ -238,14 +264,19 @@ def more_pairs(metrics: Sequence[MetricComparison]) -> int | None:
 
 def format_interval(m: MetricComparison) -> str:
     """``Decode -5.7% [-14.9%, +2.4%]``."""
-    low, high = m.interval or [math.nan, math.nan]
-    return f"{METRICS[m.metric].label} {m.change * 100:+.1f}% [{low * 100:+.1f}%, {high * 100:+.1f}%]"
+    return f"{METRICS[m.metric].label} {m.change * 100:+.1f}% {interval_text(m)}"
+
+
+def interval_text(m: MetricComparison) -> str:
+    """``[-14.9%, +2.4%]``, or ``[no interval: too few pairs]``."""
+    if not m.interval:
+        return "[no interval: too few pairs]"
+    low, high = m.interval
+    return f"[{low * 100:+.1f}%, {high * 100:+.1f}%]"
 
 
 def format_change(m: MetricComparison) -> str:
     """``Decode -5.7% [-8.9%, -2.4%], p=0.003, 40 pairs``."""
     label = METRICS[m.metric].label
-    low, high = m.interval or [math.nan, math.nan]
     p = f"p={m.p_value:.2g}" if m.p_value is not None else "p=n/a"
-    return (f"{label} {m.change * 100:+.1f}% [{low * 100:+.1f}%, {high * 100:+.1f}%], {p}, "
-            f"{m.n_current} pairs")
+    return f"{label} {m.change * 100:+.1f}% {interval_text(m)}, {p}, {m.n_current} pairs"

@@ -292,17 +292,23 @@ class BenchSession:
         if outputs.markdown_path is not None and self.results:
             self._attempt("Markdown report", outputs.markdown_path,
                           lambda: self._write_markdown(outputs.markdown_path, self.interrupted))
+        # the history and the trackers' files feed series: not from a partial session, nor from an
+        # A/B one (its head is measured side by side with the base, not as a series' sessions are)
         history = outputs.history_url or outputs.history_path
-        if history is not None and self.results and self.settings.ab.active:
-            self.output_notes.append(f"history not written to {hide_password(str(history))}: an A/B session "
-                                     "measures base and head side by side, not as the history's sessions are")
-        elif history is not None and self.results and not self.interrupted:
+        series = [("history", hide_password(str(history)) if history is not None else None),
+                  ("Bencher file", outputs.bmf_path), ("github-action-benchmark files", outputs.github_benchmark_dir)]
+        if self.results and self.settings.ab.active:
+            for what, where in series:
+                if where is not None:
+                    self.output_notes.append(f"{what} not written to {where}: an A/B session measures base and "
+                                             "head side by side, not as a series' sessions are")
+        feeds = bool(self.results) and not self.interrupted and not self.settings.ab.active
+        if history is not None and feeds:
             self._attempt("history", hide_password(str(history)), lambda: self._append_history(history))
-        # the trackers' files feed a series as the history does: not from a partial session
-        if outputs.bmf_path is not None and self.results and not self.interrupted:
+        if outputs.bmf_path is not None and feeds:
             self._attempt("Bencher file", outputs.bmf_path,
                           lambda: write_bmf(outputs.bmf_path, self.results))
-        if outputs.github_benchmark_dir is not None and self.results and not self.interrupted:
+        if outputs.github_benchmark_dir is not None and feeds:
             self._attempt("github-action-benchmark files", outputs.github_benchmark_dir,
                           lambda: write_github_benchmark(outputs.github_benchmark_dir, self.results,
                                                          self.machine))

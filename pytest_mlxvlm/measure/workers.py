@@ -211,6 +211,8 @@ class WorkerProcess:
             except (BrokenPipeError, OSError, ValueError):
                 pass
             end_process(proc, grace_s=2.0)
+        elif proc is not None:  # it died (a crash): what it started goes with its group
+            end_process(proc)
         if proc is not None:
             for stream in (proc.stdin, proc.stdout):
                 try:

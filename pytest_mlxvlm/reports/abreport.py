@@ -67,7 +67,8 @@ def ab_rows(results: Sequence[CaseResult], marks: dict[str, str] | None = None) 
             verdict = m.verdict
             rows.append([
                 case, METRICS[m.metric].label, _value(m.metric, m.baseline), _value(m.metric, m.current),
-                f"{_pct(m.change)} [{_pct(low)}, {_pct(high)}]", f"{m.tolerance * 100:g}%",
+                f"{_pct(m.change)} [{_pct(low)}, {_pct(high)}]" if m.interval else f"{_pct(m.change)} [no interval]",
+                f"{m.tolerance * 100:g}%",
                 f"{m.p_value:.2g}" if m.p_value is not None else "-", str(m.n_current),
                 (marks or {}).get(verdict, verdict),
             ])
