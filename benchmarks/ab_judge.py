@@ -91,6 +91,8 @@ def cut_jobs(outs: list[Path], side: str, sizes: list[str], plan: ABPlan, alpha:
     """Up to ``jobs`` consecutive jobs of A against ``side`` (the folders in turn), each judged
     as ``pytest --mlx-ab-base`` would: its verdict per size, its seconds, its pairs per size."""
     found: list[tuple[list[Any], float, list[int]]] = []
+    if not sizes:  # nothing recorded yet: no job, not jobs of no case
+        return found
     for out in outs:
         at_once = _order(out) != "turns"
         streams = {size: _stream(out / f"rounds-{size}.jsonl", side, at_once) for size in sizes}

@@ -229,3 +229,15 @@ def test_deadline_cost_times_the_client_with_and_without_its_deadlines():
     assert all(0 < t < 10 for t in times)
     assert client.Watch is watch  # the real deadlines are back after a request without them
     assert pool.opened == 1  # one kept-alive connection carried all three
+
+
+def test_a_recording_of_no_rounds_is_judged_as_no_jobs(tmp_path):
+    """A device call that recorded nothing (its time went on loading) makes no "missed" verdict
+    out of empty jobs: zero jobs so far."""
+    from benchmarks import ab_jobs
+
+    out = tmp_path / "ab-turns"
+    out.mkdir()
+    (out / "workers.json").write_text(json.dumps({"order": "turns"}))
+    table = ab_jobs.judge_recording([out], jobs=20, pairs="20:40", alpha=0.05)
+    assert "missed" not in table and "0 of 20 jobs so far" in table
