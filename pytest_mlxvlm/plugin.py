@@ -182,14 +182,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if off:
         items[:] = [item for item in items if not asked_off(item)]
         config.hook.pytest_deselected(items=off)
-    bench = config.stash[session_key]
+    group_measured(config, items)
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after -k and -m
+def pytest_collection_modifyitems_after_deselection(config: pytest.Config, items: list[pytest.Item]) -> None:
     _drop_auto_suite(config, items)
-    bench.measured_total = sum(is_measured(item) for item in items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What this session measures, counted once every deselection (--lf too) is done: the
+    progress total and the alpha each comparison is judged at."""
+    bench = session.config.stash[session_key]
+    bench.measured_total = sum(is_measured(item) for item in session.items)
     problem = ab_power_problem(bench.settings, bench.measured_total) if bench.measured_total else None
     if problem:
         raise pytest.UsageError(f"pytest-mlxvlm: {problem}")
     bench.started = time.perf_counter()
-    group_measured(config, items)
 
 
 def _drop_auto_suite(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -232,6 +242,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
     report = yield
     item.stash.setdefault(phase_key, {})[report.when] = report.outcome
+    if report.when == "teardown" and report.failed:  # an error after the call: the case did not pass
+        for result in item.stash.get(results_key, None) or []:
+            result.outcome = "failed"
     return report
 
 

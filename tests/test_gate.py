@@ -138,6 +138,13 @@ def test_unused_baselines_are_listed(fake):
         "*1 compared, 0 regressed, 0 new, 1 unused*",
         "unused baseline: pytest_mlxvlm.builtin.test_mlxvlm_images::test_image_generation[[]448x448[]] (fake:a, *)",
     ])
+    # a session narrowed by -k (or -m, --lf, test ids) left the other cases out: not "unused"
+    narrowed = fake.runpytest(*RUN, "-k", "224")
+    narrowed.assert_outcomes(passed=1)
+    narrowed.stdout.fnmatch_lines(["*1 compared, 0 regressed, 0 new, 0 unused*",
+                                   "*fake:a: 1 stored case(s) not measured in this session, which ran only some "
+                                   "tests (-k): not listed as unused*"])
+    assert "unused baseline:" not in narrowed.stdout.str()
 
 
 def test_baselines_of_several_sessions_allow_for_drift(fake, monkeypatch):

@@ -57,6 +57,9 @@ def test_auto_adds_the_sweep_only_to_a_session_without_measured_tests_of_its_own
     assert "test_image_generation" not in result.stdout.str().split("deselected")[-1]
     named = fake.runpytest("--mlx-model", "fake:a", "--co", "-q", "--mlx-suite", "images")
     assert sum("::test_image_generation[" in line for line in named.stdout.lines) == 10
+    # -k that deselects the session's own measured tests leaves the sweep to run
+    swept = fake.runpytest("--mlx-model", "fake:a", "--co", "-q", "-k", "image_generation")
+    assert sum("::test_image_generation[" in line for line in swept.stdout.lines) == 10
 
 
 def test_json_gives_the_settings_each_test_used(fake: pytest.Pytester):
@@ -379,3 +382,22 @@ def test_the_fake_engines_added_work_lands_in_every_phase_it_names(phase):
     assert extra["hash"] != plain["hash"]
     assert extra["phases"][phase]["primitives"].get("Multiply", 0) == plain["phases"][phase]["primitives"].get(
         "Multiply", 0) + 5
+
+
+def test_an_error_in_teardown_is_the_cases_outcome_too(fake: pytest.Pytester):
+    """pytest says "1 passed, 1 error": the case in the JSON report did not pass either."""
+    fake.makepyfile(test_td="""
+        import pytest
+
+        @pytest.fixture
+        def broken():
+            yield
+            raise RuntimeError("teardown")
+
+        def test_mine(mlx_bench, broken):
+            mlx_bench.run()
+    """)
+    result = fake.runpytest("--mlx-model", "fake:a", "--mlx-resolutions", "224x224", "--mlx-rounds", "2",
+                            "--mlx-json", "out.json")
+    result.assert_outcomes(passed=1, errors=1)
+    assert [r["outcome"] for r in json.loads((fake.path / "out.json").read_text())["results"]] == ["failed"]

@@ -66,6 +66,11 @@ def project(pytester: pytest.Pytester):
     return pytester.path
 
 
+def test_the_progress_total_counts_only_the_selected_cases(project):
+    lines = on_a_terminal(project, *RUN, "-v", "-k", "224")
+    assert [line.split(" fake")[0] for line in lines if line.startswith("mlxvlm: [")] == ["mlxvlm: [1/1]"]
+
+
 def test_with_v_a_line_per_case_follows_its_result(project):
     lines = on_a_terminal(project, *RUN, "-v")
     progress = [i for i, line in enumerate(lines) if line.startswith("mlxvlm: [")]

@@ -336,6 +336,16 @@ class BenchSession:
         if written is not None:
             self.written.append(written)
 
+    def _narrowed(self) -> str:
+        """How this session was narrowed to some of its tests ("" when it was not)."""
+        option = self.config.option
+        for name, flag in (("keyword", "-k"), ("markexpr", "-m"), ("lf", "--lf"), ("deselect", "--deselect")):
+            if getattr(option, name, None):
+                return flag
+        if any("::" in str(arg) for arg in self.config.invocation_params.args):
+            return "test ids on the command line"
+        return ""
+
     def _finish_baselines(self, exitstatus: int) -> None:
         """Count the verdicts, list unused baselines, and write updates from a passed session."""
         gate = self.settings.gate
@@ -352,7 +362,12 @@ class BenchSession:
                 continue
             if stored is not None:
                 unused = sorted(set(stored.cases) - keys)
-                if unused:
+                narrowed = self._narrowed()
+                if unused and narrowed:  # the cases left out may well be the ones not used
+                    self.baseline_messages.append(f"{spec}: {len(unused)} stored case(s) not measured in this "
+                                                  f"session, which ran only some tests ({narrowed}): not "
+                                                  "listed as unused")
+                elif unused:
                     self.unused[spec] = unused
                 note = burst_note(stored) if not gate.update else None
                 if note:
