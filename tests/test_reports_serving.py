@@ -49,7 +49,7 @@ def _stopped(rate: float, backlog: bool) -> CaseResult:
     """A rate case that stopped early: cut for its backlog, or a request that failed (HTTP 500)."""
     case = _rate(rate, backlog)
     case.workload["server"].update(stopped="the server answered HTTP 500" if not backlog else "backlog",
-                                   unfinished=7 if backlog else 0, backlog=backlog)
+                                   unfinished=7 if backlog else 0)
     return case
 
 

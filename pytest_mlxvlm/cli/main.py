@@ -168,14 +168,18 @@ def write(files: Sequence[baselines.BaselineFile], force: bool) -> None:
         print(f"wrote {f.path} ({len(f.cases)} cases, reference for {f.chip})")
 
 
+def case_id(result: dict[str, Any]) -> tuple[str, str]:
+    """A case of a --mlx-json report as ``compare`` matches it: its model and key."""
+    return result["model"], result.get("case_key") or result["resolution"]
+
+
 def compare_reports(before: dict[str, Any], after: dict[str, Any], tolerances: dict[str, float],
                     alpha: float) -> tuple[list[str], int, list[str]]:
     """Lines of a Markdown table comparing two --mlx-json reports, how many regressed, and the
     comparisons that could not be decided (too few samples to ever reach p < alpha)."""
 
     def cases(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, list[float]]]:
-        return {(r["model"], r.get("case_key") or r["resolution"]):
-                {m: [s[m] for s in r["samples"]] for m in METRICS} for r in doc["results"]}
+        return {case_id(r): {m: [s[m] for s in r["samples"]] for m in METRICS} for r in doc["results"]}
 
     old, new = cases(before), cases(after)
     lines = ["| Model | Case | Metric | Before | After | Change | Smallest detectable | Verdict |",
@@ -352,7 +356,7 @@ def _compare(args: argparse.Namespace) -> int:
     if chips[0] != chips[1] and not args.other_chip:
         return _fail(f"{args.before} is from {chips[0]}, {args.after} from {chips[1]}: results of "
                      "different chips are not compared (--other-chip to do it anyway)")
-    keys = [{(r["model"], r.get("case_key") or r["resolution"]) for r in doc["results"]} for doc in (before, after)]
+    keys = [{case_id(r) for r in doc["results"]} for doc in (before, after)]
     if not keys[0] & keys[1]:
         return _fail(f"{args.before} and {args.after} have no case in common ({len(keys[0])} and "
                      f"{len(keys[1])} cases): nothing to compare; were they measured with the same model and tests?")

@@ -295,23 +295,19 @@ class BenchSession:
         # the history and the trackers' files feed series: not from a partial session, nor from an
         # A/B one (its head is measured side by side with the base, not as a series' sessions are)
         history = outputs.history_url or outputs.history_path
-        series = [("history", hide_password(str(history)) if history is not None else None),
-                  ("Bencher file", outputs.bmf_path), ("github-action-benchmark files", outputs.github_benchmark_dir)]
-        if self.results and self.settings.ab.active:
-            for what, where in series:
-                if where is not None:
-                    self.output_notes.append(f"{what} not written to {where}: an A/B session measures base and "
-                                             "head side by side, not as a series' sessions are")
-        feeds = bool(self.results) and not self.interrupted and not self.settings.ab.active
-        if history is not None and feeds:
-            self._attempt("history", hide_password(str(history)), lambda: self._append_history(history))
-        if outputs.bmf_path is not None and feeds:
-            self._attempt("Bencher file", outputs.bmf_path,
-                          lambda: write_bmf(outputs.bmf_path, self.results))
-        if outputs.github_benchmark_dir is not None and feeds:
-            self._attempt("github-action-benchmark files", outputs.github_benchmark_dir,
-                          lambda: write_github_benchmark(outputs.github_benchmark_dir, self.results,
-                                                         self.machine))
+        series = [("history", history, lambda: self._append_history(history)),
+                  ("Bencher file", outputs.bmf_path, lambda: write_bmf(outputs.bmf_path, self.results)),
+                  ("github-action-benchmark files", outputs.github_benchmark_dir,
+                   lambda: write_github_benchmark(outputs.github_benchmark_dir, self.results, self.machine))]
+        for what, target, write in series:
+            if target is None or not self.results:
+                continue
+            where = hide_password(str(target))
+            if self.settings.ab.active:
+                self.output_notes.append(f"{what} not written to {where}: an A/B session measures base and "
+                                         "head side by side, not as a series' sessions are")
+            elif not self.interrupted:
+                self._attempt(what, where, write)
         if outputs.json_path is not None:
             self._attempt("JSON report", outputs.json_path,
                           lambda: self._write_json(outputs.json_path, self.interrupted))
@@ -355,6 +351,7 @@ class BenchSession:
         measured: dict[str, set[str]] = {}
         for r in self.results:
             measured.setdefault(r.model, set()).add(r.case_key)
+        narrowed = self._narrowed()
         for spec, keys in measured.items():
             try:
                 stored = self.baselines.get(spec)
@@ -362,7 +359,6 @@ class BenchSession:
                 continue
             if stored is not None:
                 unused = sorted(set(stored.cases) - keys)
-                narrowed = self._narrowed()
                 if unused and narrowed:  # the cases left out may well be the ones not used
                     self.baseline_messages.append(f"{spec}: {len(unused)} stored case(s) not measured in this "
                                                   f"session, which ran only some tests ({narrowed}): not "

@@ -34,7 +34,7 @@ def rate_lines(results: Sequence[CaseResult]) -> list[str]:
     for r in cases:
         info = _server(r)
         good = info.get("goodput")
-        failed = bool(info.get("stopped")) and not info.get("backlog", info.get("unfinished"))
+        failed = bool(info.get("stopped")) and not info.get("unfinished")  # unfinished: cut for a backlog
         saturated = bool(info.get("saturated"))
         if not failed:  # a failed request says nothing of the queue: no point of the knee
             points.append((float(info["rate"]), saturated))
