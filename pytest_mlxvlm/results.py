@@ -215,6 +215,18 @@ class GenerationRequest:
     capture_logprobs: bool = False  # keep the first token's log-probabilities (cache checks)
     video: VideoInput | None = None  # a clip instead of (or beside) the image
 
+    @property
+    def images(self) -> list[Any]:
+        """``image`` as a list: [] for text only, the items of a list or tuple, else [image]."""
+        return image_list(self.image)
+
+
+def image_list(image: Any) -> list[Any]:
+    """A request's image field as a list: [] for None, the items of a list or tuple, else [image]."""
+    if image is None:
+        return []
+    return list(image) if isinstance(image, (list, tuple)) else [image]
+
 
 _NOT_SAVED = {"skip": True}
 

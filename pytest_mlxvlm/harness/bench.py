@@ -191,7 +191,7 @@ class MlxBench:
 
     def _with_image_file(self, request: GenerationRequest) -> GenerationRequest:
         """A worker reads images from files: a PIL image (or each of a list) is saved first."""
-        images = request.image if isinstance(request.image, (list, tuple)) else [request.image]
+        images = request.images
         if all(i is None or isinstance(i, (str, Path)) for i in images):
             return request
         folder = Path(self.request.config._tmp_path_factory.mktemp("mlxvlm-worker-images"))  # type: ignore[attr-defined]

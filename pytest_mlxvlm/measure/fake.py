@@ -100,8 +100,7 @@ class FakeEngine:
         self.calls += 1
         if self.sleep_s:
             time.sleep(self.sleep_s)
-        images = request.image if isinstance(request.image, (list, tuple)) else [request.image]
-        sizes = [_image_size(i) for i in images]  # several images: their tokens add up
+        sizes = [_image_size(i) for i in request.images]  # several images: their tokens add up
         width, height = sizes[0] if sizes else (0, 0)
         img = sum(image_tokens(w, h) for w, h in sizes) + self.extra_image_tokens
         prompt = img + TEXT_TOKENS + max(0, len(request.prompt.split()) - PROMPT_WORDS)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 from ..common.machine import available_memory_bytes
 from ..common.stats import relative_half_width
-from ..results import GenerationRequest, Sample
+from ..results import GenerationRequest, Sample, image_list
 
 
 class GenerationLengthError(RuntimeError):
@@ -130,12 +130,7 @@ def measure_generation(model: Any, processor: Any, request: GenerationRequest, *
     from mlx_vlm import stream_generate
     from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
 
-    if request.image is None:
-        images = None
-    elif isinstance(request.image, (list, tuple)):
-        images = [_image_arg(i) for i in request.image]
-    else:
-        images = [_image_arg(request.image)]
+    images = [_image_arg(i) for i in request.images] or None
     video = request.video
     # Qwen2.5-VL and Gemma 4 configs name it image_token_id only
     image_token = getattr(model.config, "image_token_index", None) or getattr(model.config, "image_token_id", None)
@@ -250,8 +245,7 @@ def record_work(model: Any, processor: Any, request: GenerationRequest, *, spec:
 
 def _image_size(image: Any) -> tuple[int, int]:
     """(width, height) of the request's image (the first of several); (0, 0) when unknown."""
-    if isinstance(image, (list, tuple)):
-        image = image[0] if image else None
+    image = next(iter(image_list(image)), None)
     if image is None:
         return 0, 0
     size = getattr(image, "size", None)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...results import StepResult
+from ...results import StepResult, image_list
 from ..cache import LOGPROB_TOLERANCE, Expectation, conclude
 from .client import Timing, chat_body
 from .process import ServerError
@@ -33,9 +33,8 @@ SERVER_CACHE_ARGS = ("--top-logprobs-k", str(TOP_LOGPROBS))  # mlx_vlm.server's,
 def image_refs(image: Any, local: bool) -> list[str]:
     """The request's images: absolute file paths for a server on this machine (so a cache keyed
     by path is caught when the bytes change), else data URLs of the files' bytes."""
-    images = image if isinstance(image, (list, tuple)) else [] if image is None else [image]
     refs = []
-    for item in images:
+    for item in image_list(image):
         path = Path(item)
         if local:
             refs.append(str(path.resolve()))
