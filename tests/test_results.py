@@ -218,3 +218,11 @@ def test_one_metric_vocabulary():
     assert metric_name("Peak mem") == metric_name("peak-memory") == "peak_memory"
     assert metric_name("speed") == "end_to_end_tps" and metric_name("Decode") == "generation_tps"
     assert metric_name("tok/s") is None
+
+
+def test_a_requests_images_are_always_a_list():
+    image = object()
+    assert results.GenerationRequest(image=None, prompt="p", max_tokens=1).images == []
+    assert results.GenerationRequest(image=image, prompt="p", max_tokens=1).images == [image]
+    assert results.GenerationRequest(image=("a.png", "b.png"), prompt="p", max_tokens=1).images == ["a.png", "b.png"]
+    assert results.image_list([]) == [] and results.image_list("a.png") == ["a.png"]
