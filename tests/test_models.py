@@ -42,6 +42,11 @@ def test_slugs_of_different_specs_differ():
     assert len({model_slug(s) for s in specs}) == len(specs)
 
 
+def test_a_local_copy_under_the_hubs_org_and_name_shares_its_baseline_key():
+    assert model_slug("../mlx-community/A-4bit") == model_slug("./mlx-community/A-4bit/") \
+        == model_slug("mlx-community/A-4bit")
+
+
 def test_source_kind(tmp_path):
     assert source_kind("synthetic:tiny") == "synthetic"
     assert source_kind("mlx-community/Qwen3-VL-8B-Instruct-4bit") == "hub"

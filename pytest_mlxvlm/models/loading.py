@@ -37,7 +37,10 @@ def short_name(spec: str) -> str:
 
 
 def model_slug(spec: str) -> str:
-    """A file-name-safe key for a model spec, unique per spec."""
+    """A file-name-safe key for a model spec (its baseline file's name). Not one-to-one on
+    purpose: leading ``./`` and ``../`` are dropped, so ``../mlx-community/X`` (a local copy of
+    a hub model under its org/name) shares ``mlx-community/X``'s key; ``:`` and ``-``, and a
+    space and ``_``, also meet."""
     if synthetic.is_synthetic(spec):
         name = spec[len(synthetic.PREFIX) :].strip().rstrip("/")  # a twin's folder: a safe name
         return "synthetic-" + name.replace("/", "--").replace(":", "-").replace(" ", "_").lstrip(".-~")
