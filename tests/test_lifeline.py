@@ -21,7 +21,7 @@ from pytest_mlxvlm.common.leftovers import pid_alive
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
-GONE_WITHIN_S = 3.0
+GONE_WITHIN_S = 10.0  # a poll of 0.5 s and a kill; the rest is a loaded machine's scheduling
 
 
 def gone_within(pid: int, seconds: float = GONE_WITHIN_S) -> bool:

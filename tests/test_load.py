@@ -91,7 +91,9 @@ def test_continuous_keeps_n_requests_in_flight():
 def test_continuous_for_a_duration_lets_the_last_requests_end():
     server = FakeServer(service_s=0.05)
     run = run_continuous(server.send, jobs, 2, duration_s=0.3)
-    assert 8 <= len(run.records) <= 16 and all(r.ok for r in run.records)
+    assert 2 <= len(run.records) <= 16 and all(r.ok for r in run.records)  # 12 at 50 ms; fewer on a loaded machine
+    assert all(r.sent_s < 0.3 for r in run.records), "a request was started after the duration"
+    assert max(r.ended_s for r in run.records) >= 0.3, "the run ended before its duration"
     assert server.in_flight == 0
 
 
@@ -106,11 +108,11 @@ def test_synchronized_rounds_release_n_together():
 
 
 def test_a_failed_request_stops_the_run_and_cuts_the_others():
-    server = FakeServer(service_s=5.0, fail_at=3)
+    server = FakeServer(service_s=30.0, fail_at=3)
     started = time.monotonic()
     with pytest.raises(LoadError, match=r"HTTP 500 .*boom \(request 3 of the run, 3 in flight when it failed\)") as info:
         run_continuous(server.send, jobs, 3, requests=30, abort=server.abort)
-    assert time.monotonic() - started < 3  # the 5 s requests were cut, not waited for
+    assert time.monotonic() - started < 10  # the 30 s requests were cut, not waited for
     assert server.aborts == 1 and not _load_threads()
     assert isinstance(info.value.run, LoadRun) and any(r.error for r in info.value.run.records)
 
@@ -128,18 +130,19 @@ def test_open_loop_below_capacity_is_sustained():
     server = FakeServer(service_s=0.02)
     run = run_open_loop(server.send, jobs, 50.0, 30, arrivals="constant")
     assert len(run.records) == 30 and all(r.ok for r in run.records)
-    assert all(abs(r.sent_s - r.scheduled_s) < 0.05 for r in run.records)
+    lags = [abs(r.sent_s - r.scheduled_s) for r in run.records]  # a loaded machine may stall one send
+    assert statistics.median(lags) < 0.02 and max(lags) < 0.5
     summary = summarize_run(run, max_tokens=4)
-    assert summary["saturated"] is False and summary["rate"] == 50.0 and summary["in_flight_peak"] <= 3
+    assert summary["saturated"] is False and summary["rate"] == 50.0 and summary["in_flight_peak"] <= 8
 
 
 def test_open_loop_beyond_capacity_ends_in_bounded_time_with_the_backlog():
-    server = FakeServer(service_s=0.1, serial=True)  # 10 requests/s at most
+    server = FakeServer(service_s=0.5, serial=True)  # 2 requests/s at most: 20 s to serve all 40
     started = time.monotonic()
     with pytest.raises(LoadError, match=r"did not keep up with 100 requests/s \(constant arrivals\): \d+ of 40 "
                                         r"requests unfinished .* the backlog grew to \d+ requests in flight") as info:
         run_open_loop(server.send, jobs, 100.0, 40, arrivals="constant", drain_floor_s=0.5, abort=server.abort)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 8, "the backlog was waited for instead of cut"
     run = info.value.run
     assert run.unfinished > 10 and sum(r.ok for r in run.records) < 40
     assert not _load_threads(), "threads of cut requests were left behind"

@@ -118,7 +118,9 @@ def test_abort_cuts_the_requests_in_flight(keepalive):
     threads = [threading.Thread(target=one) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30  # until the server has all three requests, however loaded the machine
+    while len(KeepAlive.connections) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
     started = time.monotonic()
     assert pool.abort() == 3
     for t in threads:

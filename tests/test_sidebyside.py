@@ -181,9 +181,8 @@ def test_an_app_whose_head_lengthens_its_prompt_on_a_real_model(pytester):
     results = {r["side"]: r for r in json.loads((root / "ab.json").read_text())["results"]}
     sides = {side: r["summary"] for side, r in results.items()}
     assert sides["head"]["prompt_tokens"]["median"] > sides["base"]["prompt_tokens"]["median"] + 300
-    # each side prefilled its own prompt: in every pair both prefills run alone, one after the
-    # other, so the pairs' differences see the longer prompt through a loaded machine's noise
+    # each side prefilled its own prompt (here about 60 ms more for the head's, on ~150 ms): the
+    # fastest of each side's TTFTs, since a loaded machine's noise only ever adds time
     ttft = {side: [x["ttft_s"] for x in r["samples"]] for side, r in results.items()}
-    differences = sorted(h - b for b, h in zip(ttft["base"], ttft["head"]))
-    assert differences[len(differences) // 2] > 0, ttft
+    assert min(ttft["head"]) > min(ttft["base"]), ttft
     assert sides["head"]["image_tokens"]["median"] == sides["base"]["image_tokens"]["median"]

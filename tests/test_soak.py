@@ -141,7 +141,7 @@ def test_a_soak_warms_up_with_one_request_alone_then_every_client():
         with lock:
             in_flight[0] += 1
             peaks.append(in_flight[0])
-        time.sleep(0.02)
+        time.sleep(0.2)  # long enough that the warm-up's 4 requests overlap however late a thread starts
         with lock:
             in_flight[0] -= 1
         return Timing(time_s=0.02, ttft_s=0.01, chunk_times=[0.01], prompt_tokens=5, cached_tokens=0,
