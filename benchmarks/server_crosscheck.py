@@ -211,19 +211,23 @@ def crosscheck(url: str, spec: str, folder: Path, levels: list[int], requests_pe
             continue
         for step in ((ours, theirs) if repeat % 2 == 0 else (theirs, ours)):
             step()
-    ratios, sent_ratios = {}, {}
-    for clients in levels:
-        per_repeat: dict[str, list[float]] = {m: [] for m in METRICS}
-        sent: list[float] = []
-        for repeat in range(repeats):
-            mine = next(r for r in rows if r["tool"] == "plugin" and r["clients"] == clients and r["repeat"] == repeat)
-            other = next(r for r in rows if r["tool"] == "openai" and r["clients"] == clients and r["repeat"] == repeat)
-            for m in METRICS:
-                per_repeat[m].append(mine[m] / other[m])
-            sent.append(mine["ttft_p50_ms"] / other["ttft_sent_p50_ms"])
-        ratios[clients] = {m: statistics.median(v) for m, v in per_repeat.items()}
-        sent_ratios[clients] = statistics.median(sent)
+    ratios = {c: {m: statistics.median(repeat_ratios(rows, c, m)) for m in METRICS} for c in levels}
+    sent_ratios = {c: statistics.median(repeat_ratios(rows, c, "ttft_p50_ms", "ttft_sent_p50_ms")) for c in levels}
     return {"rows": rows, "ratios": ratios, "ttft_from_send_ratios": sent_ratios}
+
+
+def repeat_pairs(rows: list[dict[str, Any]], clients: int, metric: str,
+                 openai_metric: str | None = None) -> list[tuple[float, float]]:
+    """Each repeat's (plugin's ``metric``, openai's ``openai_metric`` or the same) at ``clients``."""
+    by = {(r["tool"], r["repeat"]): r for r in rows if r["clients"] == clients}
+    return [(by[("plugin", k)][metric], by[("openai", k)][openai_metric or metric])
+            for k in sorted({k for _, k in by})]
+
+
+def repeat_ratios(rows: list[dict[str, Any]], clients: int, metric: str,
+                  openai_metric: str | None = None) -> list[float]:
+    """Each repeat's ratio plugin / openai (see ``repeat_pairs``)."""
+    return [a / b for a, b in repeat_pairs(rows, clients, metric, openai_metric)]
 
 
 def table(result: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.server_crosscheck import METRICS, crosscheck
+from benchmarks.server_crosscheck import METRICS, crosscheck, repeat_pairs, repeat_ratios
 
 CI_TOLERANCE = 0.30
 REPEATS = 3
@@ -61,16 +61,6 @@ def test_the_plugin_agrees_with_the_openai_client(tmp_path):
                 + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in repeat_pairs(rows, clients, metric))
                 for clients, metric in beyond(rows)]
     assert not problems, "\n".join(problems)
-
-
-def repeat_pairs(rows: list[dict[str, Any]], clients: int, metric: str) -> list[tuple[float, float]]:
-    """Each repeat's (plugin, openai) figure of ``metric`` at ``clients``."""
-    by = {(r["tool"], r["repeat"]): r[metric] for r in rows if r["clients"] == clients}
-    return [(by[("plugin", k)], by[("openai", k)]) for k in sorted({k for _, k in by})]
-
-
-def repeat_ratios(rows: list[dict[str, Any]], clients: int, metric: str) -> list[float]:
-    return [a / b for a, b in repeat_pairs(rows, clients, metric)]
 
 
 def beyond(rows: list[dict[str, Any]]) -> list[tuple[int, str]]:

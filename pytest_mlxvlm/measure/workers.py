@@ -57,9 +57,7 @@ def _signal(proc: subprocess.Popen[Any], sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
         return
-    except ProcessLookupError:  # no such group (or it is empty): the process alone, if it runs
-        pass
-    except OSError:
+    except OSError:  # no such group (or it is empty): the process alone, if it runs
         pass
     if proc.poll() is None:
         try:
