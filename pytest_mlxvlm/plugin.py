@@ -188,6 +188,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after -k and -m
 def pytest_collection_modifyitems_after_deselection(config: pytest.Config, items: list[pytest.Item]) -> None:
     _drop_auto_suite(config, items)
+    _drop_server_cache_steps(config, items)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -222,6 +223,27 @@ def _drop_auto_suite(config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[session_key].collection_notes.append(
         f"mlxvlm: the built-in image sweep ({len(builtin)} tests) is not added: this session has "
         f"{own} measured test{'s' if own != 1 else ''} of its own; add it with --mlx-suite images")
+
+
+def _drop_server_cache_steps(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The server suite's prefix-cache steps (``test_server_cache_*``) check the server's cache,
+    not its speed: they run where ``cache`` is selected too (``--mlx-suite server,cache``) or
+    the command line names them (a node id, ``-k server_cache``); otherwise they are deselected
+    with a note."""
+    if "cache" in config.stash[settings_key].workload.suites:
+        return
+    if any("server_cache" in str(arg) for arg in config.invocation_params.args):
+        return
+    server = SUITE_FILES["server"]
+    steps = [item for item in items if item.path == server and item.name.startswith("test_server_cache")]
+    if not steps:
+        return
+    dropped = set(steps)
+    items[:] = [item for item in items if item not in dropped]
+    config.hook.pytest_deselected(items=steps)
+    config.stash[session_key].collection_notes.append(
+        f"mlxvlm: the server's prefix-cache steps ({len(steps)} tests) are not run; add them with "
+        "--mlx-suite server,cache")
 
 
 # -- running tests ----------------------------------------------------------------------------

@@ -88,6 +88,9 @@ def test_a_folder_without_config_is_not_a_checkpoint(tmp_path):
 def test_an_unknown_synthetic_model_lists_the_choices():
     with pytest.raises(ModelLoadError, match="unknown synthetic model 'synthetic:qwen9'; choose one of"):
         models.load("synthetic:qwen9")
+    with pytest.raises(ModelLoadError, match=r"unknown synthetic model 'synthetic:tny' \(did you mean "
+                                             r"synthetic:tiny\?\); choose one of: synthetic:tiny, "):
+        models.load("synthetic:tny")
 
 
 def test_a_hub_model_not_in_the_cache_offline(monkeypatch, tmp_path):

@@ -495,6 +495,24 @@ def test_bad_server_settings_are_refused(pytester, args, message):
     assert message in result.stderr.str()
 
 
+def test_the_cache_steps_run_only_where_the_cache_suite_is_selected_or_they_are_named(pytester):
+    """A server's prefix cache is a check of its own (mlx_vlm.server 0.7.10 never reuses an
+    image prompt): ``--mlx-suite server`` measures speed, ``server,cache`` adds the steps."""
+    base = ["-p", "no:cacheprovider", "--mlx-model", "synthetic:tiny", "--co", "-q",
+            "--mlx-server-url", "http://127.0.0.1:9", "--mlx-resolutions", "224x224"]
+
+    def steps(result) -> int:
+        return sum("::test_server_cache_" in line for line in result.stdout.lines)
+
+    speed = pytester.runpytest(*base, "--mlx-suite", "server")
+    assert steps(speed) == 0 and sum("::test_server_generation[" in line for line in speed.stdout.lines) == 1
+    speed.stdout.fnmatch_lines(["mlxvlm: the server's prefix-cache steps (9 tests) are not run; add them with "
+                                "--mlx-suite server,cache"])
+    assert steps(pytester.runpytest(*base, "--mlx-suite", "server,cache")) == 9
+    named = pytester.runpytest(*base, "--mlx-suite", "server", "-k", "server_cache_basic")
+    assert steps(named) == 1 and "are not run" not in named.stdout.str()
+
+
 # -- a real mlx_vlm.server --------------------------------------------------------------------------
 
 def _servers_of(log_dir_hint: str) -> list[int]:

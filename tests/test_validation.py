@@ -408,3 +408,15 @@ def test_a_config_that_is_empty_or_a_list_is_named(tmp_path, config):
     with pytest.raises(ModelLoadError) as exc:
         models.load(str(tmp_path))
     assert f"{tmp_path / 'config.json'} has no 'model_type'" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": "open', "invalid JSON (Unterminated string starting at: line 1 column 7)"),
+    ('{"a": }', "invalid JSON (Expecting value at line 1 column 7)"),
+])
+def test_a_json_error_says_where_in_plain_words(text, message):
+    from pytest_mlxvlm.common.validate import loads
+
+    with pytest.raises(ValueError) as caught:
+        loads(text)
+    assert str(caught.value) == message

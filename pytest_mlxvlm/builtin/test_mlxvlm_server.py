@@ -1,6 +1,6 @@
 """The built-in server suite (``--mlx-suite server``): the resolution sweep, a concurrency
-sweep and the cache suite's steps, through streamed HTTP requests to ``mlx_vlm.server``
-(or vllm-mlx's server, or ``--mlx-server-url``)."""
+sweep and (with ``server,cache``) the cache suite's steps, through streamed HTTP requests to
+``mlx_vlm.server`` (or vllm-mlx's server, or ``--mlx-server-url``)."""
 
 from __future__ import annotations
 

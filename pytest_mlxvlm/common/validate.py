@@ -97,7 +97,8 @@ def loads(text: str, *, nonfinite: bool = False) -> Any:
     try:
         doc = json.loads(text, parse_constant=None if nonfinite else _no_constant)
     except json.JSONDecodeError as exc:
-        raise NotJSON(exc.msg, f" at line {exc.lineno} column {exc.colno}") from None
+        where = ": " if exc.msg.endswith(" at") else " at "  # "Unterminated string starting at"
+        raise NotJSON(exc.msg, f"{where}line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise InvalidInput(f"nested too deeply (more than {MAX_DEPTH} levels)") from None
     except NotJSON:

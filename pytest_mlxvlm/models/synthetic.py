@@ -10,6 +10,7 @@ through ``mlx_vlm.load``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -116,10 +117,10 @@ def parse(spec: str, seed: int = DEFAULT_SEED) -> Recipe | twins.TwinRecipe:
             raise SyntheticModelError(str(exc)) from None
         if twin is not None:
             return twin
-        raise SyntheticModelError(
-            f"unknown synthetic model {spec!r}; choose one of: "
-            + ", ".join(PREFIX + n for n in known_names())
-        )
+        known = [PREFIX + n for n in known_names()]
+        near = difflib.get_close_matches(PREFIX + name, known, n=1, cutoff=0.85)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise SyntheticModelError(f"unknown synthetic model {spec!r}{hint}; choose one of: " + ", ".join(known))
     shape = match["shape"]
     quant = match["quant"]
     dtype = {"fp16": "float16", "fp32": "float32"}.get(quant or "", table[shape]["dtype"])
