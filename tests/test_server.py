@@ -457,7 +457,9 @@ def test_a_url_that_does_not_answer_errors_every_case_once(pytester):
     url = f"http://127.0.0.1:{free_port()}"
     result = pytester.runpytest(*SUITE, "--mlx-server-url", url)
     result.assert_outcomes(errors=3)
-    result.stdout.fnmatch_lines([f"*synthetic:tiny: server: no answer from the server at {url}*",
+    result.stdout.fnmatch_lines([f"*synthetic:tiny: server: no answer from the server at {url}*; start the "
+                                 "server first, or leave out --mlx-server-url to have the plugin start "
+                                 "mlx_vlm.server*",
                                  "*mlxvlm: synthetic:tiny (server) not measured*"])
 
 
