@@ -136,13 +136,7 @@ def start_server(spec: str, plan: Any, env: dict[str, str] | None = None,
                 folder = resolve_path(spec)
             except ModelLoadError:
                 folder = None
-        try:
-            info = check_reachable(plan.url, timeout_s=min(plan.timeout_s, 30.0))
-        except ServerError as exc:
-            if not str(exc).startswith("no answer"):
-                raise
-            raise ServerError(f"{exc}; start the server first, or leave out --mlx-server-url to have "
-                              "the plugin start mlx_vlm.server") from None
+        info = check_reachable(plan.url, timeout_s=min(plan.timeout_s, 30.0))
         model = str(folder) if folder is not None and source_kind(spec) != "hub" else spec
         return MlxServer(spec=spec, url=plan.url.rstrip("/"), request_model=model,
                          eos_ids=eos_token_ids(folder), timeout_s=plan.timeout_s, info=info, kind="url",

@@ -58,7 +58,9 @@ def check_reachable(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
             if status == 200:
                 return {}
     except (OSError, http.client.HTTPException) as exc:
-        raise ServerError(f"no answer from the server at {url}: {type(exc).__name__}: {_short(str(exc))}") from None
+        raise ServerError(f"no answer from the server at {url}: {type(exc).__name__}: {_short(str(exc))}; start "
+                          "the server first, or leave out --mlx-server-url to have the plugin start "
+                          "mlx_vlm.server") from None
     if status != 200:
         raise ServerError(f"the server at {url} is not ready: GET {asked} answered HTTP "
                           f"{status} {reason}: {_short(body)}")
