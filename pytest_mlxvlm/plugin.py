@@ -19,6 +19,7 @@ from .harness.bench import MlxBench
 from .harness.bench import image_or_fail as _image_or_fail
 from .harness.bench import marker_settings as _marker_settings
 from .harness.options import add_options, ini_value, settings_from_config
+from .harness.selection import SUITE_DIR, drop_auto_suite, drop_server_cache_steps, ignored_suite
 from .harness.session import BenchSession, results_key, session_key, settings_key, side_key
 from .harness.sidebyside import SideBySide, for_side, worker_model
 from .harness.terminal import PROGRESS, MlxReporter, figures, progress
@@ -33,10 +34,6 @@ from .suites.server.loadbench import asked_off, parametrize_serving
 from .suites.server.process import stop_all as stop_servers
 from .suites.video import parametrize_media
 
-SUITE_DIR = Path(__file__).with_name("builtin")
-SUITE_FILES = {"images": SUITE_DIR / "test_mlxvlm_images.py", "cache": SUITE_DIR / "test_mlxvlm_cache.py",
-               "server": SUITE_DIR / "test_mlxvlm_server.py", "video": SUITE_DIR / "test_mlxvlm_video.py",
-               "batch": SUITE_DIR / "test_mlxvlm_batch.py"}
 REPORTER = "mlxvlm-reporter"
 SIDE_BY_SIDE = "mlxvlm-side-by-side"
 pytest_plugins = ["pytest_mlxvlm.suites.fixtures", "pytest_mlxvlm.suites.server.fixtures"]  # the video, batch, server fixtures
@@ -95,11 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Collect only the selected built-in suites (unless one was named on the command line)."""
-    for name, path in SUITE_FILES.items():
-        if collection_path == path and name not in config.stash[settings_key].workload.suites:
-            named = any(path.stem in str(arg) for arg in config.invocation_params.args)
-            return None if named else True
-    return None
+    return ignored_suite(collection_path, config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -187,8 +180,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after -k and -m
 def pytest_collection_modifyitems_after_deselection(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _drop_auto_suite(config, items)
-    _drop_server_cache_steps(config, items)
+    drop_auto_suite(config, items)
+    drop_server_cache_steps(config, items)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -201,49 +194,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if problem:
         raise pytest.UsageError(f"pytest-mlxvlm: {problem}")
     bench.started = time.perf_counter()
-
-
-def _drop_auto_suite(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--mlx-suite auto`` adds the built-in image sweep only to a session with no measured
-    tests of its own: where there are some, its tests are deselected, with a note that says
-    how to have them anyway."""
-    work = config.stash[settings_key].workload
-    images = SUITE_FILES["images"]
-    if not (work.suite_auto and "images" in work.suites):
-        return
-    if any(images.stem in str(arg) for arg in config.invocation_params.args):
-        return  # named on the command line: wanted
-    builtin = [item for item in items if item.path == images]
-    own = sum(is_measured(item) for item in items if item.path != images)
-    if not builtin or not own:
-        return
-    kept = [item for item in items if item.path != images]
-    items[:] = kept
-    config.hook.pytest_deselected(items=builtin)
-    config.stash[session_key].collection_notes.append(
-        f"mlxvlm: the built-in image sweep ({len(builtin)} tests) is not added: this session has "
-        f"{own} measured test{'s' if own != 1 else ''} of its own; add it with --mlx-suite images")
-
-
-def _drop_server_cache_steps(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The server suite's prefix-cache steps (``test_server_cache_*``) check the server's cache,
-    not its speed: they run where ``cache`` is selected too (``--mlx-suite server,cache``) or
-    the command line names them (a node id, ``-k server_cache``); otherwise they are deselected
-    with a note."""
-    if "cache" in config.stash[settings_key].workload.suites:
-        return
-    if any("server_cache" in str(arg) for arg in config.invocation_params.args):
-        return
-    server = SUITE_FILES["server"]
-    steps = [item for item in items if item.path == server and item.name.startswith("test_server_cache")]
-    if not steps:
-        return
-    dropped = set(steps)
-    items[:] = [item for item in items if item not in dropped]
-    config.hook.pytest_deselected(items=steps)
-    config.stash[session_key].collection_notes.append(
-        f"mlxvlm: the server's prefix-cache steps ({len(steps)} tests) are not run; add them with "
-        "--mlx-suite server,cache")
 
 
 # -- running tests ----------------------------------------------------------------------------
