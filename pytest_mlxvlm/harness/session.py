@@ -352,10 +352,12 @@ class BenchSession:
         for r in self.results:
             measured.setdefault(r.model, set()).add(r.case_key)
         narrowed = self._narrowed()
+        unreadable = 0
         for spec, keys in measured.items():
             try:
                 stored = self.baselines.get(spec)
             except BaselineError:
+                unreadable += len(keys)
                 continue
             if stored is not None:
                 unused = sorted(set(stored.cases) - keys)
@@ -388,7 +390,8 @@ class BenchSession:
                     f"{len(keys)} baseline case(s) written to {path}" if keys
                     else f"no baseline case written to {path} (all exist)")
         self.gate_counts = gate_counts(
-            self.results, unused=sum(len(v) for v in self.unused.values()), updated=written
+            self.results, unused=sum(len(v) for v in self.unused.values()), updated=written,
+            unreadable=unreadable,
         )
 
     def _append_history(self, target: Path | str) -> Path | str:

@@ -252,11 +252,13 @@ def json_document(
     }
 
 
-def gate_counts(results: Sequence[CaseResult], unused: int = 0, updated: int = 0) -> dict[str, int]:
-    """How the cases fared against their baselines."""
+def gate_counts(results: Sequence[CaseResult], unused: int = 0, updated: int = 0,
+                unreadable: int = 0) -> dict[str, int]:
+    """How the cases fared against their baselines (``unreadable``: cases whose model's baseline
+    file could not be read, each failed with the file's problem)."""
     counts = {"compared": 0, "regressed": 0, "improved": 0, "inconclusive": 0, "undecidable": 0,
               "new": 0, "workload changed": 0, "not comparable": 0, "not gated": 0, "unused": unused,
-              "updated": updated, "added work": 0}
+              "updated": updated, "added work": 0, "not compared (baseline unreadable)": unreadable}
     for r in results:
         if r.work_check is not None and r.work_check.failed and r.side in ("", "head"):
             counts["added work"] += 1
