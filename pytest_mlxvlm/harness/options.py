@@ -20,6 +20,7 @@ import argparse
 import os
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -358,10 +359,48 @@ def lookup(config: pytest.Config) -> Any:
 
 def settings_from_config(config: pytest.Config) -> Settings:
     """The session's settings; a bad value stops the run with one line that says what to write."""
+    moved = rootdir_moved_by(config)
+    if moved:
+        raise pytest.UsageError(f"pytest-mlxvlm: {moved}")
     try:
         return resolve(lookup(config), base_dir=config.invocation_params.dir, rootdir=config.rootpath)
     except SettingsError as exc:
         raise pytest.UsageError(f"pytest-mlxvlm: {exc}") from None
+
+
+def rootdir_moved_by(config: pytest.Config) -> str:
+    """Why pytest's rootdir is not the project's, when an ``--mlx-*`` value moved it ("" if not).
+
+    pytest finds its rootdir and ini file before it loads plugins, so it reads the value of a
+    plugin option written with a space (``--mlx-history /elsewhere/h.jsonl``) as a test path
+    when that path exists: one outside the project moves the rootdir (baselines, the commit the
+    history records, the A/B checkout) and drops the project's ini file. Checked against the
+    rootdir pytest finds without those values (its own ``determine_setup``; no check where that
+    private function has changed)."""
+    args = [str(arg) for arg in config.invocation_params.args]
+    here = config.invocation_params.dir
+    culprits = [(name, value) for name, value in zip(args, args[1:])
+                if name.startswith("--mlx-") and "=" not in name and not value.startswith("-")
+                and (here / value).exists()]
+    if not culprits:
+        return ""
+    try:
+        from _pytest.config.findpaths import determine_setup
+        rootdir, inifile = determine_setup(
+            inifile=config.option.inifilename, override_ini=config.option.override_ini,
+            args=list(config.option.file_or_dir or []), rootdir_cmd_arg=config.option.rootdir or None,
+            invocation_dir=here)[:2]
+    except Exception:  # noqa: BLE001 - pytest's private API changed: no check
+        return ""
+    moved = [f"{what} ({got or 'none'}, not {expected or 'none'})" for what, got, expected in (
+        ("rootdir", config.rootpath, Path(rootdir)), ("ini file", config.inipath, Path(inifile) if inifile else None))
+        if got != expected]
+    if not moved:
+        return ""
+    written = ", ".join(f"{name} {value}" for name, value in culprits)
+    fixed = " ".join(f"{name}={value}" for name, value in culprits)
+    return (f"pytest set its {' and '.join(moved)} by the value in {written}: it reads a plugin "
+            f"option's value as a test path before it loads the plugin. Write {fixed} (with '=')")
 
 
 def benchmark_requested(config: pytest.Config) -> bool:
