@@ -206,3 +206,28 @@ def test_the_dashboard_in_headless_chromium(tmp_path):
         reds = sum(n for n, (r, g, b) in colours if r > 150 and g < 90 and b < 90)  # the change point
         blues = sum(n for n, (r, g, b) in colours if b > 120 and r < 80)  # the medians
     assert width >= 900 and inked / (width * height) > 0.03 and reds > 50 and blues > 200
+
+
+def test_too_few_sessions_are_said_not_shown_as_no_change(tmp_path):
+    """Change points are looked for from 6 sessions on: below that, both summaries say so."""
+    build(records([100.0, 100.0, 70.0, 70.0]), tmp_path, png=False)
+    index = (tmp_path / "index.html").read_text()
+    assert ("No change point in any series. 3 of 3 series have fewer than 6 sessions: too few to look for "
+            "change points yet.") in index
+    assert "too few sessions</span></td></tr>" in index
+    text = (tmp_path / "report.md").read_text()
+    assert "No change point in any series: 3 of 3 series have fewer than 6 sessions" in text
+    build(records(STEP), tmp_path / "long", png=False)
+    assert "too few" not in (tmp_path / "long" / "index.html").read_text()
+
+
+def test_the_dashboard_link_can_point_elsewhere_than_the_pngs(tmp_path):
+    """A raw-file base URL serves PNGs but shows HTML as text: --dashboard-url sets the link alone."""
+    raw = "https://github.com/org/app/raw/mlxvlm-history/report/"
+    build(records(STEP), tmp_path, base_url=raw, dashboard_url="https://github.com/org/app/tree/mlxvlm-history/report")
+    text = (tmp_path / "report.md").read_text()
+    assert "Dashboard: [https://github.com/org/app/tree/mlxvlm-history/report](https://github.com/org/app/tree/" \
+           "mlxvlm-history/report)" in text
+    assert f"[PNG]({raw}apple-m4-max-128gb/org--model-4bit/test_speed-224x224-speed.png)" in text
+    build(records(STEP), tmp_path / "plain", base_url=raw, png=False)
+    assert f"Dashboard: [{raw}index.html]" in (tmp_path / "plain" / "report.md").read_text()

@@ -34,6 +34,10 @@ def add_parser(sub: Any, epilog: str | None = None) -> argparse.ArgumentParser:
     rep.add_argument("--base-url", default="", metavar="URL",
                      help="where the site will be published, so that report.md links work from a "
                      "CI step summary (default: links relative to report.md)")
+    rep.add_argument("--dashboard-url", default="", metavar="URL",
+                     help="where report.md's Dashboard link points, when index.html is not viewed at "
+                     "BASE_URL (a raw-file URL serves the PNGs but shows HTML as text); default: "
+                     "BASE_URL/index.html")
     rep.add_argument("--no-png", dest="png", action="store_false",
                      help="skip the PNG plots (the site's charts are SVG; the PNGs are for Markdown)")
     rep.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     work = work_changes(history.records)  # exact: the commit at which a case's work changed
     try:
         site = build(history.records, args.out, repository=args.repo_url, png=args.png,
-                     base_url=args.base_url, source=where, progress=progress,
+                     base_url=args.base_url, dashboard_url=args.dashboard_url, source=where, progress=progress,
                      work_lines=[change.line() for change in work])
     except OSError as exc:
         progress.done()

@@ -27,7 +27,7 @@ from ..models.loading import model_slug
 from ..results import METRICS
 from .history import repository_url
 from .svgchart import CommitLink, chart, charts_css, display, fmt
-from .trends import REPORTED_METRICS, ChangePoint, Series, analyse, new_regressions, short
+from .trends import MIN_POINTS, REPORTED_METRICS, ChangePoint, Series, analyse, new_regressions, short
 
 Progress = Callable[[str], None]
 
@@ -147,6 +147,15 @@ def _evidence(cp: ChangePoint) -> str:
     return f"p={cp.p_value:.2g} ({cp.test})"
 
 
+def too_few_note(all_series: Sequence[Series]) -> str:
+    """``3 of 3 series have fewer than 6 sessions: too few to look for change points yet`` ("" if none)."""
+    short_ones = sum(len(s.sessions) < MIN_POINTS for s in all_series)
+    if not short_ones:
+        return ""
+    return (f"{short_ones} of {len(all_series)} series have fewer than {MIN_POINTS} sessions: too few to "
+            "look for change points yet")
+
+
 def index_page(site: Site, names: dict[tuple[str, str, str], str], link: CommitLink, source: str) -> str:
     """The summary page: what changed, what to watch, every series."""
     all_series = site.series
@@ -163,7 +172,8 @@ def index_page(site: Site, names: dict[tuple[str, str, str], str], link: CommitL
     newest = {id(cp) for _, cp in site.regressions}
     body.append('<h2 id="changes">What changed</h2>')
     if not changes:
-        body.append("<p>No change point in any series.</p>")
+        few = too_few_note(all_series)
+        body.append("<p>No change point in any series." + (f" {escape(few)}." if few else "") + "</p>")
     else:
         body.append("<table><tr><th>Case</th><th>Metric</th><th>Change</th><th>Between</th><th>Level</th>"
                     "<th>Evidence</th></tr>")
@@ -217,8 +227,10 @@ def index_page(site: Site, names: dict[tuple[str, str, str], str], link: CommitL
             for m in metrics:
                 s = group.get(m)
                 cells.append(f'<td class="num">{_level(s.sessions[-1].median, m) if s else ""}</td>')
-            count = sum(len(s.change_points) for s in group.values())
             sessions = max(len(s.sessions) for s in group.values())
+            count = (sum(len(s.change_points) for s in group.values()) if sessions >= MIN_POINTS
+                     else f'<span class="muted" title="change points are looked for from {MIN_POINTS} '
+                     'sessions on">too few sessions</span>')
             body.append(f'<tr><td>{escape(model)}</td><td><a href="{escape(page)}">{escape(display_case(case))}'
                         f'</a></td><td class="num">{sessions}</td>{"".join(cells)}<td class="num">{count}</td></tr>')
         body.append("</table>")
@@ -277,13 +289,19 @@ def csv_text(all_series: Sequence[Series]) -> str:
     return buffer.getvalue()
 
 
-def markdown(site: Site, names: dict[tuple[str, str, str], str], png: bool, base_url: str) -> str:
-    """The summary for a CI step summary or a pull request: changes, notes, a row per series."""
+def markdown(site: Site, names: dict[tuple[str, str, str], str], png: bool, base_url: str,
+             dashboard_url: str = "") -> str:
+    """The summary for a CI step summary or a pull request: changes, notes, a row per series.
+    ``dashboard_url``: where the dashboard is viewed, if not at ``base_url`` (a raw-file URL
+    serves the PNGs but shows HTML as text)."""
     prefix = base_url.rstrip("/") + "/" if base_url else ""
+    dashboard = dashboard_url or f"{prefix}index.html"
     lines = ["# pytest-mlxvlm history report", "",
-             f"{site.sessions} sessions, {len(site.series)} series. "
-             f"Dashboard: [{prefix}index.html]({prefix}index.html)", ""]
+             f"{site.sessions} sessions, {len(site.series)} series. Dashboard: [{dashboard}]({dashboard})", ""]
     changes = [(cp, s) for s in site.series for cp in s.change_points]
+    few = too_few_note(site.series)
+    if few and not changes:
+        lines += [f"No change point in any series: {few}.", ""]
     if changes:
         lines += ["## What changed", "", "| Model | Case | Metric | Change | Between | Evidence |",
                   "|---|---|---|---|---|---|"]
@@ -315,10 +333,11 @@ def markdown(site: Site, names: dict[tuple[str, str, str], str], png: bool, base
 
 
 def build(records: Sequence[dict[str, Any]], out: Path, *, repository: str | None = None, png: bool = True,
-          base_url: str = "", source: str = "", progress: Progress | None = None,
+          base_url: str = "", dashboard_url: str = "", source: str = "", progress: Progress | None = None,
           metrics: Sequence[str] = REPORTED_METRICS, work_lines: Sequence[str] = ()) -> Site:
     """Analyse a history and write its site into ``out``; ``progress`` gets a line per stage;
-    ``work_lines`` are the exact changes of work profiles (one line each) for both summaries."""
+    ``work_lines`` are the exact changes of work profiles (one line each) for both summaries;
+    ``base_url``/``dashboard_url``: where report.md's links point (``markdown``)."""
     say = progress or (lambda line: None)
 
     def searched(done: int, total: int) -> None:
@@ -354,6 +373,6 @@ def build(records: Sequence[dict[str, Any]], out: Path, *, repository: str | Non
             if done == total or done % max(1, total // 10) == 0:
                 say(f"plots: {done}/{total} PNGs")
     write("report.csv", csv_text(all_series))
-    write("report.md", markdown(site, names, png, base_url))
+    write("report.md", markdown(site, names, png, base_url, dashboard_url))
     write("index.html", index_page(site, names, link, source))
     return site
