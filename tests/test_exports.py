@@ -87,7 +87,7 @@ def test_a_session_writes_both_exports(fake: pytest.Pytester):
         entries = json.loads((fake.path / "gab" / name).read_text())
         jsonschema.validate(entries, GITHUB_BENCHMARK_SCHEMA)
         assert entries
-    result.stdout.fnmatch_lines(["*report written to *bmf.json*", "*report written to *gab*"], consecutive=False)
+    result.stdout.fnmatch_lines(["*Bencher file written to *bmf.json*", "*github-action-benchmark files written to *gab*"], consecutive=False)
 
 
 def test_an_export_that_cannot_be_written_loses_no_other_output(fake: pytest.Pytester):

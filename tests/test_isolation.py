@@ -17,8 +17,8 @@ def test_a_case_that_kills_the_interpreter_fails_alone(pytester):
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([
         "*336x336*measuring worker died during 'measure' (*SIGABRT*); last output:*",
-        "*report written to *h.jsonl*",
-        "*report written to *r.json*",
+        "*history session appended to *h.jsonl*",
+        "*JSON report written to *r.json*",
     ])
     doc = json.loads((pytester.path / "r.json").read_text())
     assert {r["resolution"]: r["outcome"] for r in doc["results"]} == {"224x224": "passed",

@@ -29,7 +29,7 @@ def test_quick_table_and_json_report(pytester: pytest.Pytester):
         "| 448x448 * | 201K * | 6 * | * tok/s | * | 196 * |",
         "Average * tok/s across 2 resolutions; fastest *, slowest *",
         "Aggregate: 2 configs, *s total, 12 tokens, * tok/s; model loaded in *s",
-        "*report written to *out.json*",
+        "*JSON report written to *out.json*",
     ])
     doc = json.loads((pytester.path / "out.json").read_text())
     assert doc["settings"]["max_tokens"] == 6 and doc["settings"]["rounds"] == 2

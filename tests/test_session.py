@@ -136,8 +136,8 @@ def test_a_json_path_that_is_a_directory_loses_no_other_output(fake):
     assert len(history.read(fake.path / "h.jsonl").records) == 1
     assert "test_image_generation[448x448]" in (fake.path / "pr.md").read_text()
     assert (fake.path / "baselines" / "test-chip" / "fake-a.json").is_file()
-    result.stdout.fnmatch_lines(["*mlxvlm: report written to *pr.md*",
-                                 "*mlxvlm: report written to *h.jsonl*"], consecutive=False)
+    result.stdout.fnmatch_lines(["*mlxvlm: Markdown report written to *pr.md*",
+                                 "*mlxvlm: history session appended to *h.jsonl*"], consecutive=False)
     assert not [p for p in fake.path.rglob("*") if p.suffix in (".lock", ".tmp")]
 
 
@@ -201,7 +201,7 @@ def test_a_step_summary_that_cannot_be_appended_is_named_alone(fake, monkeypatch
     assert (fake.path / "pr.md").is_file() and result.ret == pytest.ExitCode.OK
     (line,) = _failed_lines(result)
     assert str(summary) in line and "pr.md" not in line
-    result.stdout.fnmatch_lines(["*mlxvlm: report written to *pr.md*"])
+    result.stdout.fnmatch_lines(["*mlxvlm: Markdown report written to *pr.md*"])
 
 
 def test_an_output_that_cannot_be_written_keeps_the_tests_exit_code(fake):
@@ -260,7 +260,7 @@ def test_an_interrupted_run_does_not_replace_a_complete_report(fake):
     assert partial["interrupted"] is True
     assert [r["test_id"].rpartition("::")[2] for r in partial["results"]] == ["test_measured[fake:a-224x224]"]
     assert (fake.path / "pr.interrupted.md").read_text().startswith("> ⚠️ interrupted")
-    result.stdout.fnmatch_lines(["*mlxvlm: report written to *out.interrupted.json*"], consecutive=False)
+    result.stdout.fnmatch_lines(["*mlxvlm: JSON report written to *out.interrupted.json*"], consecutive=False)
     # without an earlier report, the interrupted one takes the path, marked as such
     (fake.path / "out.json").unlink()
     fake.runpytest(*args, no_reraise_ctrlc=True)
@@ -300,7 +300,7 @@ def test_ctrl_c_while_the_baselines_are_written(fake, monkeypatch):
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["mlxvlm: baselines not written: interrupted (Ctrl-C); what was there "
                                  "before is left as it was",
-                                 "*mlxvlm: report written to *out.json*"])
+                                 "*mlxvlm: JSON report written to *out.json*"])
     assert stored.read_bytes() == before and sorted(p.name for p in stored.parent.iterdir()) == ["fake-a.json"]
     assert json.loads((fake.path / "out.json").read_text())["interrupted"] is True
     assert not (fake.path / "h.jsonl").exists()

@@ -347,7 +347,7 @@ def test_sessions_write_to_a_database(fake: pytest.Pytester, db_url: str):
     for _ in range(2):
         result = fake.runpytest(*RUN, "--mlx-history", db_url)
         result.assert_outcomes(passed=1)
-        result.stdout.fnmatch_lines([f"*mlxvlm: report written to {hide_password(db_url)}*"])
+        result.stdout.fnmatch_lines([f"*mlxvlm: history session appended to {hide_password(db_url)}*"])
     read = open_store(db_url).read()
     assert read.problems == [] and len(read.records) == 2
     assert [c["resolution"] for c in read.records[0]["cases"]] == ["224x224"]

@@ -105,7 +105,7 @@ class BenchSession:
     baseline_messages: list[str] = field(default_factory=list)
     ungated: list[str] = field(default_factory=list)  # regressions a weak baseline could not gate
     gate_counts: dict[str, int] = field(default_factory=dict)
-    written: list[Path | str] = field(default_factory=list)  # files, and database URLs
+    written: list[tuple[str, Path | str]] = field(default_factory=list)  # (what, where): files, database URLs
     output_errors: list[str] = field(default_factory=list)
     exitstatus: int | None = None  # set when the session finishes
     stalled_servers: dict[str, str] = field(default_factory=dict)  # URL -> why it was given up on
@@ -330,7 +330,7 @@ class BenchSession:
                                       "there before is left as it was")
             return
         if written is not None:
-            self.written.append(written)
+            self.written.append((what, written))
 
     def _narrowed(self) -> str:
         """How this session was narrowed to some of its tests ("" when it was not)."""

@@ -315,8 +315,9 @@ class MlxReporter:
             tr.write_line(f"mlxvlm: {line}", red=True)
         for line in self.bench.output_notes:
             tr.write_line(f"mlxvlm: {line}")
-        for path in self.bench.written:
-            tr.write_sep("-", f"mlxvlm: report written to {path}")
+        for what, path in self.bench.written:
+            done = "session appended to" if what == "history" else "written to"
+            tr.write_sep("-", f"mlxvlm: {what} {done} {path}")
         logs = self.bench.kept_logs()
         if logs is not None:
             tr.write_line(f"mlxvlm: the logs of this session's workers and servers are kept in {logs}")
