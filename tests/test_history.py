@@ -36,9 +36,16 @@ def test_corrupt_lines_are_reported_and_skipped(tmp_path: Path):
     before = path.read_text()
     read = history.read(path)
     assert len(read.records) == 2
-    assert read.problems == [f"{path}:2: not JSON (Expecting property name enclosed in double quotes); skipped",
+    assert read.problems == [f"{path}:2: not JSON (Expecting property name enclosed in double quotes at "
+                             "column 2); skipped",
                              f"{path}:3: unknown schema_version 7; skipped"]
     assert path.read_text() == before
+
+
+def test_a_bad_line_is_placed_by_its_column(tmp_path: Path):
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"schema_version": 1, "note": "a\tb"}\n')  # a raw tab inside a string
+    assert history.read(path).problems == [f"{path}:1: not JSON (Invalid control character at column 33); skipped"]
 
 
 def _append(args):

@@ -27,7 +27,7 @@ def test_report_command(tmp_path, capsys):
     captured = capsys.readouterr()
     (problem,) = captured.err.splitlines()  # the bad line, and no progress off a terminal
     assert problem.startswith(f"pytest-mlxvlm: {path}:13: not JSON (") and problem.endswith("); skipped")
-    assert "new regression: k m t[224x224] end_to_end_tps: -30.0% between commits c05 and c06" in captured.out
+    assert "new regression: k m t[224x224] Speed: -30.0% between commits c05 and c06" in captured.out
     assert captured.out.startswith(f"report written to {tmp_path / 'out' / 'index.html'} (3 series, ")
     assert "REGRESSION -30.0% between c05 and c06" in (tmp_path / "out" / "report.md").read_text()
 
@@ -75,3 +75,12 @@ def test_help_documents_every_argument(capsys):
             if stripped.startswith("--") and "  " not in stripped and len(stripped.split()) <= 2:
                 following = text.splitlines()[text.splitlines().index(line) + 1].strip()
                 assert following and not following.startswith("--"), line
+
+
+def test_a_repo_url_that_is_no_web_address_is_refused(tmp_path, capsys):
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _records([100] * 6)))
+    assert main(["report", str(path), "--out", str(tmp_path / "out"), "--repo-url", "not a url"]) == 2
+    assert capsys.readouterr().err.startswith("pytest-mlxvlm: --repo-url 'not a url': not a web address; give "
+                                              "https://github.com/OWNER/REPO or a template with {commit}")
+    assert not (tmp_path / "out").exists()

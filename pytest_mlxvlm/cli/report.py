@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence, TextIO
+from urllib.parse import urlsplit
 
 from ..reports.store import StoreError, hide_password, open_store
 
@@ -95,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
     from ..gate.workhistory import new_work_regressions, work_changes
     from ..reports.dashboard import build
     from ..reports.trends import short
+    from ..results import METRICS
 
+    if args.repo_url and urlsplit(args.repo_url).scheme not in ("http", "https"):
+        return fail(f"--repo-url {args.repo_url!r}: not a web address; give https://github.com/OWNER/REPO "
+                    "or a template with {commit} (https://forge.example/REPO/-/commit/{commit})")
     progress = Progress(sys.stderr, args.progress)
     where = hide_password(str(args.history))
     try:
@@ -123,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     for change in work:
         print(change.line())
     for series, cp in site.regressions:
-        print(f"new regression: {series.chip} {series.model} {series.case} {series.metric}: "
+        print(f"new regression: {series.chip} {series.model} {series.case} {METRICS[series.metric].label}: "
               f"{cp.change * 100:+.1f}% between commits {short(cp.commits[0])} and {short(cp.commits[1])}")
     work_regressions = new_work_regressions(work)
     for line in work_regressions:

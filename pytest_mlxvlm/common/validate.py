@@ -18,11 +18,19 @@ class InvalidInput(ValueError):
 
 
 class NotJSON(InvalidInput):
-    """Text that is not JSON; ``reason`` says why without the position."""
+    """Text that is not JSON; ``reason`` says why without the position, ``column`` where on its
+    line (None when unknown)."""
 
-    def __init__(self, reason: str, position: str = "") -> None:
+    def __init__(self, reason: str, position: str = "", column: int | None = None) -> None:
         super().__init__(f"invalid JSON ({reason}{position})")
         self.reason = reason
+        self.column = column
+
+    def on_its_line(self) -> str:
+        """Why, and where on the line: ``Invalid control character at column 57``."""
+        if self.column is None:
+            return self.reason
+        return f"{self.reason}{'' if self.reason.endswith(' at') else ' at'} column {self.column}"
 
 
 def kind(value: Any) -> str:
@@ -98,7 +106,7 @@ def loads(text: str, *, nonfinite: bool = False) -> Any:
         doc = json.loads(text, parse_constant=None if nonfinite else _no_constant)
     except json.JSONDecodeError as exc:
         where = ": " if exc.msg.endswith(" at") else " at "  # "Unterminated string starting at"
-        raise NotJSON(exc.msg, f"{where}line {exc.lineno} column {exc.colno}") from None
+        raise NotJSON(exc.msg, f"{where}line {exc.lineno} column {exc.colno}", exc.colno) from None
     except RecursionError:
         raise InvalidInput(f"nested too deeply (more than {MAX_DEPTH} levels)") from None
     except NotJSON:

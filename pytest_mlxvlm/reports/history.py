@@ -158,7 +158,7 @@ def read(path: Path) -> History:
                     raise StoreError(f"{path} is one JSON document (a --mlx-json report?), not a "
                                      "history: give the file --mlx-history writes, one JSON line "
                                      "per session") from None
-                history.problems.append(f"{path}:{line_no}: not JSON ({exc.reason}); skipped")
+                history.problems.append(f"{path}:{line_no}: not JSON ({exc.on_its_line()}); skipped")
             except InvalidInput as exc:
                 history.problems.append(f"{path}:{line_no}: {exc}; skipped")
     return history
