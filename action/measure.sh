@@ -9,12 +9,12 @@ out=${GITHUB_OUTPUT:-/dev/null}
 mkdir -p "$dir"
 rm -f "$dir/report.md" "$dir/results.json" "$dir/junit.xml"
 args=(--mlx-model "${MLXVLM_MODEL:?the action needs its model input}"
-      --mlx-markdown "$dir/report.md" --mlx-json "$dir/results.json" --junitxml "$dir/junit.xml")
+      --mlx-markdown="$dir/report.md" --mlx-json="$dir/results.json" --junitxml "$dir/junit.xml")
 if [ -n "${MLXVLM_AB_BASE:-}" ]; then
   args+=(--mlx-ab-base "$MLXVLM_AB_BASE")
 fi
 if [ -n "${MLXVLM_HISTORY:-}" ]; then
-  args+=(--mlx-history "$MLXVLM_HISTORY")
+  args+=(--mlx-history="$MLXVLM_HISTORY")
 fi
 more=()
 if [ -n "${MLXVLM_PYTEST_ARGS:-}" ]; then

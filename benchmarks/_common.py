@@ -94,7 +94,7 @@ class ModelCache:
 def run_session(args: list[str], cache: ModelCache, json_path: Path) -> dict[str, Any]:
     """One real pytest session in this process, its ``--mlx-json`` report read back."""
     start = time.perf_counter()
-    code = pytest.main([*args, "--mlx-json", str(json_path), *QUIET_SESSION], plugins=[cache])
+    code = pytest.main([*args, f"--mlx-json={json_path}", *QUIET_SESSION], plugins=[cache])
     doc = json.loads(json_path.read_text())
     return {"exit": int(code), "doc": doc, "seconds": time.perf_counter() - start}
 

@@ -58,7 +58,7 @@ def main() -> None:
     began = time.perf_counter()
     work = workdir(args.workdir, "adaptive")
     common = [*BUILTIN_SUITE, "--mlx-model", args.model, "--mlx-resolutions", args.resolutions,
-              "--mlx-max-tokens", args.max_tokens, "--mlx-baseline-dir", str(work / "baselines")]
+              "--mlx-max-tokens", args.max_tokens, "--mlx-baseline-dir=" + str(work / "baselines")]
     modes = {"auto": ["--mlx-rounds", "auto", "--mlx-precision", args.precision, "--mlx-case-budget",
                       args.case_budget], "fixed 5": ["--mlx-rounds", "5"]}
     cache = ModelCache()

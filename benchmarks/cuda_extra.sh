@@ -49,5 +49,5 @@ fi
 "$py" -c "from pytest_mlxvlm.common.backend import problem; print(problem() or 'backend check: MLX computes here')" \
   | tee -a "$OUT/device.txt"
 "$py" -m pytest --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off -p no:cacheprovider \
-  --mlx-model synthetic:tiny --quick --mlx-json "$OUT/results.json" --mlx-bmf "$OUT/bmf.json" \
+  --mlx-model synthetic:tiny --quick --mlx-json="$OUT/results.json" --mlx-bmf="$OUT/bmf.json" \
   --mlx-history "sqlite:///$OUT/history.db" 2>&1 | tee "$OUT/session.txt"

@@ -73,7 +73,7 @@ p=s.ensure_built(s.parse(sys.argv[1])); print(sys.argv[1], 'built at', p, f'in {
       "$py" -m pytest -p no:cacheprovider -p no:benchmark \
         --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off \
         --mlx-model "$model" --mlx-rounds 5 --mlx-warmup 1 \
-        --mlx-json "$OUT/sweep-$slug.json" --mlx-baseline-dir "$OUT/baselines" \
+        --mlx-json="$OUT/sweep-$slug.json" --mlx-baseline-dir="$OUT/baselines" \
         --mlx-update-baselines -q
     done ;;
   overhead)
@@ -142,7 +142,7 @@ print(next((c for c in ('h200', 'h100') if c in k), k))")
       (cd "$scratch/repo" && "$py" -m pytest -p no:cacheprovider -p no:benchmark --rootdir . \
         --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off --mlx-model "$1" --quick \
         --mlx-resolutions "${2:-224x224,1024x1024}" --mlx-ab-base "$base" ${AB_ARGS:-} \
-        --mlx-json "$OUT/ab-real-$job.json" --mlx-markdown "$OUT/ab-real-$job.md" -q) \
+        --mlx-json="$OUT/ab-real-$job.json" --mlx-markdown="$OUT/ab-real-$job.md" -q) \
         | tee "$OUT/ab-real-$job.txt" || true
     done ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;

@@ -24,8 +24,8 @@ session() {  # session NAME SLOWDOWN ARGS...
   shift 2
   echo "== $name ($(date -u +%H:%M:%S), slowdown $level)"
   (cd "$work" && MLXVLM_SLOWDOWN=$level "$py" -m pytest -p no:cacheprovider -p no:benchmark -p benchmarks.slowdown \
-    --rootdir "$work" --mlx-model "$model" --mlx-suite images --quick --mlx-baseline-dir "$dir" \
-    --mlx-json "$OUT/$name.json" -rfE "$@") > "$OUT/$name.txt" 2>&1
+    --rootdir "$work" --mlx-model "$model" --mlx-suite images --quick --mlx-baseline-dir="$dir" \
+    --mlx-json="$OUT/$name.json" -rfE "$@") > "$OUT/$name.txt" 2>&1
   echo "   exit $?: $(grep -E 'mlxvlm baselines' "$OUT/$name.txt" | tail -1) $(tail -1 "$OUT/$name.txt")"
 }
 case "$mode" in

@@ -34,7 +34,7 @@ stage() {  # stage NAME SECONDS ARGS...: one pytest session, its terminal output
   local name=$1 limit=$2
   shift 2
   echo "== $name ($(date -u +%H:%M:%S), at most ${limit}s)"
-  (cd "$work" && timeout -k 15 -s INT "$limit" "$py" -m pytest "${common[@]}" "$@" --mlx-json "$OUT/$name.json") \
+  (cd "$work" && timeout -k 15 -s INT "$limit" "$py" -m pytest "${common[@]}" "$@" --mlx-json="$OUT/$name.json") \
     > "$OUT/$name.txt" 2>&1
   echo "   exit $? ($(date -u +%H:%M:%S)); $(tail -1 "$OUT/$name.txt")"
 }

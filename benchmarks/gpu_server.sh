@@ -27,7 +27,7 @@ stage() {  # stage NAME SECONDS ARGS...: one pytest session, its terminal output
   shift 2
   case " ${STAGES:-inprocess server concurrency} " in *" $name "*) ;; *) return 0 ;; esac
   echo "== $name ($(date -u +%H:%M:%S), at most ${limit}s)"
-  (cd "$work" && timeout -k 15 -s INT "$limit" "$py" -m pytest "${common[@]}" "$@" --mlx-json "$OUT/$name.json" \
+  (cd "$work" && timeout -k 15 -s INT "$limit" "$py" -m pytest "${common[@]}" "$@" --mlx-json="$OUT/$name.json" \
     -rfE) > "$OUT/$name.txt" 2>&1
   echo "   exit $? ($(date -u +%H:%M:%S)); $(tail -1 "$OUT/$name.txt")"
 }

@@ -49,7 +49,7 @@ stage() {  # stage NAME SECONDS ARGS...: one pytest session, its terminal output
   shift 2
   case " ${STAGES:-load} " in *" $name "*) ;; *) return 0 ;; esac
   echo "== $name ($(date -u +%H:%M:%S), at most ${limit}s)"
-  (cd "$work" && timeout -k 15 -s INT "$limit" "$py" -m pytest "${common[@]}" "$@" --mlx-json "$OUT/$name.json" \
+  (cd "$work" && timeout -k 15 -s INT "$limit" "$py" -m pytest "${common[@]}" "$@" --mlx-json="$OUT/$name.json" \
     -rfEs) > "$OUT/$name.txt" 2>&1
   echo "   exit $? ($(date -u +%H:%M:%S)); $(tail -1 "$OUT/$name.txt")"
 }
@@ -60,7 +60,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/de
 # 1. closed and open loop, and the mixed workload, in one session (one server, one warm-up)
 stage load "${LOAD_LIMIT:-420}" --mlx-resolutions 448x448,224x224,1024x1024 --mlx-max-tokens 64 --mlx-warmup 1 \
   --mlx-rounds 3 --mlx-server-concurrency 1,2,4,8 --mlx-server-rates sweep:5 --mlx-server-duration "${DURATION:-15}" \
-  --mlx-server-slo ttft=500,itl=50 --mlx-server-workload mixed --mlx-server-records "$OUT/load-records" \
+  --mlx-server-slo ttft=500,itl=50 --mlx-server-workload mixed --mlx-server-records="$OUT/load-records" \
   -k "server_concurrency or server_rate or (server_workload and c4)"
 # 2. the memory soak of the unchanged server
 stage soak "${SOAK_LIMIT:-560}" --mlx-resolutions 224x224 --mlx-max-tokens 8 --mlx-warmup 2 \

@@ -43,7 +43,7 @@ cat "$OUT/build.txt"
 if (( ${#built[@]} )); then
   (cd "$work" && timeout -s INT "${SWEEP_LIMIT:-210}" "$py" -m pytest -p no:cacheprovider -p no:benchmark \
     --rootdir "$work" "${built[@]}" --quick --mlx-rounds 3 --mlx-warmup 1 --mlx-max-tokens 64 --mlx-isolate \
-    --mlx-json "$OUT/quick.json" -rfE) > "$OUT/quick.txt" 2>&1
+    --mlx-json="$OUT/quick.json" -rfE) > "$OUT/quick.txt" 2>&1
   echo "sweep exit $?"
   "$py" - "$OUT/quick.json" > "$OUT/tokens.md" <<'EOF'
 import json, sys

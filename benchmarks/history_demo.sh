@@ -33,7 +33,7 @@ for i in $(seq 1 "$sessions"); do
     "$py" -m pytest -p benchmarks.slowdown -p no:benchmark -p no:cacheprovider -q \
       --pyargs pytest_mlxvlm.builtin.test_mlxvlm_images --mlx-suite off \
       --mlx-model synthetic:tiny --mlx-resolutions 224x224,448x448 --mlx-rounds 5 --mlx-max-tokens 32 \
-      --mlx-history "$out/history.jsonl" --mlx-missing-baseline warn --mlx-baseline-dir "$out/none" \
+      --mlx-history="$out/history.jsonl" --mlx-missing-baseline warn --mlx-baseline-dir="$out/none" \
       | tail -1 | sed "s/^/$sha (slowdown $slow$note): /"
   stop_burners
 done

@@ -142,8 +142,8 @@ def suite_command(py: Path, step: str, files: Path, rounds: int, max_tokens: int
     """The pytest command of a measuring step, as a nightly job would run it."""
     return [str(py), "-m", "pytest", "-p", "no:cacheprovider", "-q", "--mlx-model", MODEL,
             "--mlx-suite", step, "--quick", "--mlx-rounds", str(rounds), "--mlx-max-tokens", str(max_tokens),
-            "--mlx-json", str(files / f"{step}.json"), "--mlx-history", str(files / f"session-{step}.jsonl"),
-            "--mlx-missing-baseline", "skip", "--mlx-baseline-dir", str(files / "no-baselines")]
+            "--mlx-json=" + str(files / f"{step}.json"), "--mlx-history=" + str(files / f"session-{step}.jsonl"),
+            "--mlx-missing-baseline", "skip", "--mlx-baseline-dir=" + str(files / "no-baselines")]
 
 
 def step_env(work: Path, pair: Pair, label: str) -> dict[str, str]:
@@ -265,8 +265,8 @@ def ab_check(work: Path, out: Path, pairs: Sequence[Pair], varying: str, cp: dic
     folder.mkdir(parents=True, exist_ok=True)
     command = [str(env_python(work, head)), "-m", "pytest", "-p", "no:cacheprovider", "-q",
                "--mlx-model", MODEL, "--mlx-suite", "images", "--mlx-resolutions", resolution,
-               "--mlx-max-tokens", str(max_tokens), "--mlx-ab-python", str(work / base.key / "venv"),
-               "--mlx-json", str(folder / f"{name}.json"), *ab_args]
+               "--mlx-max-tokens", str(max_tokens), "--mlx-ab-python=" + str(work / base.key / "venv"),
+               "--mlx-json=" + str(folder / f"{name}.json"), *ab_args]
     if lock:
         command = ["flock", lock, *command]
     scratch = Path(tempfile.mkdtemp(prefix="releases-ab-"))

@@ -40,12 +40,12 @@ for v in $versions; do
 done
 mkdir -p "$sites/run" && cd "$sites/run"  # an empty folder: pytest collects the built-in suite alone
 suite=(-m pytest -p no:cacheprovider -p no:benchmark -q --mlx-model "$model" --mlx-suite images
-       --mlx-missing-baseline skip --mlx-baseline-dir "$out/no-baselines")
+       --mlx-missing-baseline skip --mlx-baseline-dir="$out/no-baselines")
 for v in $versions; do  # release order: each release a nightly commit
   [ -e "$out/$v.done" ] && continue
   rm -f "$out/session-$v.jsonl"
-  GITHUB_SHA="$v" "$sites/python-$v" "${suite[@]}" ${sizes:---quick} --mlx-rounds "$rounds" --mlx-json "$out/$v.json" \
-    --mlx-history "$out/session-$v.jsonl" > "$out/$v.txt" 2>&1 || true
+  GITHUB_SHA="$v" "$sites/python-$v" "${suite[@]}" ${sizes:---quick} --mlx-rounds "$rounds" --mlx-json="$out/$v.json" \
+    --mlx-history="$out/session-$v.jsonl" > "$out/$v.txt" 2>&1 || true
   tail -3 "$out/$v.txt" | sed "s/^/mlx-vlm $v: /"
   touch "$out/$v.done"
 done
@@ -67,7 +67,7 @@ for pair in $pairs; do
   name="ab-$base-$head-${sizes//,/_}"
   [ -e "$out/$name.done" ] && continue
   GITHUB_SHA="$head" "$sites/python-$head" "${suite[@]}" --mlx-resolutions "$sizes" \
-    --mlx-ab-python "$sites/python-$base" --mlx-json "$out/$name.json" ${AB_ARGS:-} > "$out/$name.txt" 2>&1 || true
+    --mlx-ab-python="$sites/python-$base" --mlx-json="$out/$name.json" ${AB_ARGS:-} > "$out/$name.txt" 2>&1 || true
   grep -E "A/B|regressed|improved|inconclusive|passed|failed" "$out/$name.txt" | tail -6 | sed "s/^/$name: /"
   touch "$out/$name.done"
 done

@@ -102,7 +102,7 @@ def main() -> None:
     common = [*BUILTIN_SUITE, "--mlx-model", args.model,
               "--mlx-resolutions", args.resolutions, "--mlx-rounds", args.rounds,
               "--mlx-max-tokens", args.max_tokens, "--mlx-chip", "sensitivity",
-              "--mlx-baseline-dir", str(work / "baselines"), *args.extra.split()]
+              "--mlx-baseline-dir=" + str(work / "baselines"), *args.extra.split()]
     cache = ModelCache()
     for i in range(args.warm_sessions):  # every start: this process compiles its kernels
         run_session(common, cache, work / f"warm-{i}.partial")

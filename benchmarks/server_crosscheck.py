@@ -137,7 +137,7 @@ def plugin_cases(url: str, spec: str, levels: list[int], requests_per_client: in
                    "--mlx-model", spec, "--mlx-server-url", url, "--mlx-resolutions", size,
                    "--mlx-server-concurrency", ",".join(map(str, levels)), "--mlx-rounds", str(requests_per_client),
                    "--mlx-warmup", "1", "--mlx-max-tokens", str(max_tokens), "--mlx-prompt", prompt,
-                   "-k", "server_concurrency", "--mlx-json", str(report), "--rootdir", tmp]
+                   "-k", "server_concurrency", f"--mlx-json={report}", "--rootdir", tmp]
         done = subprocess.run(command, capture_output=True, text=True, cwd=tmp, timeout=3600)
         if not report.exists():
             raise RuntimeError(f"the plugin's session wrote no report (exit {done.returncode}): "

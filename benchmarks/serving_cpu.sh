@@ -42,7 +42,7 @@ stage() {  # stage NAME ARGS...: one pytest session under the lock, its terminal
   want "$name" || return 0
   echo "== $name ($(date -u +%H:%M:%S))"
   (cd "$(mktemp -d)" && flock "$LOCK" sh -c 'echo "# start: $(uptime)"; "$0" "$@"; code=$?; echo "# end: $(uptime)"; exit $code' \
-    "$py" -m pytest "${common[@]}" "$@" --mlx-json "$OUT/$name.json" --mlx-server-records "$OUT/records/$name" -rfEs) \
+    "$py" -m pytest "${common[@]}" "$@" --mlx-json="$OUT/$name.json" --mlx-server-records="$OUT/records/$name" -rfEs) \
     > "$OUT/$name.txt" 2>&1
   echo "   exit $? ($(date -u +%H:%M:%S)); $(tail -1 "$OUT/$name.txt")"
 }
@@ -59,7 +59,7 @@ fi
 stage rates --mlx-resolutions 224x224 --mlx-max-tokens 64 --mlx-warmup 1 --mlx-server-concurrency 4 \
   --mlx-server-rates sweep:6 --mlx-server-duration 40 --mlx-server-slo ttft=500,itl=50 -k server_rate
 stage workload --mlx-resolutions 224x224 --mlx-max-tokens 64 --mlx-warmup 1 --mlx-server-concurrency 1,4 \
-  --mlx-server-workload "$OUT/mixed.jsonl" -k server_workload
+  --mlx-server-workload="$OUT/mixed.jsonl" -k server_workload
 stage suitesoak --mlx-resolutions 224x224 --mlx-max-tokens 8 --mlx-warmup 2 --mlx-server-concurrency 4 \
   --mlx-server-soak 500 -k server_soak
 if want soak; then

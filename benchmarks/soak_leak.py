@@ -62,7 +62,7 @@ def soak(which: str, out: Path, spec: str, requests: int, size: str, clients: in
                "--pyargs", "pytest_mlxvlm.builtin.test_mlxvlm_server", "--mlx-suite", "server",
                "--mlx-model", spec, "--mlx-resolutions", size, "--mlx-server-concurrency", str(clients),
                "--mlx-max-tokens", str(max_tokens), "--mlx-warmup", "2", "--mlx-server-soak", str(requests),
-               "-k", "server_soak", "--mlx-json", str(report), "-rfE", "--rootdir", str(logs),
+               "-k", "server_soak", f"--mlx-json={report}", "-rfE", "--rootdir", str(logs),
                *(["--mlx-server-leak-threshold", f"{threshold:g}"] if threshold else [])]
     done = subprocess.run(command, capture_output=True, text=True, cwd=logs, env=env, timeout=4 * 3600)
     (out / f"{which}.txt").write_text(done.stdout + done.stderr)

@@ -329,7 +329,7 @@ def test_bad_base_is_a_usage_error(pytester, repo, tmp_path):
 
 def test_a_base_environment_without_mlx_is_named(pytester, repo, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
-    result = pytester.runpytest(*AB, "--mlx-ab-python", str(tmp_path / "bare"))
+    result = pytester.runpytest(*AB, f"--mlx-ab-python={tmp_path / 'bare'}")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*base worker: cannot import mlx (*) with *bare*python*"])
     no_leftovers(repo)
@@ -466,7 +466,7 @@ def test_each_side_is_bounded_by_what_its_worker_reported(pytester, repo):
 
 def test_another_interpreter_as_the_base(pytester, repo):
     """--mlx-ab-python alone: the same code under another environment (here the same one)."""
-    result = pytester.runpytest(*AB, "--mlx-ab-python", sys.executable, "--mlx-json", "ab.json")
+    result = pytester.runpytest(*AB, f"--mlx-ab-python={sys.executable}", "--mlx-json", "ab.json")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([f"*base: {sys.executable}*", "*2 compared, 0 regressed*"])
     assert {r["side"] for r in json.loads((repo / "ab.json").read_text())["results"]} == {"base", "head"}

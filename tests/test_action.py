@@ -129,7 +129,7 @@ FAKE_PYTHON = """#!/usr/bin/env bash
 if [ "$1" = -m ] && [ "$2" = pytest ]; then
   shift 2
   printf '%s\\n' "$@" >"$FAKE_PYTEST_ARGS"
-  for arg in "$@"; do case "$prev" in --mlx-markdown) echo "| Case | Speed |" >"$arg" ;; esac; prev=$arg; done
+  for arg in "$@"; do case "$arg" in --mlx-markdown=*) echo "| Case | Speed |" >"${arg#--mlx-markdown=}" ;; esac; done
   exit "${FAKE_PYTEST_STATUS:-0}"
 fi
 exec "$REAL_PYTHON" "$@"
@@ -156,9 +156,9 @@ def test_measure_builds_the_session_and_hands_over_the_status(tmp_path: Path, fa
     assert run.returncode == 0, run.stderr  # the action's last step fails the job, after the comment
     args = (tmp_path / "args.txt").read_text().splitlines()
     report_dir = tmp_path / "runner" / "mlxvlm-report"
-    assert args == ["--mlx-model", "synthetic:tiny", "--mlx-markdown", f"{report_dir}/report.md",
-                    "--mlx-json", f"{report_dir}/results.json", "--junitxml", f"{report_dir}/junit.xml",
-                    "--mlx-ab-base", "abc123", "--mlx-history", "session a.jsonl",
+    assert args == ["--mlx-model", "synthetic:tiny", f"--mlx-markdown={report_dir}/report.md",
+                    f"--mlx-json={report_dir}/results.json", "--junitxml", f"{report_dir}/junit.xml",
+                    "--mlx-ab-base", "abc123", "--mlx-history=session a.jsonl",
                     "--quick", "-k", "not video", "--mlx-tolerance", "Speed=20"]
     outputs = _outputs(tmp_path / "output.txt")
     assert outputs["exit-code"] == "1" and outputs["report"] == f"{report_dir}/report.md"
@@ -170,7 +170,7 @@ def test_measure_without_base_or_history_and_a_bad_argument_line(tmp_path: Path,
     run = _run_script("measure.sh", tmp_path, {**fake_python, "MLXVLM_MODEL": "m", "MLXVLM_AB_BASE": ""})
     assert run.returncode == 0
     args = (tmp_path / "args.txt").read_text().splitlines()
-    assert "--mlx-ab-base" not in args and "--mlx-history" not in args
+    assert "--mlx-ab-base" not in args and not any(arg.startswith("--mlx-history") for arg in args)
     assert _outputs(tmp_path / "output.txt")["exit-code"] == "0"
     (tmp_path / "output.txt").unlink()
     bad = _run_script("measure.sh", tmp_path, {**fake_python, "MLXVLM_MODEL": "m", "MLXVLM_PYTEST_ARGS": "-k 'oops"})

@@ -549,7 +549,7 @@ def test_real_server_that_cannot_load_the_model(pytester, tmp_path):
     folder = tmp_path / "not-a-model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    result = pytester.runpytest("-p", "no:cacheprovider", "--mlx-model", str(folder), "--mlx-suite",
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--mlx-model={folder}", "--mlx-suite",
                                 "server", "--mlx-resolutions", "224x224", "--mlx-server-concurrency", "1",
                                 "-k", "not server_cache")
     result.assert_outcomes(errors=2)

@@ -275,7 +275,7 @@ def test_real_server_cache_steps(pytester):
 def test_the_server_suite_skips_in_the_ab_mode_saying_why(pytester, fake):
     result = pytester.runpytest("-p", "no:cacheprovider", "--mlx-model", "synthetic:tiny", "--mlx-suite", "server",
                                 "--mlx-resolutions", "224x224", "--mlx-server-url", fake("cache"),
-                                "--mlx-ab-python", sys.executable, "-k", "server_generation or server_cache_basic",
+                                f"--mlx-ab-python={sys.executable}", "-k", "server_generation or server_cache_basic",
                                 "-rs")
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*the server suite measures one server; it does not run with --mlx-ab-*"])

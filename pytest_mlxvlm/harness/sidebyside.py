@@ -113,8 +113,10 @@ def nested_args(item: pytest.Item, bench: BenchSession, side: str, path: Path) -
             "-W", "ignore::pytest.PytestAssertRewriteWarning",  # the worker imported the plugin first
             "--basetemp", str(ab.scratch / f"{side}-test"), "--mlx-suite", "off",
             "--mlx-resolutions", ",".join(r.id for r in work.resolutions)]
+    # option=value: pytest reads a separate value that is a path as a test path, before the plugin
+    # is loaded, and would move the nested session's rootdir (harness/options.rootdir_moved_by)
     for spec in work.models:
-        args += ["--mlx-model", spec]
+        args.append(f"--mlx-model={spec}")
     overridden = {}  # -o NAME=VALUE on this command line: given here as much as a flag is
     for entry in getattr(config.option, "override_ini", None) or []:
         name, _, value = entry.partition("=")
@@ -122,11 +124,11 @@ def nested_args(item: pytest.Item, bench: BenchSession, side: str, path: Path) -
     for name in FORWARDED:
         value = getattr(config.option, name, None)
         if value is not None:
-            args += [flag(name), str(value)]
+            args.append(f"{flag(name)}={value}")
         elif name in overridden:
             args += ["-o", f"{name}={overridden[name]}"]
     if (config.option.mlx_image is not None or "mlx_image" in overridden) and work.image is not None:
-        args += ["--mlx-image", str(work.image)]
+        args.append(f"--mlx-image={work.image}")
     return args
 
 
