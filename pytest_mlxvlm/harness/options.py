@@ -17,6 +17,7 @@ An older spelling stays accepted as a row with ``hidden=True`` (argparse keeps i
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import shlex
 from dataclasses import dataclass
@@ -386,10 +387,11 @@ def rootdir_moved_by(config: pytest.Config) -> str:
         return ""
     try:
         from _pytest.config.findpaths import determine_setup
-        rootdir, inifile = determine_setup(
-            inifile=config.option.inifilename, override_ini=config.option.override_ini,
-            args=list(config.option.file_or_dir or []), rootdir_cmd_arg=config.option.rootdir or None,
-            invocation_dir=here)[:2]
+        given = {"inifile": config.option.inifilename, "override_ini": config.option.override_ini,
+                 "args": list(config.option.file_or_dir or []), "rootdir_cmd_arg": config.option.rootdir or None,
+                 "invocation_dir": here}
+        accepted = inspect.signature(determine_setup).parameters  # pytest 8 has no override_ini
+        rootdir, inifile = determine_setup(**{k: v for k, v in given.items() if k in accepted})[:2]
     except Exception:  # noqa: BLE001 - pytest's private API changed: no check
         return ""
     moved = [f"{what} ({got or 'none'}, not {expected or 'none'})" for what, got, expected in (
