@@ -230,9 +230,10 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     for result in results:
         result.outcome = outcome
         bench.results.append(result)
-        med = result.summary("end_to_end_tps").median
         prefix = f"mlxvlm:{result.resolution}" + (f":{result.side}" if result.side else "")
-        item.user_properties.append((f"{prefix}:end_to_end_tps", round(med, 3)))
+        if result.samples:  # a case that failed before its first round has none
+            item.user_properties.append((f"{prefix}:end_to_end_tps",
+                                         round(result.summary("end_to_end_tps").median, 3)))
         comparison = result.comparison
         if comparison is not None and result.side == "head":
             item.user_properties.append((f"{prefix}:ab", comparison.status))

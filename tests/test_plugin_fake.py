@@ -62,6 +62,14 @@ def test_auto_adds_the_sweep_only_to_a_session_without_measured_tests_of_its_own
     assert sum("::test_image_generation[" in line for line in swept.stdout.lines) == 10
 
 
+def test_a_session_of_cache_tests_alone_gets_no_sweep(fake: pytest.Pytester):
+    """Tests of the prefix cache (``mlx_cache``) are the session's own too: no 10-size sweep beside them."""
+    fake.makepyfile(test_cache="def test_my_cache(mlx_cache, mlx_cache_image):\n    pass\n")
+    result = fake.runpytest("--mlx-model", "fake:a", "--co")
+    result.stdout.fnmatch_lines(["*the built-in image sweep (10 tests) is not added: this session has * measured "
+                                 "test* of its own*"])  # one per cache engine installed
+
+
 def test_json_gives_the_settings_each_test_used(fake: pytest.Pytester):
     fake.makepyfile(test_mine=MY_TEST)
     result = fake.runpytest("--mlx-model", "fake:a", "--mlx-suite", "images", "--mlx-resolutions",
@@ -152,6 +160,34 @@ def test_bad_marker_fails_collection_of_that_test(fake: pytest.Pytester):
     result = fake.runpytest("--mlx-suite", "off")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*test_marked: rounds must be between 1 and 1000000, got 0*"])
+
+
+def test_bad_run_arguments_fail_their_test_in_one_line_and_the_session_goes_on(fake: pytest.Pytester):
+    """run()'s counts and image are checked as the marker's are: one line, no traceback, and the
+    tests after it run (a case with no sample once broke every later test's setup)."""
+    fake.makepyfile(
+        """
+        def test_zero_rounds(mlx_bench):
+            mlx_bench.run(rounds=0)
+
+        def test_words(mlx_bench):
+            mlx_bench.run(max_tokens="many")
+
+        def test_missing_image(mlx_bench):
+            mlx_bench.run(image="/nonexistent/cat.png")
+
+        def test_after(mlx_bench):
+            mlx_bench.run(rounds="2")
+        """
+    )
+    result = fake.runpytest("--mlx-suite", "off", "--mlx-resolutions", "224x224")
+    result.assert_outcomes(failed=3, passed=1)
+    result.stdout.fnmatch_lines([
+        "*test_zero_rounds*: MlxBench.run(): rounds must be between 1 and 1000000, got 0",
+        "*test_words*: MlxBench.run(): max_tokens must be a whole number, got 'many'",
+        "*test_missing_image*: MlxBench.run(): cannot open image '/nonexistent/cat.png': no such file",
+    ], consecutive=False)
+    assert "Traceback" not in result.stdout.str() and "torn down" not in result.stdout.str()
 
 
 def test_model_is_loaded_once_per_session(fake: pytest.Pytester):

@@ -9,12 +9,12 @@ from typing import Any, Callable
 
 import pytest
 
-from ..config.settings import Resolution, Settings, SettingsError
+from ..config.settings import Resolution, Settings, SettingsError, positive_int
 from ..gate import decision as gate
 from ..gate import work as work_gate
 from ..gate.baselines import BaselineError
 from ..gate.power import undecidable_note
-from ..measure.images import ImageError, image_file
+from ..measure.images import ImageError, image_file, open_image
 from ..measure.isolation import request_message
 from ..measure.runner import CaseError, GenerationLengthError, TooLargeError, run_adaptive, run_case
 from ..measure.work import WorkProfileUnavailable
@@ -70,6 +70,21 @@ class MlxBench:
     def session(self) -> BenchSession:
         return self.request.config.stash[session_key]
 
+    def _checked(self, image: Any, max_tokens: Any, rounds: Any,
+                 warmup: Any) -> tuple[int | None, int | None, int | None]:
+        """``run``'s counts as whole numbers in range, and its image file readable; a bad one
+        fails the test in one line, as the marker's keywords do."""
+        try:
+            counts = (None if max_tokens is None else positive_int("max_tokens", max_tokens),
+                      None if rounds is None else positive_int("rounds", rounds),
+                      None if warmup is None else positive_int("warmup", warmup, minimum=0))
+            if isinstance(image, (str, Path)) and not str(image).startswith(("http://", "https://")):
+                open_image(Path(image))
+            return counts
+        except (SettingsError, ImageError) as exc:
+            error = f"{self.request.node.nodeid}: {type(self).__name__}.run(): {exc}"
+        pytest.fail(error, pytrace=False)
+
     def run(
         self,
         image: Any = _THIS_TEST,
@@ -87,6 +102,7 @@ class MlxBench:
         ``mlx_vlm.stream_generate`` (e.g. ``prompt_cache_state``).
         """
         work = self.settings.workload
+        max_tokens, rounds, warmup = self._checked(image, max_tokens, rounds, warmup)
         request = self.make_request(
             image=self.image if image is _THIS_TEST else image,
             prompt=work.prompt if prompt is None else prompt,

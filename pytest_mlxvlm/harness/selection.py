@@ -46,7 +46,8 @@ def drop_auto_suite(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not (work.suite_auto and "images" in work.suites) or named(config, images.stem):
         return  # not added by auto, or named on the command line: wanted
     builtin = [item for item in items if item.path == images]
-    own = sum(is_measured(item) for item in items if item.path != images)
+    own = sum(is_measured(item) or "mlx_cache" in getattr(item, "fixturenames", ())  # cache steps: timed too
+              for item in items if item.path != images)
     if builtin and own:
         _deselect(config, items, builtin,
                   f"mlxvlm: the built-in image sweep ({len(builtin)} tests) is not added: this session has "
