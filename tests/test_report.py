@@ -51,7 +51,7 @@ def test_table_is_aligned_markdown():
 
 def test_model_section_ends_with_summary_and_aggregate():
     lines = model_section("m", [case("224x224", [1.0, 1.0])], load_time_s=0.5)
-    assert lines[-2].startswith("Average 10.0 tok/s across 1 resolutions")
+    assert lines[-2].startswith("Average 10.0 tok/s across 1 resolution;")
     assert lines[-1] == "Aggregate: 1 configs, 1.00s total, 10 tokens, 10.0 tok/s; model loaded in 0.50s"
 
 

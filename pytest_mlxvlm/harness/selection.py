@@ -50,7 +50,7 @@ def drop_auto_suite(config: pytest.Config, items: list[pytest.Item]) -> None:
               for item in items if item.path != images)
     if builtin and own:
         _deselect(config, items, builtin,
-                  f"mlxvlm: the built-in image sweep ({len(builtin)} tests) is not added: this session has "
+                  f"mlxvlm: the built-in image sweep ({len(builtin)} test{'s' if len(builtin) != 1 else ''}) is not added: this session has "
                   f"{own} measured test{'s' if own != 1 else ''} of its own; add it with --mlx-suite images")
 
 

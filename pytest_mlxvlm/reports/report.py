@@ -93,7 +93,8 @@ def model_section(model: str, results: Sequence[CaseResult], load_time_s: float 
     agg = aggregate(results)
     lines.append("")
     lines.append(
-        f"Average {agg['average_tps']:.1f} tok/s across {agg['configs']} resolutions; "
+        f"Average {agg['average_tps']:.1f} tok/s across {agg['configs']} "
+        f"resolution{'s' if agg['configs'] != 1 else ''}; "
         f"fastest {agg['fastest']['resolution']} ({agg['fastest']['tps']:.1f} tok/s), "
         f"slowest {agg['slowest']['resolution']} ({agg['slowest']['tps']:.1f} tok/s)"
     )
