@@ -252,6 +252,9 @@ class Sample(Record):
     first_logprobs: Any = field(default=None, repr=False, metadata=_NOT_SAVED)
 
 
+SAMPLE_FIGURES = frozenset(f.name for f in fields(Sample) if f.type in ("float", "int"))  # summary()'s names
+
+
 @dataclass
 class MetricComparison(Record):
     """One metric of one case against its baseline (or the base side of an A/B run)."""
@@ -357,6 +360,9 @@ class CaseResult(Record):
     work_check: WorkCheck | None = field(default=None, metadata={"decode": _work_check})
 
     def values(self, metric: str) -> list[float]:
+        """One metric's value in each sample; ValueError naming the metrics for a name that is none."""
+        if metric not in SAMPLE_FIGURES:
+            raise ValueError(f"no metric {metric!r} in a sample; use one of {', '.join(sorted(SAMPLE_FIGURES))}")
         return [float(getattr(s, metric)) for s in self.samples]
 
     def summary(self, metric: str) -> Summary:

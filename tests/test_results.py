@@ -226,3 +226,11 @@ def test_a_requests_images_are_always_a_list():
     assert results.GenerationRequest(image=image, prompt="p", max_tokens=1).images == [image]
     assert results.GenerationRequest(image=("a.png", "b.png"), prompt="p", max_tokens=1).images == ["a.png", "b.png"]
     assert results.image_list([]) == [] and results.image_list("a.png") == ["a.png"]
+
+
+def test_a_summary_of_no_such_metric_names_the_ones_there_are():
+    case = CaseResult(model="m", resolution="224x224", samples=[sample(0), sample(1)])
+    assert case.summary("ttft_s").median == 0.25
+    with pytest.raises(ValueError, match=r"no metric 'ttft' in a sample; use one of cached_tokens, end_to_end_tps, .*ttft_s"):
+        case.summary("ttft")
+    assert sorted(results.SAMPLE_FIGURES) == sorted(SAMPLE_KEYS)
