@@ -64,7 +64,7 @@ def test_auto_adds_the_sweep_only_to_a_session_without_measured_tests_of_its_own
 
 def test_a_session_of_cache_tests_alone_gets_no_sweep(fake: pytest.Pytester):
     """Tests of the prefix cache (``mlx_cache``) are the session's own too: no 10-size sweep beside them."""
-    fake.makepyfile(test_cache="def test_my_cache(mlx_cache, mlx_cache_image):\n    pass\n")
+    fake.makepyfile(test_app_cache="def test_my_cache(mlx_cache, mlx_cache_image):\n    pass\n")
     result = fake.runpytest("--mlx-model", "fake:a", "--co")
     result.stdout.fnmatch_lines(["*the built-in image sweep (10 tests) is not added: this session has * measured "
                                  "test* of its own*"])  # one per cache engine installed
