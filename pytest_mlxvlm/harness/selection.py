@@ -49,8 +49,9 @@ def drop_auto_suite(config: pytest.Config, items: list[pytest.Item]) -> None:
     own = sum(is_measured(item) or "mlx_cache" in getattr(item, "fixturenames", ())  # cache steps: timed too
               for item in items if item.path != images)
     if builtin and own:
+        sweep = f"{len(builtin)} test{'s' if len(builtin) != 1 else ''}"
         _deselect(config, items, builtin,
-                  f"mlxvlm: the built-in image sweep ({len(builtin)} test{'s' if len(builtin) != 1 else ''}) is not added: this session has "
+                  f"mlxvlm: the built-in image sweep ({sweep}) is not added: this session has "
                   f"{own} measured test{'s' if own != 1 else ''} of its own; add it with --mlx-suite images")
 
 

@@ -114,7 +114,7 @@ def nested_args(item: pytest.Item, bench: BenchSession, side: str, path: Path) -
             "--basetemp", str(ab.scratch / f"{side}-test"), "--mlx-suite", "off",
             "--mlx-resolutions", ",".join(r.id for r in work.resolutions)]
     # option=value: pytest reads a separate value that is a path as a test path, before the plugin
-    # is loaded, and would move the nested session's rootdir (harness/options.rootdir_moved_by)
+    # is loaded, and would move the nested session's rootdir (harness/rootdir.py)
     for spec in work.models:
         args.append(f"--mlx-model={spec}")
     overridden = {}  # -o NAME=VALUE on this command line: given here as much as a flag is
